@@ -1,0 +1,294 @@
+"""Run configuration: frozen dataclasses, one YAML file format, one override syntax.
+
+Every stage reads its settings from one section of `RunConfig` (`data`, `teacher`, `student`,
+`distill`, `evaluate`). A configuration is built from defaults, then an optional YAML file, then
+`--set section.field=value` overrides, in that order; sweep trials use the very same overrides, so a
+trial's configuration can always be rebuilt from its parameter dict. Unknown sections or fields,
+and values of the wrong type, are errors that name the key.
+
+Must not know: anything about models, data files' contents, Ray or searchers. It is the one module
+every stage may import.
+
+Example (CPU, instant):
+    python -m tune_distill.config --set student.num_hidden_layers=3 --set distill.alpha_ce=0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message names the key."""
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (tuple/list defaults are stored as tuples)."""
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_files: tuple[str, ...] = _f(
+        ("../shared/data/squad2/train.json",),
+        "SQuAD 2.0 JSON files to train on (local paths), or 'hub:squad_v2:train' for the HF hub.",
+    )
+    val_file: str = _f(
+        "../shared/data/squad2/val.json",
+        "SQuAD 2.0 JSON file used for evaluation and for choosing the no-answer threshold.",
+    )
+    max_seq_length: int = _f(384, "Tokens per window (question + context + special tokens).")
+    doc_stride: int = _f(128, "Tokens of overlap between consecutive context windows.")
+    max_query_length: int = _f(64, "Questions are truncated to this many tokens.")
+    max_train_examples: int = _f(0, "Use only the first N training questions (0 = all).")
+    max_val_examples: int = _f(0, "Use only the first N validation questions (0 = all).")
+    cache_dir: str = _f(".cache/tune_distill", "Folder for the feature and teacher-logit caches.")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    path: str = _f(
+        "../shared/models/teacher-minilm-l6-squad2",
+        "Fine-tuned question-answering teacher: a local directory or a hub id.",
+    )
+    logits_dtype: str = _f("float16", "Dtype of cached teacher logits: float16 or float32.")
+    batch_size: int = _f(64, "Batch size when computing the teacher's logits once.")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    num_hidden_layers: int = _f(3, "Transformer layers in the student.")
+    hidden_size: int = _f(0, "Hidden width; 0 = the teacher's.")
+    num_attention_heads: int = _f(0, "Attention heads; 0 = the teacher's.")
+    intermediate_size: int = _f(0, "Feed-forward width; 0 = the teacher's (or 4 x hidden if widths differ).")
+    hidden_dropout_prob: float = _f(0.1, "Dropout on hidden states.")
+    attention_probs_dropout_prob: float = _f(0.1, "Dropout on attention probabilities.")
+    qa_dropout: float = _f(0.0, "Dropout before the start/end QA head.")
+    initializer_range: float = _f(0.02, "Std of the normal initialiser for randomly initialised weights.")
+    init: str = _f(
+        "teacher",
+        "teacher: copy embeddings, chosen layers and QA head from the teacher (widths must match); "
+        "prune: like teacher, then keep the most important heads; random: fresh weights.",
+    )
+    layer_selection: str = _f(
+        "every_other",
+        "Which teacher layers to copy: every_other, spread, first, last, or a list like '0,2,4'.",
+    )
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not applied to biases and LayerNorm).")
+    alpha_ce: float = _f(0.5, "Weight of the distillation (KL) loss; the gold-span loss gets 1 - alpha_ce.")
+    temperature: float = _f(2.0, "Softmax temperature of the distillation loss.")
+    warmup_steps: int = _f(0, "Linear warm-up steps (if 0, warmup_ratio is used).")
+    warmup_ratio: float = _f(0.1, "Warm-up as a share of all steps, used when warmup_steps is 0.")
+    num_train_epochs: float = _f(1.0, "Passes over the training features (fractions allowed).")
+    max_steps: int = _f(0, "Stop after this many optimiser steps (0 = from num_train_epochs).")
+    train_batch_size: int = _f(32, "Training features per optimiser step.")
+    eval_batch_size: int = _f(64, "Evaluation batch size (fixed: it changes speed, not results).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
+    eval_every_steps: int = _f(0, "Evaluate every N steps (0 = only at the end).")
+    checkpoint_every_steps: int = _f(0, "Checkpoint every N steps (0 = at evaluations and the end).")
+    seed: int = _f(0, "Seed for initialisation, dropout and batch order.")
+    precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N.")
+    num_threads: int = _f(0, "CPU threads for torch (0 = leave torch's default).")
+    length_bucketing: bool = _f(True, "Group features of similar length into batches (dynamic padding).")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    n_best_size: int = _f(20, "Start and end candidates considered per window.")
+    max_answer_length: int = _f(30, "Longest answer span, in tokens.")
+    latency_seq_length: int = _f(384, "Sequence length of the latency measurement.")
+    latency_batch_sizes: tuple[int, ...] = _f((1, 32), "Batch sizes timed for latency.")
+    latency_repeats: int = _f(10, "Timed repeats per batch size (after warm-up); the median is kept.")
+    latency_warmup: int = _f(3, "Untimed warm-up calls per batch size.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data and features."})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "The teacher."})
+    student: StudentConfig = field(default_factory=StudentConfig, metadata={"help": "Student shape and init."})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "Training."})
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"help": "Evaluation."})
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "student": StudentConfig,
+    "distill": DistillConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def _field_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce a YAML/override value to the field's type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(annotation)
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        return tuple(_coerce(key, item, item_type) for item in items)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")  # pragma: no cover
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split 'section.field=value' into (key, value); the value is read as YAML (1e-5, true, [1,2])."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.field=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"override {text!r}: the key must be section.field, e.g. distill.learning_rate")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return a new config with {'section.field': value} applied; unknown keys are errors."""
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if key.count(".") != 1:
+            raise ConfigError(f"{key}: keys are section.field, e.g. distill.learning_rate")
+        section, name = key.split(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"{key}: unknown section {section!r}; known: {', '.join(SECTIONS)}")
+        types = _field_types(SECTIONS[section])
+        if name not in types:
+            raise ConfigError(f"{key}: unknown field {name!r} in section {section!r}; known: {', '.join(types)}")
+        changes.setdefault(section, {})[name] = _coerce(key, value, types[name])
+    updated = {
+        section: dataclasses.replace(getattr(config, section), **fields) for section, fields in changes.items()
+    }
+    return dataclasses.replace(config, **updated)
+
+
+def flatten(mapping: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Turn {'distill': {'learning_rate': 1e-4}} into {'distill.learning_rate': 1e-4}."""
+    flat: dict[str, Any] = {}
+    for section, fields in (mapping or {}).items():
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of field: value")
+        for name, value in fields.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | Mapping[str, Any] = ()) -> RunConfig:
+    """Defaults, then the YAML file at `path` (if any), then overrides ('a.b=1' strings or a dict)."""
+    config = RunConfig()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, distill, evaluate)")
+        try:
+            config = apply_overrides(config, flatten(loaded, str(path)))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    if isinstance(overrides, Mapping):
+        return apply_overrides(config, overrides)
+    return apply_overrides(config, dict(parse_override(text) for text in overrides))
+
+
+def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Plain nested dict (tuples become lists), ready for JSON or YAML."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(mapping: Mapping[str, Any]) -> RunConfig:
+    """Inverse of to_dict; unknown keys are errors."""
+    return apply_overrides(RunConfig(), flatten(mapping))
+
+
+def help_text() -> str:
+    """Every key with its default and help, for `tune-distill config --help-keys`."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"{section}.{f.name} = {default!r}\n    {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the resolved configuration.")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--help-keys", action="store_true", help="list every key with its help text")
+    args = parser.parse_args(argv)
+    if args.help_keys:
+        print(help_text())
+        return
+    yaml.safe_dump(to_dict(load_config(args.config, args.set)), sys.stdout, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()
