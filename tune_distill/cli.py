@@ -1,0 +1,128 @@
+"""The `tune-distill` command (also `python -m tune_distill`): thin entry points over the library.
+
+Subcommands:
+    distill   one distillation run -> a run folder (config, command, environment, metrics, student)
+    evaluate  score any Hugging Face QA model directory on a SQuAD 2.0 file
+    teacher   fine-tune a pretrained encoder into a QA teacher
+    config    print the resolved configuration, or every key with its help (--help-keys)
+
+Every subcommand that takes a configuration accepts `--config FILE` and repeated
+`--set section.field=value` (the same override syntax sweep trials use).
+
+Must not know: anything the library modules do not expose; no logic of its own beyond argument
+parsing and logging set-up.
+
+Example (CPU, about a minute):
+    tune-distill distill --out runs/tiny --set data.max_train_examples=200 --set data.max_val_examples=100 \
+        --set data.max_seq_length=256 --set data.doc_stride=96 --set student.num_hidden_layers=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tune_distill.config import ConfigError, help_text, load_config, to_dict
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (sections data, teacher, student, distill, evaluate)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config field; repeatable")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "filelock", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tune-distill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    distill = commands.add_parser("distill", help="distil one student and write a run folder")
+    _add_config_arguments(distill)
+    distill.add_argument("--out", help="run folder (default runs/distill-<time>)")
+    distill.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
+
+    evaluate = commands.add_parser("evaluate", help="score a QA model directory on a SQuAD 2.0 file")
+    evaluate.add_argument("--model", required=True, help="Hugging Face QA model directory (or hub id)")
+    evaluate.add_argument("--data", required=True, help="SQuAD 2.0 JSON file")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json, predictions.json, null_odds.json")
+    evaluate.add_argument("--na-threshold", type=float, default=None,
+                          help="apply this no-answer threshold (chosen on validation); default: choose it on --data")
+    evaluate.add_argument("--max-seq-length", type=int, default=384)
+    evaluate.add_argument("--doc-stride", type=int, default=128)
+    evaluate.add_argument("--max-query-length", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--n-best-size", type=int, default=20)
+    evaluate.add_argument("--max-answer-length", type=int, default=30)
+    evaluate.add_argument("--max-examples", type=int, default=0)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--cache-dir", default=".cache/tune_distill")
+    evaluate.add_argument("--latency", action="store_true", help="also measure batch-1 and batch-32 latency")
+
+    teacher = commands.add_parser("teacher", help="fine-tune a pretrained encoder into a QA teacher")
+    _add_config_arguments(teacher)
+    teacher.add_argument("--encoder", required=True, help="pretrained encoder directory or hub id")
+    teacher.add_argument("--out", required=True, help="output model directory")
+
+    config = commands.add_parser("config", help="print the resolved configuration")
+    _add_config_arguments(config)
+    config.add_argument("--help-keys", action="store_true", help="list every key with its default and help")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    command = ["tune-distill", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        if args.command == "config":
+            import yaml
+
+            if args.help_keys:
+                print(help_text())
+            else:
+                print(yaml.safe_dump(to_dict(load_config(args.config, args.set)), sort_keys=False), end="")
+        elif args.command == "distill":
+            from tune_distill.run import run_distillation
+
+            config = load_config(args.config, args.set)
+            out = Path(args.out or f"runs/distill-{time.strftime('%Y%m%d-%H%M%S')}")
+            metrics = run_distillation(config, out, resume=not args.no_resume, command=command)
+            print(json.dumps({k: metrics[k] for k in ("exact", "f1", "parameters", "na_threshold") if k in metrics}))
+            print(f"run folder: {out}")
+        elif args.command == "evaluate":
+            from tune_distill.evaluate import evaluate_model_dir
+
+            metrics = evaluate_model_dir(
+                args.model, args.data, args.out, na_threshold=args.na_threshold, max_seq_length=args.max_seq_length,
+                doc_stride=args.doc_stride, max_query_length=args.max_query_length, batch_size=args.batch_size,
+                n_best_size=args.n_best_size, max_answer_length=args.max_answer_length, device=args.device,
+                cache_dir=args.cache_dir, max_examples=args.max_examples, latency=args.latency,
+            )
+            print(json.dumps(metrics, indent=1, default=str))
+        elif args.command == "teacher":
+            from tune_distill.run import make_teacher
+
+            config = load_config(args.config, args.set)
+            metrics = make_teacher(config, args.encoder, args.out, command=command)
+            print(json.dumps(metrics, indent=1, default=str))
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        logging.getLogger("tune_distill").error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

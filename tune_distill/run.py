@@ -1,0 +1,225 @@
+"""One distillation run, end to end: SQuAD 2.0 in, a scored student out. A plain function, no Ray.
+
+`run_distillation(config, out_dir)` wires the stages in their order: data (features, cached) ->
+teacher (logits, cached) -> student (built and initialised) -> distill (trained, checkpointed,
+resumable) -> evaluate (validation exact/F1 with the no-answer threshold chosen there, size,
+latency). Every sweep trial is one call of it; `prepare_inputs` does the shared work (tokenising,
+teacher logits) once so that trials only read caches.
+
+The run folder holds: `config.yaml` (resolved), `command.txt`, `environment.json` (versions, git
+SHA, device), `history.jsonl` (one line per evaluation), `metrics.json` (final), `checkpoint/`
+(for resume) and `model/` (the student with its tokenizer).
+
+Must not know: Ray, searchers, sweeps, reports.
+
+Example (CPU, about a minute):
+    tune-distill distill --out runs/tiny --set data.max_train_examples=200 --set data.max_val_examples=100 \
+        --set data.max_seq_length=256 --set data.doc_stride=96 --set student.num_hidden_layers=3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from tune_distill import distill, evaluate
+from tune_distill.config import RunConfig, to_dict
+from tune_distill.data import FeatureSet, load_features
+from tune_distill.student import build_student, count_parameters, save_student
+from tune_distill.teacher import TeacherLogits, load_teacher, qa_logits, resolve_device, teacher_logits
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What every trial of a sweep shares: tokenizer, features and teacher logits (all cached on disk)."""
+
+    tokenizer: Any
+    teacher_config: Any
+    train_features: FeatureSet
+    val_features: FeatureSet
+    teacher_logits: TeacherLogits | None
+
+
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions, git SHA, host and device, for the run folder."""
+    import importlib.metadata as metadata
+
+    versions = {}
+    for package in ("torch", "transformers", "datasets", "pyarrow", "numpy", "ray", "optuna", "hyperopt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_sha": git_sha(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else None,
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | None, command: list[str] | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    (out_dir / "command.txt").write_text(" ".join(command if command is not None else sys.argv) + "\n")
+    (out_dir / "environment.json").write_text(json.dumps(environment(device), indent=2))
+
+
+def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teacher_model=None) -> Inputs:
+    """Tokenise (cached) and compute the teacher's logits (cached) once."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    data = config.data
+    tokenizer = AutoTokenizer.from_pretrained(config.teacher.path)
+    teacher_config = AutoConfig.from_pretrained(config.teacher.path)
+    lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride, max_query_length=data.max_query_length)
+    train_features = load_features(list(data.train_files), tokenizer, kind="train", max_examples=data.max_train_examples,
+                                   cache_dir=data.cache_dir, **lengths)
+    val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
+                                 cache_dir=data.cache_dir, **lengths)
+    logits = None
+    if config.distill.alpha_ce > 0:
+        logits = teacher_logits(config.teacher.path, train_features, cache_dir=data.cache_dir,
+                                batch_size=config.teacher.batch_size, dtype=config.teacher.logits_dtype,
+                                device=device, model=teacher_model, pad_token_id=tokenizer.pad_token_id or 0)
+    return Inputs(tokenizer, teacher_config, train_features, val_features, logits)
+
+
+def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.device, pad_token_id: int,
+                   na_threshold: float | None = None) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
+    """Scores a model on the validation features (threshold chosen there unless one is given)."""
+
+    def evaluator(model: torch.nn.Module, step: int) -> dict[str, Any]:
+        start, end = qa_logits(model, val_features, batch_size=config.distill.eval_batch_size, device=device,
+                               precision=config.distill.precision, pad_token_id=pad_token_id, desc="evaluate")
+        start_rows = [start.row(index) for index in range(len(start))]
+        end_rows = [end.row(index) for index in range(len(end))]
+        best_texts, null_odds = evaluate.postprocess(val_features.examples, val_features, start_rows, end_rows,
+                                                     n_best_size=config.evaluate.n_best_size,
+                                                     max_answer_length=config.evaluate.max_answer_length)
+        metrics = evaluate.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold)
+        metrics["_predictions"] = evaluate.apply_threshold(best_texts, null_odds, metrics["na_threshold"])
+        metrics["_null_odds"] = null_odds
+        return metrics
+
+    return evaluator
+
+
+def _public(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without the bulky "_"-prefixed entries (predictions, null odds)."""
+    return {key: value for key, value in metrics.items() if not key.startswith("_")}
+
+
+def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distill.Callback | None = None,
+                     resume: bool = True, inputs: Inputs | None = None, resume_from: str | Path | None = None,
+                     measure_latency: bool = True, command: list[str] | None = None) -> dict[str, Any]:
+    """Distil one student as `config` says, write the run folder, return the final metrics."""
+    out_dir = Path(out_dir)
+    device = resolve_device(config.distill.device)
+    write_run_header(out_dir, config, device, command)
+    began = time.perf_counter()
+    needs_teacher_weights = config.student.init != "random"
+    teacher_model = None
+    if needs_teacher_weights:
+        teacher_model, _ = load_teacher(config.teacher.path, "cpu")
+    if inputs is None:
+        inputs = prepare_inputs(config, device, teacher_model=teacher_model.to(device) if teacher_model else None)
+        if teacher_model is not None:
+            teacher_model.to("cpu")
+    pad_token_id = inputs.tokenizer.pad_token_id or 0
+
+    model = build_student(config.student, inputs.teacher_config, teacher_model, seed=config.distill.seed)
+    del teacher_model
+    model.to(device)
+    score = make_evaluator(config, inputs.val_features, device, pad_token_id)
+    last_evaluation: dict[str, Any] = {}
+
+    def evaluator(model: torch.nn.Module, step: int) -> dict[str, Any]:
+        metrics = score(model, step)
+        last_evaluation.clear()
+        last_evaluation.update(metrics, _step=step)  # the final one is written out, not recomputed
+        return metrics
+
+    result = distill.train(model, inputs.train_features, config.distill, teacher=inputs.teacher_logits,
+                           out_dir=out_dir, evaluator=evaluator, callback=callback,
+                           pad_token_id=pad_token_id, resume=resume, resume_from=resume_from)
+    final = last_evaluation if last_evaluation.get("_step") == result.step else score(model, result.step)
+    model_dir = save_student(model, out_dir / "model", inputs.tokenizer)
+    metrics = _public(final)
+    metrics.update(count_parameters(model))
+    metrics["bytes_on_disk"] = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    metrics.update(step=result.step, total_steps=result.total_steps, stopped_early=result.stopped_early,
+                   train_seconds=result.train_seconds, train_features_per_second=result.features_per_second,
+                   wall_seconds=time.perf_counter() - began, train_features=len(inputs.train_features),
+                   val_questions=len(inputs.val_features.examples))
+    if measure_latency:
+        ev = config.evaluate
+        metrics.update(evaluate.measure_latency(model, seq_length=ev.latency_seq_length,
+                                                batch_sizes=ev.latency_batch_sizes, repeats=ev.latency_repeats,
+                                                warmup=ev.latency_warmup, device=device,
+                                                precision=config.distill.precision))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if "_predictions" in final:
+        (out_dir / "predictions.json").write_text(json.dumps(final["_predictions"], indent=1))
+        (out_dir / "null_odds.json").write_text(json.dumps(final["_null_odds"], indent=1))
+    log.info("run done: exact %.2f f1 %.2f, %s parameters -> %s", metrics.get("exact", float("nan")),
+             metrics.get("f1", float("nan")), f"{metrics['parameters']:,}", out_dir)
+    return metrics
+
+
+def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tune a pretrained encoder (local dir or hub id) into a QA teacher on the config's data.
+
+    Gold-span loss only (distill.fine_tune); the no-answer threshold is chosen on the validation
+    file. Writes a Hugging Face model directory (weights, config, tokenizer) plus metrics.json.
+    """
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    device = resolve_device(config.distill.device)
+    write_run_header(out_dir, config, device, command)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    torch.manual_seed(config.distill.seed)
+    model = AutoModelForQuestionAnswering.from_pretrained(encoder).to(device)
+    data = config.data
+    lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride, max_query_length=data.max_query_length)
+    train_features = load_features(list(data.train_files), tokenizer, kind="train", max_examples=data.max_train_examples,
+                                   cache_dir=data.cache_dir, **lengths)
+    val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
+                                 cache_dir=data.cache_dir, **lengths)
+    pad_token_id = tokenizer.pad_token_id or 0
+    score = make_evaluator(config, val_features, device, pad_token_id)
+    result = distill.fine_tune(model, train_features, config.distill, out_dir=out_dir / "training",
+                               evaluator=score, pad_token_id=pad_token_id)
+    save_student(model, out_dir, tokenizer)
+    metrics = _public(result.history[-1]) if result.history else _public(score(model, result.step))
+    metrics.update(count_parameters(model), train_seconds=result.train_seconds, encoder=encoder)
+    (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return metrics
