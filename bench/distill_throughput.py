@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tune_distill.batching import bucketed_batches
+from tune_distill.data import bucketed_batches
 from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import load_features
 from tune_distill.distill import MASKED_LOGIT, distillation_loss, make_optimizer, make_scheduler, train

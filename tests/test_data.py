@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import LONG_CONTEXT, make_tiny_tokenizer, tiny_squad_dict
@@ -25,6 +23,10 @@ def write_squad(path: Path, document) -> Path:
 
 def context_token_positions(offsets) -> list[int]:
     return [i for i, (start, end) in enumerate(offsets) if start >= 0]
+
+
+def context_offsets(offsets) -> list[list[int]]:
+    return [offsets[i] for i in context_token_positions(offsets)]
 
 
 @pytest.fixture
@@ -203,13 +205,14 @@ def train_and_eval(tiny_examples, tiny_tokenizer):
 
 def test_train_and_eval_windows_are_the_same_unpadded_windows(train_and_eval):
     train, evaluation = train_and_eval
-    assert set(train) == {"input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions", "example_index"}
+    assert set(train) == {
+        "input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions", "example_index"
+    }
     assert set(evaluation) == {"input_ids", "token_type_ids", "attention_mask", "offset_mapping", "example_index"}
     assert train["input_ids"] == evaluation["input_ids"]
     assert train["example_index"] == evaluation["example_index"]
-    for ids, types, mask, offsets in zip(
-        evaluation["input_ids"], evaluation["token_type_ids"], evaluation["attention_mask"], evaluation["offset_mapping"]
-    ):
+    columns = ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")
+    for ids, types, mask, offsets in zip(*(evaluation[name] for name in columns)):
         assert len(ids) == len(types) == len(mask) == len(offsets) <= LENGTHS["max_seq_length"]
         assert set(mask) == {1}  # unpadded
         assert ids[0] == 2 and ids[-1] == 3  # [CLS] ... [SEP]
@@ -247,8 +250,8 @@ def test_long_context_gives_overlapping_windows(train_and_eval, tiny_examples, t
     stride = LENGTHS["doc_stride"]
     covered_until = 0
     for previous, following in zip(windows, windows[1:]):
-        previous_offsets = [evaluation["offset_mapping"][previous][i] for i in context_token_positions(evaluation["offset_mapping"][previous])]
-        following_offsets = [evaluation["offset_mapping"][following][i] for i in context_token_positions(evaluation["offset_mapping"][following])]
+        previous_offsets = context_offsets(evaluation["offset_mapping"][previous])
+        following_offsets = context_offsets(evaluation["offset_mapping"][following])
         assert previous_offsets[-stride:] == following_offsets[:stride]  # exactly doc_stride tokens shared
         assert following_offsets[-1][1] > previous_offsets[-1][1]  # and the window moves on
         covered_until = following_offsets[-1][1]
@@ -274,7 +277,7 @@ def test_cls_label_outside_the_window_and_for_unanswerable(train_and_eval, tiny_
     for window, example_index in enumerate(train["example_index"]):
         if example_index != cathedral:
             continue
-        spans = [evaluation["offset_mapping"][window][i] for i in context_token_positions(evaluation["offset_mapping"][window])]
+        spans = context_offsets(evaluation["offset_mapping"][window])
         fully_inside = spans[0][0] <= answer_start and spans[-1][1] >= answer_start + 4
         assert (train["start_positions"][window] != 0) == fully_inside
 
@@ -377,7 +380,9 @@ def test_cache_key_follows_data_lengths_kind_and_tokenizer(tiny_squad_file, tiny
         load([tiny_squad_file], tiny_tokenizer, cache, doc_stride=8).fingerprint,
         load([tiny_squad_file], tiny_tokenizer, cache, max_query_length=10).fingerprint,
         load([tiny_squad_file], tiny_tokenizer, cache, kind="train").fingerprint,
-        data.load_features([str(tiny_squad_file)], tiny_tokenizer, kind="eval", cache_dir=cache, max_examples=3, **LENGTHS).fingerprint,
+        data.load_features(
+            [str(tiny_squad_file)], tiny_tokenizer, kind="eval", cache_dir=cache, max_examples=3, **LENGTHS
+        ).fingerprint,
     }
     assert base not in keys and len(keys) == 5
 

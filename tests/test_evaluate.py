@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tune_distill import data, evaluate
+from tune_distill.config import EvaluateConfig
 from tune_distill.data import SquadExample
 from tune_distill.evaluate import (
     NO_SPAN_NULL_ODDS,
@@ -260,7 +261,8 @@ def test_best_threshold_maximises_exact_and_reports_the_best_f1_threshold(thresh
     assert metrics["best_f1_thresh"] == 0.0
     assert metrics["best_f1"] == pytest.approx(100 * (1 + 0 + 8 / 9 + 8 / 9 + 1) / 5)
     # The reported best F1 is what applying its threshold gives.
-    assert evaluate.squad_v2_scores(examples, apply_threshold(texts, odds, 0.0))["f1"] == pytest.approx(metrics["best_f1"])
+    at_best_f1 = evaluate.squad_v2_scores(examples, apply_threshold(texts, odds, 0.0))
+    assert at_best_f1["f1"] == pytest.approx(metrics["best_f1"])
     # At threshold 0: A, B, C, D answered, E not.
     assert metrics["exact_at_0"] == pytest.approx(40.0)
     assert metrics["f1_at_0"] == pytest.approx(metrics["best_f1"])
@@ -324,9 +326,13 @@ def test_predict_logits_is_independent_of_batching_and_unpadded(tiny_model, tiny
 
 def test_evaluate_model_dir_writes_metrics_predictions_and_null_odds(tiny_qa_model_dir, tiny_squad_file, tmp_path):
     out = tmp_path / "eval"
+    # Latency at 200 tokens is timed at the tiny model's 128 positions.
+    latency_config = EvaluateConfig(
+        latency_seq_length=200, latency_batch_sizes=(1, 3), latency_repeats=2, latency_warmup=1
+    )
     metrics = evaluate.evaluate_model_dir(
         tiny_qa_model_dir, tiny_squad_file, out, batch_size=4, device="cpu", cache_dir=tmp_path / "cache",
-        latency=True, **LENGTHS,
+        latency=True, latency_config=latency_config, **LENGTHS,
     )
     written = json.loads((out / "metrics.json").read_text())
     predictions = json.loads((out / "predictions.json").read_text())
@@ -336,7 +342,7 @@ def test_evaluate_model_dir_writes_metrics_predictions_and_null_odds(tiny_qa_mod
     assert written["exact"] == pytest.approx(metrics["exact"]) and written["f1"] == pytest.approx(metrics["f1"])
     for key in ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
                 "NoAns_total", "na_threshold", "exact_at_0", "f1_at_0", "best_f1_thresh", "parameters",
-                "non_embedding_parameters", "bytes_on_disk", "latency_ms_b1", "latency_ms_b32"):
+                "non_embedding_parameters", "bytes_on_disk", "latency_ms_b1", "latency_ms_b3"):
         assert key in written, key
     assert (written["total"], written["HasAns_total"], written["NoAns_total"]) == (7, 5, 2)
     assert 0 <= written["exact"] <= 100 and 0 <= written["f1"] <= 100

@@ -19,8 +19,12 @@ Arrow layout of a cached FeatureSet (one row per window):
     start_positions, end_positions              int32 (kind="train" only)
     offset_mapping                              list<fixed_size_list<int32, 2>> (kind="eval" only)
 
-Must not know: models, teachers, students, training or metrics. It imports only `config` from the
-project (and nothing at all of it at present).
+Also here: how windows become batches. Each column is packed as one flat array plus row offsets
+(`PackedColumn`); `bucketed_batches` gives an epoch's batch order as a pure function of (seed,
+epoch), grouping windows of similar length, and `pad_rows` pads a batch only to its own longest row.
+
+Must not know: models, teachers, students, training or metrics. It imports only the `progress`
+utility from the project.
 
 Example (CPU, about a minute):
     nice python -m tune_distill.data --data ../shared/data/squad2/val.json \
@@ -43,7 +47,9 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
+import torch
+
+from tune_distill.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +342,7 @@ def _prepare(
     features: dict[str, list] = {name: [] for name in columns}
     started = time.perf_counter()
     chunks = list(_chunks(len(examples), TOKENIZE_CHUNK_EXAMPLES))
-    for chunk in tqdm(chunks, desc=f"tokenising {kind}", unit="chunk", disable=len(chunks) < 2):
+    for chunk in Progress.iterate(chunks, f"tokenising {kind}", unit="chunk"):
         encoded = _tokenize_chunk(
             [examples[i] for i in chunk], tokenizer, max_seq_length, doc_stride, max_query_length
         )
@@ -436,7 +442,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         state.pop("padding", None)
     else:
         state = {"vocab": tokenizer.get_vocab()}
-    special = {name: str(getattr(tokenizer, name, None)) for name in ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")}
+    special_names = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
+    special = {name: str(getattr(tokenizer, name, None)) for name in special_names}
     description = {
         "class": type(tokenizer).__name__,
         "state": state,
@@ -638,6 +645,91 @@ def load_features(
     # Re-open memory-mapped so that every caller holds the same kind of table, built or cached.
     table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
     return FeatureSet(table=table, examples=examples, fingerprint=fingerprint, path=path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches: packed columns, length-bucketed batch order, dynamic padding
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackedColumn:
+    """A list<int> column as one flat array and row offsets (row i = values[offsets[i]:offsets[i+1]])."""
+
+    values: np.ndarray  # (total_tokens,)
+    offsets: np.ndarray  # (rows + 1,)
+
+    @classmethod
+    def from_arrow(cls, column) -> "PackedColumn":
+        if hasattr(column, "combine_chunks"):
+            column = column.combine_chunks()
+        offsets = column.offsets.to_numpy().astype(np.int64)
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        return cls(values=values, offsets=offsets - offsets[0])
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[Sequence[int]]) -> "PackedColumn":
+        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.fromiter((value for row in rows for value in row), dtype=np.int64, count=int(offsets[-1]))
+        return cls(values=values, offsets=offsets)
+
+    @property
+    def lengths(self) -> np.ndarray:  # (rows,)
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, index: int) -> np.ndarray:
+        return self.values[self.offsets[index] : self.offsets[index + 1]]
+
+
+def pad_rows(column: PackedColumn, indices: Sequence[int], pad_value: int | float, dtype: torch.dtype,
+             length: int | None = None) -> torch.Tensor:
+    """Rows `indices` right-padded to the longest of them (or to `length`).  # (batch, seq_len)"""
+    lengths = column.lengths[np.asarray(indices)]
+    width = int(lengths.max()) if length is None else length
+    out = np.full((len(indices), width), pad_value, dtype=column.values.dtype)  # (batch, width)
+    for out_row, (index, row_length) in enumerate(zip(indices, lengths)):
+        start = column.offsets[index]
+        out[out_row, :row_length] = column.values[start : start + row_length]
+    return torch.from_numpy(out).to(dtype)
+
+
+def bucketed_batches(lengths: Sequence[int] | np.ndarray, batch_size: int, *, seed: int, epoch: int,
+                     bucket_batches: int = 50, bucketing: bool = True, drop_last: bool = False) -> list[np.ndarray]:
+    """The epoch's batches of row indices, a pure function of (lengths, batch_size, seed, epoch).
+
+    With bucketing: shuffle, cut into groups of `bucket_batches` batches, sort each group by length,
+    split into batches and shuffle the batch order (so lengths are similar within a batch but the
+    order of batches stays random). Without: plain shuffled batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths)
+    generator = np.random.default_rng([seed, epoch])
+    order = generator.permutation(len(lengths))
+    if bucketing:
+        group = batch_size * bucket_batches
+        chunks = []
+        for start in range(0, len(order), group):
+            chunk = order[start : start + group]
+            chunks.append(chunk[np.argsort(lengths[chunk], kind="stable")])
+        order = np.concatenate(chunks) if chunks else order
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if bucketing:
+        batches = [batches[index] for index in generator.permutation(len(batches))]
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Inference batches: rows sorted by length (least padding); callers restore the original order."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def main(argv: list[str] | None = None) -> None:

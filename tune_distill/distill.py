@@ -41,9 +41,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tune_distill.progress import Progress
 
-from tune_distill.batching import bucketed_batches
+from tune_distill.data import bucketed_batches
 from tune_distill.config import DistillConfig
 from tune_distill.data import FeatureSet
 from tune_distill.teacher import TeacherLogits, autocast_dtype, collate, model_inputs
@@ -273,7 +273,7 @@ def train(
     running_loss, running_count = 0.0, 0
     stopped_early = False
     epoch_cache: dict[int, list[np.ndarray]] = {}
-    progress = tqdm(total=total_steps, initial=step, desc="distill", unit="step", mininterval=10, disable=None)
+    progress = Progress(total_steps, "distill", unit="step", initial=step)
     while step < total_steps:
         epoch, position = divmod(step, batches_per_epoch)
         if epoch not in epoch_cache:
@@ -315,7 +315,7 @@ def train(
         running_loss += float(loss.detach())
         running_count += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{running_loss / running_count:.3f}", refresh=False)
+        progress.set_postfix(loss=f"{running_loss / running_count:.3f}")
 
         at_eval = (eval_every and step % eval_every == 0) or step == total_steps
         at_checkpoint = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps

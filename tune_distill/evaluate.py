@@ -15,10 +15,13 @@ Conventions (following Hugging Face's question-answering example and the officia
   * null_odds = null score - best span score; the answer is "" when null_odds > threshold;
     a question with no valid span gets "" and null_odds = NO_SPAN_NULL_ODDS (a large finite number);
   * the threshold chosen maximises EXACT (the official find_best_thresh sweep); the F1-maximising
-    one is reported as best_f1_thresh.
+    one is reported as best_f1_thresh. The shared teacher's teacher_metrics.json used neither: its
+    na_threshold (-3.6677 on val.json at 256/96) is the null odds one question below this module's
+    best_f1_thresh (-3.6439); applied here it gives its exact 58.22 / F1 59.21 to every digit, while
+    this module's own choice is -4.3694 (exact 58.45 / F1 59.06). exact_at_0 / f1_at_0 agree exactly.
 
 Must not know: how a model was built or trained (teacher, student, distillation), Ray, searchers.
-It imports only `config` and `data` from the project.
+It imports from `config`, `data` and `teacher` (whose `qa_logits` is the shared batched inference).
 
 Example (CPU, a few minutes):
     nice python -m tune_distill.evaluate --model ../shared/models/teacher-minilm-l6-squad2 \
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import json
 import logging
 import math
@@ -44,54 +46,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from tune_distill.config import EvaluateConfig
 from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
+from tune_distill.teacher import PRECISIONS, accepts_token_type_ids, autocast, qa_logits, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 NO_SPAN_NULL_ODDS = 1e9  # null odds of a question without any valid span: always "no answer"
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --------------------------------------------------------------------------------------------------
 # Devices and precision
-# --------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """'auto' -> cuda if available, else cpu; anything else as torch.device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU; others checked and returned."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
-    return precision
-
-
-def _autocast(device: torch.device, precision: str):
-    """Autocast context for bf16/fp16 (weights stay as they are); a no-op for fp32."""
-    if precision == "fp32":
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
-
-
-def _accepts_token_type_ids(model: torch.nn.Module) -> bool:
-    return "token_type_ids" in inspect.signature(model.forward).parameters
-
-
-# --------------------------------------------------------------------------------------------------
-# Logits
 # --------------------------------------------------------------------------------------------------
 
 
@@ -104,48 +71,13 @@ def predict_logits(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window, each a float32 array of that window's own length.
 
-    Windows are sorted by length into batches (little padding), and results are put back in the
-    feature order.
+    The batched, length-sorted inference is the teacher stage's `qa_logits` (one implementation for
+    teacher logits and evaluation); this returns it as one array per window.
     """
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    model.eval()
-    model.to(device)
-    input_ids = features.arrays("input_ids")
-    token_type_ids = features.arrays("token_type_ids")
-    attention_mask = features.arrays("attention_mask")
-    window_lengths = np.array([len(ids) for ids in input_ids], dtype=np.int64)
-    order = np.argsort(-window_lengths, kind="stable")  # longest first: memory trouble shows at once
-    pad_id = getattr(model.config, "pad_token_id", None) or 0
-    pass_token_types = _accepts_token_type_ids(model)
-    start_logits: list[np.ndarray | None] = [None] * len(input_ids)
-    end_logits: list[np.ndarray | None] = [None] * len(input_ids)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.inference_mode(), _autocast(device, precision):
-        for batch in tqdm(batches, desc="predicting", unit="batch", disable=len(batches) < 2):
-            width = int(window_lengths[batch].max())
-            ids_batch = np.full((len(batch), width), pad_id, dtype=np.int64)  # (batch, seq_len)
-            types_batch = np.zeros((len(batch), width), dtype=np.int64)  # (batch, seq_len)
-            mask_batch = np.zeros((len(batch), width), dtype=np.int64)  # (batch, seq_len)
-            for row, feature in enumerate(batch):
-                length = window_lengths[feature]
-                ids_batch[row, :length] = input_ids[feature]
-                types_batch[row, :length] = token_type_ids[feature]
-                mask_batch[row, :length] = attention_mask[feature]
-            inputs = {
-                "input_ids": torch.from_numpy(ids_batch).to(device),
-                "attention_mask": torch.from_numpy(mask_batch).to(device),
-            }
-            if pass_token_types:
-                inputs["token_type_ids"] = torch.from_numpy(types_batch).to(device)
-            outputs = model(**inputs)
-            batch_start = outputs.start_logits.float().cpu().numpy()  # (batch, seq_len)
-            batch_end = outputs.end_logits.float().cpu().numpy()  # (batch, seq_len)
-            for row, feature in enumerate(batch):
-                length = window_lengths[feature]
-                start_logits[feature] = batch_start[row, :length].copy()
-                end_logits[feature] = batch_end[row, :length].copy()
-    return start_logits, end_logits  # type: ignore[return-value]
+    pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    start, end = qa_logits(model, features, batch_size=batch_size, device=device, precision=precision,
+                           pad_token_id=pad_id, desc="predicting")
+    return [start.row(i) for i in range(len(start))], [end.row(i) for i in range(len(end))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,16 +397,17 @@ def measure_latency(
     model.to(device)
     generator = torch.Generator().manual_seed(0)
     vocab_size = int(model.config.vocab_size)
-    pass_token_types = _accepts_token_type_ids(model)
+    pass_token_types = accepts_token_type_ids(model)
 
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     result: dict[str, Any] = {}
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         for batch_size in batch_sizes:
-            input_ids = torch.randint(0, vocab_size, (batch_size, seq_length), generator=generator).to(device)  # (batch, seq_len)
+            shape = (batch_size, seq_length)
+            input_ids = torch.randint(0, vocab_size, shape, generator=generator).to(device)  # (batch, seq_len)
             inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}  # (batch, seq_len)
             if pass_token_types:
                 inputs["token_type_ids"] = torch.zeros_like(input_ids)  # (batch, seq_len)
@@ -524,13 +457,15 @@ def evaluate_model_dir(
     cache_dir: str | Path | None = None,
     max_examples: int = 0,
     latency: bool = False,
+    latency_config: EvaluateConfig | None = None,
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate a Hugging Face QA model (folder or hub id) on a SQuAD 2.0 file.
 
     Writes out_dir/metrics.json, predictions.json (id -> answer after the threshold, "" = no answer)
     and null_odds.json; returns the metrics. With na_threshold=None the threshold is chosen on this
-    file (use that for the validation split only).
+    file (use that for the validation split only). latency=True adds forward-pass timings with the
+    latency_* settings of `latency_config` (default: EvaluateConfig()).
     """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -565,8 +500,8 @@ def evaluate_model_dir(
     local_dir = Path(model_dir) if Path(model_dir).is_dir() else None
     metrics.update(model_size(model, local_dir))
     if latency:
-        defaults = EvaluateConfig()
-        seq_length = defaults.latency_seq_length
+        settings = latency_config or EvaluateConfig()
+        seq_length = settings.latency_seq_length
         max_positions = getattr(model.config, "max_position_embeddings", None) or seq_length
         if seq_length > max_positions:
             logger.warning(
@@ -578,9 +513,9 @@ def evaluate_model_dir(
             measure_latency(
                 model,
                 seq_length=seq_length,
-                batch_sizes=defaults.latency_batch_sizes,
-                repeats=defaults.latency_repeats,
-                warmup=defaults.latency_warmup,
+                batch_sizes=settings.latency_batch_sizes,
+                repeats=settings.latency_repeats,
+                warmup=settings.latency_warmup,
                 device=device,
                 precision=precision,
             )

@@ -37,6 +37,7 @@ import math
 import pickle
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
@@ -661,6 +662,7 @@ def load_space(path: str | Path, context: Mapping[str, float] | None = None) -> 
           student.hidden_size: "{student.num_attention_heads} * {_head_dim}"
         fixed:
           distill.num_train_epochs: 3
+        description: free text (optional)
 
     Bounds may reference the context (e.g. the teacher's shape) and numeric fixed keys, never other
     parameters (write a derived key instead), so the space seen by the searchers is static.
@@ -1031,6 +1033,7 @@ class BoTorchSearcher(_HistorySearcher):
         self.maxiter = int(maxiter)
         engine = torch.quasirandom.SobolEngine(dimension=dimension, scramble=True, seed=self.seed)
         self._sobol = engine.draw(self.n_startup_trials, dtype=torch.float64).numpy()
+        self._hyperparameters: dict[str, Any] | None = None
 
     def _propose(self) -> dict[str, Any]:
         if self._n_suggested < self.n_startup_trials:
@@ -1048,6 +1051,20 @@ class BoTorchSearcher(_HistorySearcher):
 
     def _optimise_acquisition(self, call_seed: int) -> np.ndarray:
         import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matrices: one thread is faster and does not fight other work
+        try:
+            with torch.random.fork_rng(), warnings.catch_warnings():
+                # Jitter and optimiser-restart warnings are routine on noise-free data; results are checked.
+                warnings.simplefilter("ignore")
+                torch.manual_seed(call_seed)
+                return self._optimise_acquisition_seeded(call_seed)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _optimise_acquisition_seeded(self, call_seed: int) -> np.ndarray:
+        import torch
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
         from botorch.fit import fit_gpytorch_mll
@@ -1061,43 +1078,45 @@ class BoTorchSearcher(_HistorySearcher):
 
         X_np, Y_np, V_np = self._history_arrays()
         n_objectives = Y_np.shape[1]
-        with torch.random.fork_rng():
-            torch.manual_seed(call_seed)
-            X = torch.tensor(X_np, dtype=torch.float64)
-            # BoTorch maximises: negate the minimised objectives; constraint outcomes stay "<= 0 is feasible".
-            outcomes = torch.tensor(np.concatenate([-Y_np, V_np], axis=1), dtype=torch.float64)
-            model = SingleTaskGP(X, outcomes, outcome_transform=Standardize(m=outcomes.shape[-1]))
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-            feasible = (outcomes[:, n_objectives:] <= 0).all(dim=-1)
-            front_candidates = outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives]
-            front = front_candidates[is_non_dominated(front_candidates)]
-            reference = infer_reference_point(front)
-            pending = [
-                [p.to_unit(params[p.name]) for p in self.space.params] for params in self._pending.values()
-            ]
-            constraints = [
-                (lambda Z, column=n_objectives + j: Z[..., column]) for j in range(V_np.shape[1])
-            ]
-            acquisition = qLogNoisyExpectedHypervolumeImprovement(
-                model=model,
-                ref_point=reference.tolist(),
-                X_baseline=X,
-                sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=call_seed),
-                objective=IdentityMCMultiOutputObjective(outcomes=list(range(n_objectives))),
-                constraints=constraints or None,
-                X_pending=torch.tensor(pending, dtype=torch.float64) if pending else None,
-                prune_baseline=True,
-            )
-            dimension = X.shape[-1]
-            bounds = torch.stack([torch.zeros(dimension), torch.ones(dimension)]).to(torch.float64)
-            candidate, _ = optimize_acqf(
-                acquisition,
-                bounds=bounds,
-                q=1,
-                num_restarts=self.num_restarts,
-                raw_samples=self.raw_samples,
-                options={"batch_limit": 5, "maxiter": self.maxiter},
-            )
+        X = torch.tensor(X_np, dtype=torch.float64)
+        # BoTorch maximises: negate the minimised objectives; constraint outcomes stay "<= 0 is feasible".
+        outcomes = torch.tensor(np.concatenate([-Y_np, V_np], axis=1), dtype=torch.float64)
+        model = SingleTaskGP(X, outcomes, outcome_transform=Standardize(m=outcomes.shape[-1]))
+        if self._hyperparameters is not None:  # warm start from the previous fit: fewer L-BFGS steps
+            model.load_state_dict(self._hyperparameters, strict=False)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        self._hyperparameters = {
+            key: value.detach().clone()
+            for key, value in model.state_dict().items()
+            if key.startswith(("covar_module.", "likelihood.", "mean_module."))
+        }
+        feasible = (outcomes[:, n_objectives:] <= 0).all(dim=-1)
+        front_candidates = outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives]
+        front = front_candidates[is_non_dominated(front_candidates)]
+        reference = infer_reference_point(front)
+        pending = [[p.to_unit(params[p.name]) for p in self.space.params] for params in self._pending.values()]
+        constraints = [(lambda Z, column=n_objectives + j: Z[..., column]) for j in range(V_np.shape[1])]
+        acquisition = qLogNoisyExpectedHypervolumeImprovement(
+            model=model,
+            ref_point=reference.tolist(),
+            X_baseline=X,
+            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=call_seed),
+            objective=IdentityMCMultiOutputObjective(outcomes=list(range(n_objectives))),
+            constraints=constraints or None,
+            X_pending=torch.tensor(pending, dtype=torch.float64) if pending else None,
+            prune_baseline=True,
+        )
+        dimension = X.shape[-1]
+        bounds = torch.stack([torch.zeros(dimension), torch.ones(dimension)]).to(torch.float64)
+        candidate, _ = optimize_acqf(
+            acquisition,
+            bounds=bounds,
+            q=1,
+            num_restarts=self.num_restarts,
+            raw_samples=self.raw_samples,
+            options={"batch_limit": 5, "maxiter": self.maxiter},
+            retry_on_optimization_warning=False,
+        )
         return candidate.detach().numpy().reshape(-1)
 
 

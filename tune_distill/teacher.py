@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -29,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tune_distill.progress import Progress
 
-from tune_distill.batching import PackedColumn, pad_rows, sorted_batches
+from tune_distill.data import PackedColumn, pad_rows, sorted_batches
 from tune_distill.data import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -39,24 +40,41 @@ log = logging.getLogger(__name__)
 LOGITS_FORMAT_VERSION = 1
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: torch.device | str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu."""
-    if name == "auto":
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU; others checked and returned."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device (None = plain fp32)."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"distill.precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
-    if device.type != "cuda":
-        if precision == "fp16":
-            raise ValueError("distill.precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-        return torch.bfloat16 if precision == "bf16" else None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return PRECISIONS[resolve_precision(precision, device)]
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for bf16/fp16 (weights stay fp32); a no-op for fp32."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def accepts_token_type_ids(model: torch.nn.Module) -> bool:
+    """DistilBERT-like models take no token_type_ids; BERT-like ones do."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
 
 
 def load_teacher(path: str, device: torch.device | str = "cpu"):
@@ -116,19 +134,21 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
 
     Rows are run in length-sorted batches (least padding) and written back in feature order.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     model.eval()
+    model.to(device)
     columns = model_inputs(features)
     lengths = columns["input_ids"].lengths
     offsets = columns["input_ids"].offsets
     start_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     end_values = np.zeros(int(offsets[-1]), dtype=np.float32)
-    cast = autocast_dtype(precision, device)
-    with tqdm(total=len(lengths), desc=desc, unit="feat", mininterval=5, disable=None) as progress:
+    pass_token_types = accepts_token_type_ids(model)
+    with Progress(len(lengths), desc, unit="feat") as progress, autocast(device, precision):
         for batch_indices in sorted_batches(lengths, batch_size):
-            batch = {name: tensor.to(device) for name, tensor in collate(columns, batch_indices, pad_token_id).items()}
-            with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
-                output = model(**batch)
+            batch = collate(columns, batch_indices, pad_token_id)
+            if not pass_token_types:
+                batch.pop("token_type_ids")
+            output = model(**{name: tensor.to(device) for name, tensor in batch.items()})
             start = output.start_logits.float().cpu().numpy()  # (batch, seq_len)
             end = output.end_logits.float().cpu().numpy()  # (batch, seq_len)
             for row, index in enumerate(batch_indices):

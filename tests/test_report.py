@@ -1,0 +1,89 @@
+"""Report: results files, Pareto rows, summary figures against hand-checked trials."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tune_distill.report import read_trials, write_report
+
+OBJECTIVES = [{"name": "exact", "direction": "max"}, {"name": "parameters", "direction": "min"}]
+CONSTRAINTS = [{"name": "exact", "op": ">=", "bound": 50.0}]
+
+
+def _trial(number, exact, parameters, status="complete", baseline=False, **params):
+    return {
+        "trial_id": f"t{number}",
+        "number": number,
+        "status": status,
+        "baseline": baseline,
+        "params": params or {"student.num_hidden_layers": 2},
+        "metrics": None if status == "failed" else {"exact": exact, "f1": exact + 5, "parameters": parameters},
+        "error": "boom" if status == "failed" else None,
+        "duration": 1.5,
+        "checkpoint": f"/ckpt/t{number}",
+    }
+
+
+TRIALS = [
+    _trial(0, 60.0, 100, baseline=True),  # baseline
+    _trial(1, 60.5, 78),  # smaller and better: the smallest Pareto point at >= baseline exact is 78 (22% smaller)
+    _trial(2, 63.5, 104),  # +3.5 exact within +5% size
+    _trial(3, 64.0, 200),  # better but far bigger
+    _trial(4, 49.0, 10),  # infeasible: under the floor
+    _trial(5, 58.0, 120),  # dominated
+    _trial(6, 0.0, 0, status="failed"),
+    _trial(7, 55.0, 50, status="stopped"),
+]
+
+
+def test_summary_in_reference_terms(tmp_path):
+    summary = write_report(TRIALS, tmp_path, objectives=OBJECTIVES, constraints=CONSTRAINTS)
+    assert summary["trials"] == 8 and summary["failed"] == 1 and summary["stopped_early"] == 1
+    assert summary["baseline"] == {"trial_id": "t0", "exact": 60.0, "parameters": 100}
+    smallest = summary["smallest_at_baseline_accuracy"]
+    assert smallest["trial_id"] == "t1" and smallest["smaller_than_baseline_pct"] == pytest.approx(22.0)
+    best = summary["best_accuracy_within_baseline_size_plus_5pct"]
+    assert best["trial_id"] == "t2" and best["gain_over_baseline"] == pytest.approx(3.5)
+    # others done: t1..t5, t7 (6 trials); smaller or better: t1, t2, t3, t4, t7 -> 5/6
+    assert summary["share_smaller_or_more_accurate"] == pytest.approx(5 / 6)
+    assert set(summary["pareto_trials"]) == {"t7", "t1", "t2", "t3"}
+    # hypervolume in (max exact, min params) with reference (50, 1.1 * 200 = 220), hand-computed staircase:
+    # points (exact, params): t7 (55, 50), t1 (60.5, 78), t2 (63.5, 104), t3 (64, 200), t0 dominated by t1
+    expected = (220 - 50) * (55 - 50) + (220 - 78) * (60.5 - 55) + (220 - 104) * (63.5 - 60.5) + (220 - 200) * (64 - 63.5)
+    assert summary["hypervolume"]["value"] == pytest.approx(expected)
+    assert summary["hypervolume"]["reference_point"] == {"exact": 50.0, "parameters": pytest.approx(220.0)}
+
+
+def test_results_files_are_written_and_readable(tmp_path):
+    write_report(TRIALS, tmp_path, objectives=OBJECTIVES, constraints=CONSTRAINTS)
+    for name in ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    frame = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(frame) == 8 and "param.student.num_hidden_layers" in frame
+    assert frame.loc[frame.trial_id == "t6", "status"].item() == "failed"
+    assert frame.loc[frame.trial_id == "t6", "error"].item() == "boom"
+    pareto = pd.read_csv(tmp_path / "pareto.csv")
+    assert list(pareto.parameters) == [50, 78, 104, 200]  # sorted by size
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_baseline_still_reports(tmp_path):
+    summary = write_report([_trial(1, 60.0, 80), _trial(2, 61.0, 90)], tmp_path, objectives=OBJECTIVES)
+    assert summary["baseline"] is None and summary["pareto_trials"] == ["t1", "t2"]
+
+
+def test_read_trials_keeps_last_record_and_rejects_garbage(tmp_path):
+    path = tmp_path / "trials.jsonl"
+    first = _trial(1, 10.0, 5, status="failed")
+    second = _trial(1, 61.0, 5)
+    path.write_text("\n".join(json.dumps(r) for r in (first, second, _trial(0, 60.0, 9))) + "\n")
+    trials = read_trials(tmp_path)
+    assert [t["trial_id"] for t in trials] == ["t0", "t1"] and trials[1]["status"] == "complete"
+    path.write_text("{not json\n")
+    with pytest.raises(ValueError, match="trials.jsonl:1"):
+        read_trials(path)
+    with pytest.raises(FileNotFoundError, match="trials.jsonl"):
+        read_trials(tmp_path / "missing")

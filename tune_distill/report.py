@@ -1,0 +1,262 @@
+"""Sweep results for people: results table, Pareto set, frontier picture, summary in the reference terms.
+
+Input: the sweep's trial records (`trials.jsonl`, one JSON object per trial with `trial_id`,
+`number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...). Output, in the
+sweep folder:
+
+- `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
+  duration, checkpoint.
+- `pareto.csv`: the completed, feasible trials on the Pareto front of the objectives.
+- `frontier.png`: parameters against exact; every trial, the Pareto points, the baseline, the
+  no-answer floor.
+- `summary.json`: the reference experiment's figures, computed from the rows above: the smallest
+  Pareto student at or above the baseline's exact and how much smaller it is; the best exact within
+  the baseline's size + 5% and by how much it beats the baseline; the share of trials smaller or
+  more accurate than the baseline; the hypervolume (with the reference point it used).
+
+Must not know: Ray, searchers' internals, how trials were trained. It reads records only, so it
+can be re-run on any sweep folder: `tune-distill report --sweep DIR`.
+
+Example (CPU, seconds, on a finished smoke sweep):
+    python -m tune_distill.report --sweep sweeps/smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tune_distill.search import hypervolume, pareto_mask
+
+log = logging.getLogger(__name__)
+
+SIZE_SLACK = 0.05  # "a small size increase": within the baseline's size + 5%
+
+
+def read_trials(path: str | Path) -> list[dict[str, Any]]:
+    """Trial records from a sweep folder's trials.jsonl (or the file itself); the last record per trial wins."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "trials.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trial records (expected a sweep folder with trials.jsonl)")
+    records: dict[str, dict[str, Any]] = {}
+    for line_number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{line_number}: not JSON ({error})") from None
+        if "trial_id" not in record:
+            raise ValueError(f"{path}:{line_number}: record has no trial_id")
+        records[str(record["trial_id"])] = record
+    return sorted(records.values(), key=lambda r: (r.get("number", 0), str(r["trial_id"])))
+
+
+def results_frame(trials: Sequence[Mapping[str, Any]]):
+    """One row per trial: identity, status, duration, checkpoint, `param.*` and metric columns."""
+    import pandas as pd
+
+    rows = []
+    for trial in trials:
+        row: dict[str, Any] = {
+            "trial_id": trial.get("trial_id"),
+            "number": trial.get("number"),
+            "status": trial.get("status"),
+            "baseline": bool(trial.get("baseline", False)),
+            "duration_s": trial.get("duration"),
+            "checkpoint": trial.get("checkpoint"),
+            "node_id": trial.get("node_id"),
+            "device": trial.get("device"),
+            "error": trial.get("error"),
+        }
+        for key, value in (trial.get("params") or {}).items():
+            row[f"param.{key}"] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+        for key, value in (trial.get("metrics") or {}).items():
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                row[key] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _feasible(frame, constraints: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    ok = np.ones(len(frame), dtype=bool)
+    for constraint in constraints:
+        values = frame[constraint["name"]].to_numpy(dtype=float) if constraint["name"] in frame else np.full(len(frame), np.nan)
+        bound = float(constraint["bound"])
+        ok &= (values >= bound) if constraint["op"] == ">=" else (values <= bound)
+    return ok
+
+
+def pareto_rows(frame, objectives: Sequence[Mapping[str, str]], constraints: Sequence[Mapping[str, Any]] = ()):
+    """Completed (or stopped), feasible rows on the Pareto front of `objectives`, sorted by the last objective."""
+    names = [o["name"] for o in objectives]
+    usable = frame["status"].isin(["complete", "stopped"]).to_numpy().copy()
+    for name in names:
+        usable &= frame[name].notna().to_numpy() if name in frame else np.zeros(len(frame), dtype=bool)
+    usable &= _feasible(frame, constraints)
+    candidates = frame[usable]
+    if candidates.empty:
+        return candidates
+    mask = pareto_mask(candidates[names].to_numpy(dtype=float), [o["direction"] for o in objectives])
+    return candidates[mask].sort_values(names[::-1])
+
+
+def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Sequence[Mapping[str, Any]] = (),
+              accuracy: str = "exact", size: str = "parameters") -> dict[str, Any]:
+    """The reference experiment's figures for this sweep, each traceable to a trial id."""
+    done = frame[frame["status"].isin(["complete", "stopped"]) & frame[accuracy].notna() & frame[size].notna()] \
+        if accuracy in frame and size in frame else frame.iloc[0:0]
+    summary: dict[str, Any] = {
+        "trials": int(len(frame)),
+        "completed": int((frame["status"] == "complete").sum()) if len(frame) else 0,
+        "stopped_early": int((frame["status"] == "stopped").sum()) if len(frame) else 0,
+        "failed": int((frame["status"] == "failed").sum()) if len(frame) else 0,
+        "objectives": list(objectives),
+        "constraints": list(constraints),
+    }
+    pareto = pareto_rows(frame, objectives, constraints)
+    summary["pareto_trials"] = pareto["trial_id"].tolist() if len(pareto) else []
+    baseline = done[done["baseline"] & (done["status"] == "complete")]
+    if baseline.empty:
+        summary["baseline"] = None
+        log.warning("report: no completed baseline trial; baseline comparisons are omitted")
+    else:
+        base = baseline.iloc[0]
+        base_accuracy, base_size = float(base[accuracy]), float(base[size])
+        summary["baseline"] = {"trial_id": base["trial_id"], accuracy: base_accuracy, size: int(base_size)}
+        others = done[done["trial_id"] != base["trial_id"]]
+        at_least = pareto[pareto[accuracy] >= base_accuracy] if len(pareto) else pareto
+        if len(at_least):
+            smallest = at_least.sort_values([size, accuracy], ascending=[True, False]).iloc[0]
+            summary["smallest_at_baseline_accuracy"] = {
+                "trial_id": smallest["trial_id"], accuracy: float(smallest[accuracy]), size: int(smallest[size]),
+                "smaller_than_baseline_pct": 100.0 * (1.0 - float(smallest[size]) / base_size),
+            }
+        within = done[done[size] <= base_size * (1 + SIZE_SLACK)]
+        if len(within):
+            best = within.sort_values([accuracy, size], ascending=[False, True]).iloc[0]
+            summary["best_accuracy_within_baseline_size_plus_5pct"] = {
+                "trial_id": best["trial_id"], accuracy: float(best[accuracy]), size: int(best[size]),
+                "gain_over_baseline": float(best[accuracy]) - base_accuracy,
+            }
+        if len(others):
+            smaller = others[size] < base_size
+            better = others[accuracy] > base_accuracy
+            summary["share_smaller_or_more_accurate"] = float((smaller | better).mean())
+            summary["share_smaller_and_at_least_as_accurate"] = float((smaller & (others[accuracy] >= base_accuracy)).mean())
+    if len(done):
+        directions = [o["direction"] for o in objectives]
+        names = [o["name"] for o in objectives]
+        feasible = done[_feasible(done, constraints)]
+        reference = []
+        for name, direction in zip(names, directions):
+            floor = next((float(c["bound"]) for c in constraints if c["name"] == name), None)
+            column = done[name].to_numpy(dtype=float)
+            if direction == "max":
+                reference.append(floor if floor is not None else float(np.nanmin(column)))
+            else:
+                reference.append(float(np.nanmax(column)) * 1.1)
+        summary["hypervolume"] = {
+            "value": hypervolume(feasible[names].to_numpy(dtype=float), directions, reference) if len(feasible) else 0.0,
+            "reference_point": dict(zip(names, reference)),
+        }
+    return summary
+
+
+def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size: str = "parameters",
+                  floor: float | None = None, title: str = "") -> Path:
+    """Size (millions of parameters) against accuracy: every trial, the Pareto front, the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    done = frame[frame["status"].isin(["complete", "stopped"])] if len(frame) else frame
+    if len(done) and accuracy in done and size in done:
+        for status, marker, label in (("complete", "o", "trial"), ("stopped", "x", "stopped early")):
+            rows = done[done["status"] == status]
+            if len(rows):
+                axes.scatter(rows[size] / 1e6, rows[accuracy], s=18, c="0.6", marker=marker, label=label)
+        if len(pareto):
+            axes.step(pareto[size] / 1e6, pareto[accuracy], where="post", c="tab:blue", lw=1.2)
+            axes.scatter(pareto[size] / 1e6, pareto[accuracy], s=36, c="tab:blue", label="Pareto front", zorder=3)
+        baseline = done[done["baseline"]]
+        if len(baseline):
+            axes.scatter(baseline[size] / 1e6, baseline[accuracy], s=140, marker="*", c="tab:red", label="baseline",
+                         zorder=4)
+    if floor is not None:
+        axes.axhline(floor, ls="--", c="0.4", lw=0.8, label=f"no-answer floor {floor:.1f}")
+    axes.set_xlabel("parameters (millions, embeddings included)")
+    axes.set_ylabel(f"validation {accuracy}")
+    axes.set_title(title or "tune_distill frontier")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
+                 objectives: Sequence[Mapping[str, str]] = ({"name": "exact", "direction": "max"},
+                                                            {"name": "parameters", "direction": "min"}),
+                 constraints: Sequence[Mapping[str, Any]] = (), title: str = "") -> dict[str, Any]:
+    """Write results.parquet/.csv, pareto.csv, frontier.png and summary.json; return the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objectives = [dict(o) for o in objectives]
+    constraints = [dict(c) for c in constraints]
+    frame = results_frame(trials)
+    frame.to_parquet(out_dir / "results.parquet", index=False)
+    frame.to_csv(out_dir / "results.csv", index=False)
+    pareto = pareto_rows(frame, objectives, constraints) if len(frame) else frame
+    pareto.to_csv(out_dir / "pareto.csv", index=False)
+    accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
+    size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
+    floor = next((float(c["bound"]) for c in constraints if c["name"] == accuracy and c["op"] == ">="), None)
+    plot_frontier(frame, pareto, out_dir / "frontier.png", accuracy=accuracy, size=size, floor=floor, title=title)
+    summary = summarise(frame, objectives, constraints, accuracy=accuracy, size=size)
+    summary["files"] = {name: str(out_dir / name) for name in
+                        ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "trials.jsonl")}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    log.info("report: %d trials, %d on the Pareto front -> %s", len(frame), len(pareto), out_dir)
+    return json.loads(json.dumps(summary, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the results files of a sweep folder from its trials.jsonl.")
+    parser.add_argument("--sweep", required=True, help="sweep folder (holds trials.jsonl and sweep.json)")
+    parser.add_argument("--out", help="where to write (default: the sweep folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    sweep = Path(args.sweep)
+    settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").exists() else {}
+    summary = write_report(read_trials(sweep), args.out or sweep,
+                           objectives=settings.get("objectives") or ({"name": "exact", "direction": "max"},
+                                                                     {"name": "parameters", "direction": "min"}),
+                           constraints=settings.get("constraints") or ())
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
