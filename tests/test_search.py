@@ -185,6 +185,18 @@ def test_optuna_receives_constraints_through_set_constraint():
     assert trial.values == [0.5, -0.1]
 
 
+def test_parego_scores_rank_feasible_before_infeasible():
+    from tune_distill.search import _parego_scores
+
+    Y = np.array([[0.0, 10.0], [5.0, 5.0], [10.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    V = np.array([[-1.0], [-1.0], [0.0], [2.0], [1.0]])  # the last two violate the constraint
+    scores = _parego_scores(Y, V, np.array([0.5, 0.5]), rho=0.05)
+    # Normalised to [0, 1]: (0, 1) -> 0.5 + 0.025, (0.5, 0.5) -> 0.25 + 0.025, (1, 0) -> 0.525.
+    assert scores[:3] == pytest.approx([0.525, 0.275, 0.525])
+    assert scores[3] == pytest.approx(2.05 + 1.0) and scores[4] == pytest.approx(2.05 + 0.5)
+    assert _parego_scores(Y, V, np.array([1.0, 0.0]), rho=0.0)[:3] == pytest.approx([0.0, 0.5, 1.0])
+
+
 def test_optimize_records_objective_errors_as_failures():
     def objective(config):
         if config["k"] == 0:

@@ -3,7 +3,8 @@
 Subcommands:
     distill   one distillation run -> a run folder (config, command, environment, metrics, student)
     evaluate  score any Hugging Face QA model directory on a SQuAD 2.0 file
-    teacher   fine-tune a pretrained encoder into a QA teacher
+    teacher   fine-tune a pretrained encoder (or a tiny one from scratch) into a QA teacher
+    report    results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
     config    print the resolved configuration, or every key with its help (--help-keys)
 
 Every subcommand that takes a configuration accepts `--config FILE` and repeated
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--encoder", required=True, help="pretrained encoder directory or hub id")
     teacher.add_argument("--out", required=True, help="output model directory")
 
+    report = commands.add_parser("report", help="(re)write a sweep folder's results files from its trials.jsonl")
+    report.add_argument("--sweep", required=True, help="sweep folder")
+    report.add_argument("--out", help="where to write (default: the sweep folder)")
+
     config = commands.add_parser("config", help="print the resolved configuration")
     _add_config_arguments(config)
     config.add_argument("--help-keys", action="store_true", help="list every key with its default and help")
@@ -111,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=args.cache_dir, max_examples=args.max_examples, latency=args.latency,
             )
             print(json.dumps(metrics, indent=1, default=str))
+        elif args.command == "report":
+            from tune_distill import report
+
+            report.main(["--sweep", args.sweep] + (["--out", args.out] if args.out else []))
         elif args.command == "teacher":
             from tune_distill.run import make_teacher
 

@@ -35,9 +35,18 @@ import yaml
 
 from tune_distill import distill, evaluate
 from tune_distill.config import RunConfig, to_dict
-from tune_distill.data import FeatureSet, load_features
+from tune_distill.data import FeatureSet, load_features, load_many
 from tune_distill.student import build_student, count_parameters, save_student
-from tune_distill.teacher import TeacherLogits, load_teacher, qa_logits, resolve_device, teacher_logits
+from tune_distill.teacher import (
+    TeacherLogits,
+    load_teacher,
+    parse_scratch_spec,
+    qa_logits,
+    resolve_device,
+    scratch_encoder,
+    teacher_logits,
+    train_wordpiece_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +206,9 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
 def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune a pretrained encoder (local dir or hub id) into a QA teacher on the config's data.
 
+    `encoder="scratch:hidden=64,layers=4,..."` instead learns a WordPiece vocabulary from the
+    training data and starts from random weights: a tiny teacher for smoke sweeps, offline.
+
     Gold-span loss only (distill.fine_tune); the no-answer threshold is chosen on the validation
     file. Writes a Hugging Face model directory (weights, config, tokenizer) plus metrics.json.
     """
@@ -205,10 +217,19 @@ def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: 
     out_dir = Path(out_dir)
     device = resolve_device(config.distill.device)
     write_run_header(out_dir, config, device, command)
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
-    torch.manual_seed(config.distill.seed)
-    model = AutoModelForQuestionAnswering.from_pretrained(encoder).to(device)
     data = config.data
+    if encoder.startswith("scratch"):
+        sizes = parse_scratch_spec(encoder)
+        texts = [text for example in load_many(list(data.train_files)) for text in (example.question, example.context)]
+        tokenizer = train_wordpiece_tokenizer(dict.fromkeys(texts), vocab_size=sizes["vocab"])
+        model = scratch_encoder(tokenizer, hidden_size=sizes["hidden"], num_hidden_layers=sizes["layers"],
+                                num_attention_heads=sizes["heads"], intermediate_size=sizes["intermediate"],
+                                max_position_embeddings=max(512, data.max_seq_length), seed=config.distill.seed)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        torch.manual_seed(config.distill.seed)
+        model = AutoModelForQuestionAnswering.from_pretrained(encoder)
+    model.to(device)
     lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride, max_query_length=data.max_query_length)
     train_features = load_features(list(data.train_files), tokenizer, kind="train", max_examples=data.max_train_examples,
                                    cache_dir=data.cache_dir, **lengths)

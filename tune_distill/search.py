@@ -889,9 +889,6 @@ class _HistorySearcher(_SearcherBase):
         V = np.array([v for _, _, v in self._completed]).reshape(len(self._completed), len(self.constraints))
         return X.reshape(len(self._completed), len(self.space.params)), Y, V
 
-    def _random_params(self) -> dict[str, Any]:
-        return {p.name: p.from_unit(u) for p, u in zip(self.space.params, self._rng.random(len(self.space.params)))}
-
     def _propose(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -1132,7 +1129,7 @@ def _optuna_sampler(name: str, seed: int, options: dict[str, Any]):
         settings.update(options)
         return optuna.samplers.GPSampler(seed=seed, **settings)
     if name == "nsga2":
-        settings = {"population_size": 20}
+        settings = {"population_size": 10}
         settings.update(options)
         return optuna.samplers.NSGAIISampler(seed=seed, **settings)
     if name == "random":

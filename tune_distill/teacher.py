@@ -220,6 +220,47 @@ def teacher_logits(teacher_path: str, features: FeatureSet, *, cache_dir: str | 
     return teacher_logits(teacher_path, features, cache_dir=cache_dir, dtype=dtype)
 
 
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece_tokenizer(texts, vocab_size: int = 4000):
+    """A lower-cased BERT WordPiece tokenizer learned from `texts` (for a teacher made from scratch)."""
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    learner = BertWordPieceTokenizer(lowercase=True)
+    learner.train_from_iterator(list(texts), vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1,
+                                show_progress=False)
+    vocabulary = dict(sorted(learner.get_vocab().items(), key=lambda item: item[1]))
+    return BertTokenizer(vocab=vocabulary)
+
+
+def scratch_encoder(tokenizer, *, hidden_size: int = 64, num_hidden_layers: int = 4, num_attention_heads: int = 4,
+                    intermediate_size: int = 256, max_position_embeddings: int = 512, seed: int = 0):
+    """A randomly initialised BERT QA model sized by the arguments, for the tokenizer's vocabulary."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id or 0)
+    return BertForQuestionAnswering(config)
+
+
+def parse_scratch_spec(spec: str) -> dict[str, int]:
+    """'scratch:hidden=64,layers=4,heads=4,intermediate=256,vocab=4000' -> sizes (missing keys: defaults)."""
+    sizes = {"hidden": 64, "layers": 4, "heads": 4, "intermediate": 256, "vocab": 4000}
+    body = spec.split(":", 1)[1] if ":" in spec else ""
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, _, value = part.partition("=")
+        if key not in sizes or not value.isdigit():
+            raise ValueError(f"--encoder {spec!r}: expected scratch:key=int,... with keys {', '.join(sizes)}")
+        sizes[key] = int(value)
+    if sizes["hidden"] % sizes["heads"]:
+        raise ValueError(f"--encoder {spec!r}: hidden={sizes['hidden']} is not divisible by heads={sizes['heads']}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> None:
     from tune_distill.data import load_features
 
