@@ -188,6 +188,7 @@ def run_one(task: tuple[str, str, int, int]) -> dict:
         "searcher": spec,
         "problem": problem_name,
         "seed": seed,
+        "budget": budget,
         "seconds": seconds,
         "failed": sum(r.status != "complete" for r in records),
         "hypervolume": {str(k): hypervolume(values[:k], DIRECTIONS, problem.reference) for k in checkpoints},
@@ -247,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=60, help="evaluations per run")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", type=Path, default=Path("bench/results/searchers.json"))
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="earlier results JSON: runs with the same searcher, problem, seed and budget are reused")
+    parser.add_argument("--fresh", nargs="+", default=[],
+                        help="searchers (names or specs) never reused from --reuse, e.g. after changing their code")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -267,16 +272,28 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     runs = []
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text())
+        fresh = set(args.fresh)
+        known = {
+            (r["searcher"], r["problem"], r["seed"], r.get("budget", earlier["budget"])): r for r in earlier["runs"]
+            if r["searcher"] not in fresh and parse_searcher_spec(r["searcher"])[0] not in fresh
+        }
+        runs = [known[task] for task in slow_first if task in known]
+        slow_first = [task for task in slow_first if task not in known]
+        for run in runs:
+            run.setdefault("budget", earlier["budget"])
+        logger.info("reusing %d runs from %s; %d to compute", len(runs), args.reuse, len(slow_first))
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             for i, run in enumerate(pool.imap_unordered(run_one, slow_first), 1):
                 runs.append(run)
-                logger.info("[%d/%d] %s %s seed %d: %.1fs", i, len(tasks), run["searcher"], run["problem"], run["seed"], run["seconds"])
+                logger.info("[%d/%d] %s %s seed %d: %.1fs", i, len(slow_first), run["searcher"], run["problem"], run["seed"], run["seconds"])
     else:
         for i, task in enumerate(slow_first, 1):
             run = run_one(task)
             runs.append(run)
-            logger.info("[%d/%d] %s %s seed %d: %.1fs", i, len(tasks), run["searcher"], run["problem"], run["seed"], run["seconds"])
+            logger.info("[%d/%d] %s %s seed %d: %.1fs", i, len(slow_first), run["searcher"], run["problem"], run["seed"], run["seconds"])
     order = {spec: i for i, spec in enumerate(searchers)}
     runs.sort(key=lambda r: (args.problems.index(r["problem"]), order[r["searcher"]], r["seed"]))
     rows = summarise(runs, best, args.budget)
@@ -290,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         "best_hypervolume": best,
         "reference_points": {p: PROBLEMS[p].reference for p in args.problems},
         "wall_seconds": time.perf_counter() - started,
+        "reused_from": str(args.reuse) if args.reuse else None,
         "summary": rows,
         "runs": runs,
         "table": table,

@@ -46,6 +46,7 @@ from tune_distill.sweep import (  # noqa: E402
     resolve_constraints,
     run_sweep,
     sweep_config_from_dict,
+    sweep_config_to_dict,
     trial_run_config,
     with_overrides,
 )
@@ -113,7 +114,7 @@ def tiny_sweep(world, **changes):
 def ray_cluster():
     """One local Ray for the module (2 CPUs, no dashboard); yields its address for subprocess drivers."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    context = ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield context.address_info["address"]
     ray.shutdown()
 
@@ -372,40 +373,53 @@ def test_a_failing_trial_is_retried_then_recorded_and_the_others_complete(world,
         assert record["params"].get("distill.temperature", 2.0) == 2.0 and record["error"] is None
 
 
-def test_a_killed_driver_resumes_and_counts_every_trial_once(world, ray_cluster, tmp_path):
-    config = tiny_sweep(world, num_samples=5, max_concurrent=1,
-                        space_overrides={"fixed": {"distill.max_steps": 4}})
+def test_a_killed_driver_resumes_and_counts_every_trial_once(world, ray_cluster, tmp_path, caplog):
+    # one trial at a time, 30 steps each with a checkpoint at each of 3 evaluations; the driver (a
+    # subprocess on the module's Ray) is killed as soon as trial 0001 has written a checkpoint
+    config = tiny_sweep(world, num_samples=5, max_concurrent=1, base={**tiny_sweep(world).base,
+                                                                      "distill.eval_every_steps": 10},
+                        space_overrides={"fixed": {"distill.max_steps": 30}})
     config_path = tmp_path / "sweep.yaml"
-    config_path.write_text(yaml.safe_dump(json.loads(json.dumps(_as_yaml(config)))))
+    config_path.write_text(yaml.safe_dump(sweep_config_to_dict(config)))
     out = tmp_path / "sweep"
     env = dict(os.environ, RAY_ADDRESS=ray_cluster, PYTHONUNBUFFERED="1")
-    driver = subprocess.Popen([sys.executable, "-m", "tune_distill.sweep", "--config", str(config_path),
-                               "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env)
-    seen = []
-    deadline = time.time() + 120
-    try:
-        for line in driver.stdout:
-            seen.append(line)
-            if " complete " in line and "trial 0001" in line or time.time() > deadline:
-                break
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    assert any("trial 0001" in line for line in seen), "".join(seen[-30:])
-    before = json.loads((out / "sweep.json").read_text())
-    assert "summary" not in before  # it really was killed mid-sweep
-    records = run_sweep(None, out, resume=True)
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "w") as driver_log:
+        driver = subprocess.Popen([sys.executable, "-m", "tune_distill.sweep", "--config", str(config_path),
+                                   "--out", str(out)], stdout=driver_log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 180
+        try:
+            while time.time() < deadline and driver.poll() is None:
+                if list(out.glob("tune/trial_0001_*/checkpoint_*")):
+                    time.sleep(0.2)
+                    break
+                time.sleep(0.05)
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait(timeout=30)
+    assert list(out.glob("tune/trial_0001_*/checkpoint_*")), log_path.read_text()[-3000:]
+    assert "summary" not in json.loads((out / "sweep.json").read_text())  # it really died mid-sweep
+
+    # Make Tune's delete-then-snapshot race certain: the unfinished trials' recorded checkpoints vanish and a
+    # newer one appears (as when the driver dies after Tune deleted the old one, before the next snapshot)
+    from ray.tune import ExperimentAnalysis
+
+    interrupted = [t for t in ExperimentAnalysis(str(out / "tune")).trials if t.status != "TERMINATED" and t.checkpoint]
+    assert interrupted, "no trial was interrupted with a checkpoint"
+    for trial in interrupted:
+        os.rename(trial.checkpoint.path, Path(trial.checkpoint.path).with_name("checkpoint_000099"))
+
+    with caplog.at_level("INFO", logger="tune_distill"):
+        records = run_sweep(None, out, resume=True)
+    assert "was deleted after the last snapshot" in caplog.text
     assert [r["number"] for r in records] == [0, 1, 2, 3, 4]
     assert len({r["trial_id"] for r in records}) == 5
     assert all(r["status"] == "complete" for r in records), [(r["status"], r["error"]) for r in records]
+    assert all(r["metrics"]["step"] == 30 for r in records)
+    for trial in interrupted:
+        record = next(r for r in records if r["trial_id"] == trial.trial_id)
+        assert "resumes from Tune's checkpoint" in (Path(record["run_dir"]) / "trial.log").read_text()
     assert read_trials(out) == records
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["summary"]["status_counts"] == {"complete": 5}
     assert [run["resumed"] for run in saved["runs"]] == [True]
-
-
-def _as_yaml(config):
-    from tune_distill.sweep import sweep_config_to_dict
-
-    return sweep_config_to_dict(config)

@@ -1009,14 +1009,15 @@ class BoTorchSearcher(_HistorySearcher):
 
     One independent GP per objective and per constraint (SingleTaskGP, standardised outcomes);
     constraints enter the acquisition function as outcomes that must stay <= 0; pending trials are
-    passed as X_pending. The reference point is inferred from the observed Pareto front (nadir minus
-    10% of its range). Discrete and categorical parameters are optimised as equal-width buckets of
+    passed as X_pending. The hypervolume reference point is `reference_point` ({objective: value}, e.g.
+    the worst acceptable exact) when given, else the worst feasible observation minus 10% of the range. Discrete and categorical parameters are optimised as equal-width buckets of
     [0, 1] (a simple relaxation). Start-up points come from a scrambled Sobol sequence.
     """
 
     def __init__(
         self, space, objectives, constraints, seed, n_startup_trials: int | None = None, num_restarts: int = 8,
         raw_samples: int = 256, mc_samples: int = 128, maxiter: int = 100,
+        reference_point: Mapping[str, float] | None = None,
     ) -> None:
         import botorch  # noqa: F401
         import torch
@@ -1028,6 +1029,12 @@ class BoTorchSearcher(_HistorySearcher):
         self.raw_samples = int(raw_samples)
         self.mc_samples = int(mc_samples)
         self.maxiter = int(maxiter)
+        if reference_point is not None:
+            missing = [o.name for o in self.objectives if o.name not in reference_point]
+            if missing:
+                raise SearcherError(f"botorch: reference_point lacks {missing}")
+            reference_point = {name: float(value) for name, value in reference_point.items()}
+        self.reference_point = reference_point
         engine = torch.quasirandom.SobolEngine(dimension=dimension, scramble=True, seed=self.seed)
         self._sobol = engine.draw(self.n_startup_trials, dtype=torch.float64).numpy()
         self._hyperparameters: dict[str, Any] | None = None
@@ -1069,8 +1076,6 @@ class BoTorchSearcher(_HistorySearcher):
         from botorch.models.transforms.outcome import Standardize
         from botorch.optim import optimize_acqf
         from botorch.sampling import SobolQMCNormalSampler
-        from botorch.utils.multi_objective.hypervolume import infer_reference_point
-        from botorch.utils.multi_objective.pareto import is_non_dominated
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
         X_np, Y_np, V_np = self._history_arrays()
@@ -1087,10 +1092,12 @@ class BoTorchSearcher(_HistorySearcher):
             for key, value in model.state_dict().items()
             if key.startswith(("covar_module.", "likelihood.", "mean_module."))
         }
-        feasible = (outcomes[:, n_objectives:] <= 0).all(dim=-1)
-        front_candidates = outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives]
-        front = front_candidates[is_non_dominated(front_candidates)]
-        reference = infer_reference_point(front)
+        if self.reference_point is not None:
+            signs = [1.0 if o.direction == "max" else -1.0 for o in self.objectives]
+            reference = torch.tensor([sign * self.reference_point[o.name] for sign, o in zip(signs, self.objectives)])
+        else:
+            feasible = (outcomes[:, n_objectives:] <= 0).all(dim=-1)
+            reference = _reference_point(outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives])
         pending = [[p.to_unit(params[p.name]) for p in self.space.params] for params in self._pending.values()]
         constraints = [(lambda Z, column=n_objectives + j: Z[..., column]) for j in range(V_np.shape[1])]
         acquisition = qLogNoisyExpectedHypervolumeImprovement(
@@ -1115,6 +1122,22 @@ class BoTorchSearcher(_HistorySearcher):
             retry_on_optimization_warning=False,
         )
         return candidate.detach().numpy().reshape(-1)
+
+
+def _reference_point(observed):
+    """Hypervolume reference for maximised outcomes: the worst observed values minus 10% of the range.
+
+    Anchoring the reference at the observed front instead (BoTorch's infer_reference_point) leaves a
+    box too small to improve when the front is one point or lies on a concave curve (ZDT2 stalled at
+    its corner point (0, 1) for every seed); the worst observations keep the whole front worth
+    improving. Optuna's samplers use the same "worst point" convention.
+    """
+    import torch
+
+    spread = observed.max(dim=0).values - observed.min(dim=0).values
+    worst = observed.min(dim=0).values
+    spread = torch.where(spread > 0, spread, worst.abs().clamp_min(1e-6))
+    return worst - 0.1 * spread
 
 
 def _optuna_sampler(name: str, seed: int, options: dict[str, Any]):
@@ -1166,7 +1189,7 @@ def make_searcher(
     Options: optuna-tpe/optuna-gp/nsga2/random take their Optuna sampler's keyword arguments
     (e.g. n_startup_trials, multivariate, population_size); parego takes n_startup_trials, rho,
     n_ei_candidates, gamma; botorch takes n_startup_trials, num_restarts, raw_samples, mc_samples,
-    maxiter.
+    maxiter, reference_point.
     """
     if name not in SEARCHER_NAMES:
         raise SearcherError(f"unknown searcher {name!r}; known: {', '.join(SEARCHER_NAMES)}")

@@ -656,6 +656,10 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                 "seed": run_config.distill.seed, "run_dir": str(run_dir), "started_at": time.time()}
 
     checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            if not (Path(directory) / "step.json").is_file():
+                checkpoint = None  # emptied by repair_missing_checkpoints: start over
     if checkpoint is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt that never reported a checkpoint: start clean
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -1119,15 +1123,22 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> tupl
     env_vars = {name: os.environ[name] for name in PROPAGATED_ENV if name in os.environ}
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
-        context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        try:
+            context = ray.init(address=address, runtime_env=runtime_env)
+        except ConnectionError as error:
+            raise ConnectionError(
+                f"{error}. If the cluster uses token authentication (the default for clusters Ray starts), set "
+                "RAY_AUTH_MODE=token and provide its token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from error
         log.info("joined the Ray cluster at %s", address)
     else:
+        # address="local": a new instance here, never a cluster someone else `ray start`ed on this machine
         try:
-            context = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
         except Exception as error:  # missing dashboard packages, port trouble, ...
             log.warning("the Ray dashboard could not start (%s: %s); running without it", type(error).__name__, error)
             ray.shutdown()
-            context = ray.init(num_cpus=num_cpus, include_dashboard=False)
+            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     url = getattr(context, "dashboard_url", None) or None
     if url:
         url = url if "://" in url else f"http://{url}"
@@ -1332,6 +1343,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
             if not tune.Tuner.can_restore(experiment_path):
                 raise SweepConfigError(f"--resume: no Tune experiment to restore at {experiment_path}")
             log.info("resuming the sweep in %s", experiment_path)
+            repair_missing_checkpoints(experiment_path)
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             inner = make_searcher(config.searcher.name, prepared.space, config.objectives, prepared.constraints,
@@ -1371,6 +1383,40 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     if summary["status_counts"].get("unfinished"):
         log.warning("the sweep was interrupted; continue it with --resume --out %s", out_dir)
     return records
+
+
+def repair_missing_checkpoints(experiment_path: str) -> int:
+    """Point unfinished trials whose recorded checkpoint was deleted at the newest one that exists.
+
+    Tune records each trial's latest checkpoint in its experiment snapshot and, with num_to_keep=1,
+    deletes the previous checkpoint as soon as a new one is registered; a driver killed between that
+    deletion and the next snapshot leaves a snapshot naming a deleted checkpoint, and Tune's restore
+    then fails ("does not exist on storage anymore"). Training is deterministic, so resuming from the
+    newer checkpoint is as good: it is moved to the recorded name. Returns the number of repairs.
+    """
+    from pyarrow import fs as pafs
+    from ray.tune import ExperimentAnalysis
+
+    repaired = 0
+    for trial in ExperimentAnalysis(experiment_path).trials:
+        checkpoint = trial.checkpoint
+        if trial.status == "TERMINATED" or checkpoint is None:
+            continue
+        filesystem, path = checkpoint.filesystem, checkpoint.path
+        if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+            continue
+        parent = path.rstrip("/").rsplit("/", 1)[0]
+        siblings = sorted(info.path for info in filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+                          if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        if siblings:
+            filesystem.move(siblings[-1], path)
+            log.warning("trial %s: its recorded checkpoint %s was deleted after the last snapshot; resuming from the "
+                        "newer %s instead", trial.trial_id, path, siblings[-1])
+        else:
+            filesystem.create_dir(path)  # empty: the trial starts over
+            log.warning("trial %s: no checkpoint left in %s; it starts over", trial.trial_id, parent)
+        repaired += 1
+    return repaired
 
 
 def _collect(grid: Any) -> list[dict[str, Any]]:
@@ -1457,7 +1503,7 @@ def command(args: argparse.Namespace) -> int:
                                     data_dir=args.data, teacher=args.teacher, num_samples=args.num_samples,
                                     max_concurrent=args.max_concurrent)
         records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address)
-    except (ConfigError, SearcherError, FileNotFoundError) as error:
+    except (ConfigError, SearcherError, FileNotFoundError, ConnectionError) as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -118,8 +118,14 @@ def model_inputs(features: FeatureSet) -> dict[str, PackedColumn]:
             for name in ("input_ids", "token_type_ids", "attention_mask")}
 
 
+PAD_MULTIPLE = 8  # batch widths are rounded up to this: fewer distinct shapes (allocator reuse, kernels)
+
+
 def collate(columns: dict[str, PackedColumn], indices, pad_token_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for rows `indices`, padded to the longest row (or `length`)."""
+    """Model inputs for rows `indices`, padded to the longest row rounded up to PAD_MULTIPLE (or to `length`)."""
+    if length is None:
+        longest = int(columns["input_ids"].lengths[np.asarray(indices)].max())
+        length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
     return {
         "input_ids": pad_rows(columns["input_ids"], indices, pad_token_id, torch.long, length),  # (batch, seq_len)
         "token_type_ids": pad_rows(columns["token_type_ids"], indices, 0, torch.long, length),  # (batch, seq_len)
