@@ -5,7 +5,14 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install install-cpu test test-slow bench-throughput distill-cpu
+PRESET ?= smoke
+DATA ?=
+TEACHER ?=
+OUT ?=
+RESUME ?=
+SMOKE_TEACHER := .cache/smoke-teacher
+
+.PHONY: help install install-cpu test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
 
 help:
 	@echo "make install-cpu     install torch (CPU build) and this package with test extras"
@@ -13,7 +20,10 @@ help:
 	@echo "make test            fast offline tests (what CI runs)"
 	@echo "make test-slow       tests marked slow (real data under ../shared)"
 	@echo "make distill-cpu     one real-data distillation run on CPU (configs/distill_cpu.yaml)"
+	@echo "make sweep [PRESET=smoke|cpu|paper] [DATA=dir] [TEACHER=dir] [OUT=dir] [RESUME=1]"
+	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts"
 	@echo "make bench-throughput  training throughput: ours vs the reference-style loop"
+	@echo "make bench-searchers   searchers on standard two-objective problems"
 
 install-cpu:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -33,3 +43,16 @@ distill-cpu:
 
 bench-throughput:
 	$(PYTHON) bench/distill_throughput.py
+
+bench-searchers:
+	$(PYTHON) bench/searchers.py
+
+# The smoke preset's teacher: a tiny BERT trained from scratch on the shipped sample (a few minutes, offline).
+$(SMOKE_TEACHER)/model.safetensors:
+	tune-distill teacher --config configs/smoke_teacher.yaml --encoder scratch:hidden=64,layers=4 --out $(SMOKE_TEACHER)
+
+smoke-teacher: $(SMOKE_TEACHER)/model.safetensors
+
+sweep: $(if $(and $(filter smoke,$(PRESET)),$(if $(TEACHER),,1)),$(SMOKE_TEACHER)/model.safetensors)
+	tune-distill sweep --preset $(PRESET) $(if $(DATA),--data $(DATA)) $(if $(TEACHER),--teacher $(TEACHER)) \
+		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume)

@@ -109,8 +109,8 @@ def test_searcher_contract(name):
         else:
             assert record.feasible == (record.values["size"] <= 3)
 
-    # Same seed, same observations, with two trials pending at a time and the searcher saved and
-    # restored while trial 10 is pending (after the models took over): exactly the same suggestions as the uninterrupted run.
+    # Same seed, same observations, two trials pending at a time, and the searcher saved and restored
+    # while trial 10 is pending (after the models took over): the very suggestions of the run above.
     searcher = make_searcher(name, TOY_SPACE, TOY_OBJECTIVES, TOY_CONSTRAINTS, seed=seed, **FAST_OPTIONS[name])
     objective = FlakyObjective()
     replayed = []
@@ -377,9 +377,11 @@ BAD_SPACES = [
      r"parameters\.c\.d\.high: .*derived key instead"),
     ("parameters: {a.b: {type: float, low: 0, high: 1}}\nderived: {c.d: '{a.x} * 2'}\n",
      r"derived\.c\.d: unknown reference.*\{a\.x\}"),
-    ("parameters: {a.b: {type: float, low: 0, high: 1}}\nderived: {c.d: '{c.e}', c.e: '{c.d}'}\n", r"derived\.c\.[de]: .*cycle"),
+    ("parameters: {a.b: {type: float, low: 0, high: 1}}\nderived: {c.d: '{c.e}', c.e: '{c.d}'}\n",
+     r"derived\.c\.[de]: .*cycle"),
     ("parameters: {a.b: {type: float, low: 0, high: 1}}\nfixed: {a.b: 3}\n", r"fixed\.a\.b: already defined"),
-    ("parameters: {a.b: {type: categorical, choices: [x, y]}}\nderived: {c.d: '{a.b} * 1.5'}\n", r"derived\.c\.d: .*failed"),
+    ("parameters: {a.b: {type: categorical, choices: [x, y]}}\nderived: {c.d: '{a.b} * 1.5'}\n",
+     r"derived\.c\.d: .*failed"),
     ("parameters: {}\n", "at least one parameter"),
     ("parameters: {a.b: {type: float, low: 0, high: 1, step: 0.3}}\n", r"parameters\.a\.b: .*multiple of step"),
     ("parameters: [1, 2]\n", "parameters: expected a mapping"),

@@ -4,6 +4,7 @@ Subcommands:
     distill   one distillation run -> a run folder (config, command, environment, metrics, student)
     evaluate  score any Hugging Face QA model directory on a SQuAD 2.0 file
     teacher   fine-tune a pretrained encoder (or a tiny one from scratch) into a QA teacher
+    sweep     multi-objective search over students on Ray Tune, then the report below
     report    results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
     config    print the resolved configuration, or every key with its help (--help-keys)
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--encoder", required=True, help="pretrained encoder directory or hub id")
     teacher.add_argument("--out", required=True, help="output model directory")
 
+    commands.add_parser("sweep", add_help=False,
+                        help="multi-objective search over students on Ray Tune (tune-distill sweep --help)")
+
     report = commands.add_parser("report", help="(re)write a sweep folder's results files from its trials.jsonl")
     report.add_argument("--sweep", required=True, help="sweep folder")
     report.add_argument("--out", help="where to write (default: the sweep folder)")
@@ -85,11 +89,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sweep_main(argv: list[str]) -> int:
+    """`tune-distill sweep ...`: run (or resume) a sweep, then write its results files with report.
+
+    Kept apart from the other subcommands so that Ray is imported only when a sweep is asked for.
+    """
+    from tune_distill import report, sweep
+
+    parser = argparse.ArgumentParser(prog="tune-distill sweep", description="Multi-objective search over students on Ray Tune.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sweep.add_arguments(parser)
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    status = sweep.command(args)
+    out = sweep.out_folder(args)
+    if (out / "trials.jsonl").is_file():
+        report.main(["--sweep", str(out)])
+        print(f"results: {out}/results.parquet, pareto.csv, frontier.png, summary.json")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "sweep":
+        return sweep_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    command = ["tune-distill", *(sys.argv[1:] if argv is None else argv)]
+    command = ["tune-distill", *argv]
     try:
         if args.command == "config":
             import yaml

@@ -322,6 +322,7 @@ def train(
         if at_eval:
             record: dict[str, Any] = {
                 "step": step,
+                "total_steps": total_steps,
                 "epoch": step / batches_per_epoch,
                 "train_loss": running_loss / max(1, running_count),
                 "learning_rate": scheduler.get_last_lr()[0],

@@ -101,8 +101,13 @@ def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | No
     (out_dir / "environment.json").write_text(json.dumps(environment(device), indent=2))
 
 
-def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teacher_model=None) -> Inputs:
-    """Tokenise (cached) and compute the teacher's logits (cached) once."""
+def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teacher_model=None,
+                   teacher_logits_needed: bool | None = None) -> Inputs:
+    """Tokenise (cached) and compute the teacher's logits (cached) once.
+
+    Teacher logits are computed when `teacher_logits_needed` (default: when distill.alpha_ce > 0);
+    a sweep whose trials vary alpha_ce asks for them explicitly.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     data = config.data
@@ -114,7 +119,7 @@ def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teache
     val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
                                  cache_dir=data.cache_dir, **lengths)
     logits = None
-    if config.distill.alpha_ce > 0:
+    if teacher_logits_needed if teacher_logits_needed is not None else config.distill.alpha_ce > 0:
         logits = teacher_logits(config.teacher.path, train_features, cache_dir=data.cache_dir,
                                 batch_size=config.teacher.batch_size, dtype=config.teacher.logits_dtype,
                                 device=device, model=teacher_model, pad_token_id=tokenizer.pad_token_id or 0)
@@ -171,7 +176,7 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
     last_evaluation: dict[str, Any] = {}
 
     def evaluator(model: torch.nn.Module, step: int) -> dict[str, Any]:
-        metrics = score(model, step)
+        metrics = {**score(model, step), **count_parameters(model)}
         last_evaluation.clear()
         last_evaluation.update(metrics, _step=step)  # the final one is written out, not recomputed
         return metrics

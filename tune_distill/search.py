@@ -3,15 +3,16 @@
 What it does:
   * `load_space` reads a search space from YAML (sampled parameters, derived keys, fixed keys) and
     `SearchSpace.resolve` turns one sample into a flat override dict such as
-    {"distill.learning_rate": 3e-5, "student.hidden_size": 256}. Bounds and derived keys may be small
-    arithmetic expressions over the teacher's shape (`{teacher.hidden_size}`) and other parameters,
-    evaluated by a tiny whitelisted evaluator (never `eval`), so impossible combinations are excluded by
-    construction: sample heads and a head width, derive the hidden size.
+    {"distill.learning_rate": 3e-5, "student.hidden_size": 256}. Bounds may be small arithmetic
+    expressions over the teacher's shape (`{teacher.hidden_size}`); derived keys may also use the
+    sampled parameters. A tiny whitelisted evaluator computes them (never `eval`), so impossible
+    combinations are excluded by construction: sample heads and a head width, derive the hidden size.
   * `make_searcher` builds a searcher: a small ask/tell object with three methods (`suggest`,
     `observe`, `state`). Names: optuna-tpe, optuna-gp, nsga2, random (Optuna samplers driven through
     ask/tell), parego (hyperopt TPE on random augmented-Chebyshev scalarisations) and botorch
     (qLogNEHVI). Every searcher takes several objectives, each maximised or minimised, and
-    constraints such as exact >= 55.4; several trials may be pending at once.
+    constraints such as exact >= 55.4 (given to Optuna through `Trial.set_constraint`, the Optuna 5
+    API); several trials may be pending at once; `state()` bytes restore a searcher exactly.
   * `optimize` runs any searcher on a plain Python objective (benchmarks, tests).
   * `non_dominated_sort`, `pareto_mask`, `hypervolume`, `crowding_distance`: pure numpy.
 
@@ -368,12 +369,16 @@ class _Expression:
                 )
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _BINARY_OPS:
-                raise SearchSpaceError(f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}")
+                raise SearchSpaceError(
+                    f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}"
+                )
             self._check(node.left)
             self._check(node.right)
         elif isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, (ast.USub, ast.UAdd)):
-                raise SearchSpaceError(f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}")
+                raise SearchSpaceError(
+                    f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}"
+                )
             self._check(node.operand)
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
@@ -538,7 +543,8 @@ class SearchSpace:
         extra = [name for name in sampled if name not in self.names]
         if missing or extra:
             raise SearchSpaceError(
-                f"{self.source}: sample does not match the space (missing: {missing or 'none'}, unknown: {extra or 'none'})"
+                f"{self.source}: sample does not match the space "
+                f"(missing: {missing or 'none'}, unknown: {extra or 'none'})"
             )
         env: dict[str, Any] = {**self.context, **self.fixed}
         env.update({name: _plain(sampled[name]) for name in self.names})
@@ -1009,8 +1015,9 @@ class BoTorchSearcher(_HistorySearcher):
 
     One independent GP per objective and per constraint (SingleTaskGP, standardised outcomes);
     constraints enter the acquisition function as outcomes that must stay <= 0; pending trials are
-    passed as X_pending. The hypervolume reference point is `reference_point` ({objective: value}, e.g.
-    the worst acceptable exact) when given, else the worst feasible observation minus 10% of the range. Discrete and categorical parameters are optimised as equal-width buckets of
+    passed as X_pending. The hypervolume reference point is `reference_point` ({objective: value},
+    e.g. the worst acceptable exact) when given, else the worst feasible observation minus 10% of
+    the observed range. Discrete and categorical parameters are optimised as equal-width buckets of
     [0, 1] (a simple relaxation). Start-up points come from a scrambled Sobol sequence.
     """
 
@@ -1049,7 +1056,9 @@ class BoTorchSearcher(_HistorySearcher):
             try:
                 point = self._optimise_acquisition(call_seed)
             except Exception as error:  # a failed GP fit must not end the sweep
-                logger.warning("botorch: acquisition failed (%s: %s); suggesting a random point", type(error).__name__, error)
+                logger.warning(
+                    "botorch: acquisition failed (%s: %s); suggesting a random point", type(error).__name__, error
+                )
                 point = self._rng.random(len(self.space.params))
         return {p.name: p.from_unit(u) for p, u in zip(self.space.params, point)}
 
@@ -1097,7 +1106,8 @@ class BoTorchSearcher(_HistorySearcher):
             reference = torch.tensor([sign * self.reference_point[o.name] for sign, o in zip(signs, self.objectives)])
         else:
             feasible = (outcomes[:, n_objectives:] <= 0).all(dim=-1)
-            reference = _reference_point(outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives])
+            observed = outcomes[feasible, :n_objectives] if feasible.any() else outcomes[:, :n_objectives]
+            reference = _reference_point(observed)
         pending = [[p.to_unit(params[p.name]) for p in self.space.params] for params in self._pending.values()]
         constraints = [(lambda Z, column=n_objectives + j: Z[..., column]) for j in range(V_np.shape[1])]
         acquisition = qLogNoisyExpectedHypervolumeImprovement(

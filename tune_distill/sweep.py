@@ -29,16 +29,16 @@ folders `trial_NNNN_<id>/` hold Tune's checkpoints and the trial's run folder `r
 Must not know: how a run trains or evaluates (run.py does), how searchers model anything (search.py
 does), how results are reported or plotted (report.py reads `trials.jsonl`).
 
-Example (CPU, a few minutes; the smoke data and teacher are made by `make smoke-data`):
-    tune-distill sweep --preset smoke --out sweeps/smoke --num-samples 4
-    python -m tune_distill.sweep --preset smoke --out sweeps/smoke --resume      # continue it
+Example (CPU, a few minutes, from the repository root; the smoke preset reads data/squad2-sample and
+.cache/smoke-teacher, or give --data DIR --teacher DIR):
+    python -m tune_distill.sweep --preset smoke --out sweeps/smoke --num-samples 4
+    python -m tune_distill.sweep --out sweeps/smoke --resume      # continue it after an interruption
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -58,7 +58,7 @@ from ray.tune import Callback as RayCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher as RaySearcher
 
-from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override, to_dict
+from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override
 from tune_distill.search import (
     DEFAULT_SEARCHER,
     SEARCHER_NAMES,
@@ -96,7 +96,7 @@ _NOT_METRICS = frozenset({
     "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
     "iterations_since_restore", "checkpoint_dir_name", "date", "hostname", "node_ip", "pid", "done", "trial_id",
     "experiment_tag", "should_checkpoint", "config", "number", "kind", "node_id", "device", "seed", "run_dir",
-    "final", "status", "started_at",
+    "final", "status", "started_at", "finished_at",
 })
 _LATENCY_METRIC = re.compile(r"^latency_ms_b(\d+)$")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=)\s*(\S+)\s*$")
@@ -663,6 +663,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     if checkpoint is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt that never reported a checkpoint: start clean
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / TRIAL_ERROR_FILE).unlink(missing_ok=True)  # from an earlier attempt
     handler = logging.FileHandler(run_dir / TRIAL_LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     package_logger = logging.getLogger("tune_distill")
@@ -684,7 +685,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
             total = _total_steps(run_config, values)
             if total is not None and values.get("step", 0) >= total:
                 return  # the last evaluation: the final report (with the same scores) follows at once
-            values.update(size)
+            for key, value in size.items():  # exact counts win if run.py ever reports them per evaluation
+                values.setdefault(key, value)
             values.update(identity, total_steps=total, final=False, status="running")
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
 
@@ -706,7 +708,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         if final.get("parameters") is not None and final["parameters"] != size["parameters"]:
             log.warning("trial %04d: estimated %d parameters, counted %d", number, size["parameters"],
                         final["parameters"])
-        final.update(identity, final=True, status="complete")
+        final.update(identity, final=True, status="complete", finished_at=time.time())
         final.setdefault("total_steps", _total_steps(run_config, final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
     except Exception as error:
@@ -772,7 +774,6 @@ class SweepSearcher(RaySearcher):
         self._num_samples = int(num_samples)
         self._baseline = dict(baseline) if baseline is not None else None
         self._next_number = 0
-        self._numbers: dict[str, int] = {}
         self._outstanding: set[str] = set()  # suggested by the wrapped searcher, not yet observed
         self._observed: dict[str, str] = {}
 
@@ -794,7 +795,6 @@ class SweepSearcher(RaySearcher):
             self._outstanding.add(trial_id)
             suggestion = {"number": number, "kind": "search", "params": dict(params),
                           "overrides": self._space.resolve(params)}
-        self._numbers[trial_id] = number
         self._next_number += 1
         return suggestion
 
@@ -829,13 +829,12 @@ class SweepSearcher(RaySearcher):
         self._observed[trial_id] = status
 
     def get_state(self) -> dict:
-        return {"inner": self._inner.state(), "next_number": self._next_number, "numbers": dict(self._numbers),
+        return {"inner": self._inner.state(), "next_number": self._next_number,
                 "outstanding": sorted(self._outstanding), "observed": dict(self._observed)}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self._inner = restore_searcher(state["inner"])
         self._next_number = int(state["next_number"])
-        self._numbers = dict(state["numbers"])
         self._outstanding = set(state["outstanding"])
         self._observed = dict(state["observed"])
 
@@ -1041,7 +1040,8 @@ def params_digest(params: Mapping[str, Any], width: int = 90) -> str:
     short = {"num_hidden_layers": "layers", "learning_rate": "lr", "num_attention_heads": "heads",
              "hidden_size": "hidden", "intermediate_size": "ffn"}
     parts = []
-    for key in sorted(params):
+    # student shape first, then training knobs, auxiliary '_' values last
+    for key in sorted(params, key=lambda k: (k.startswith("_"), not k.startswith("student."), k)):
         name = key.rsplit(".", 1)[-1]
         name = short.get(name, name)
         value = params[key]
@@ -1218,13 +1218,12 @@ def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     shared = apply_overrides(run_config, dict(space.fixed))
     alpha_varies = "distill.alpha_ce" in space.names or "distill.alpha_ce" in space.derived
     needs_logits = alpha_varies or shared.distill.alpha_ce > 0
-    # prepare_inputs computes teacher logits only when alpha_ce > 0: ask for them when any trial needs them.
-    shared = apply_overrides(shared, {"distill.alpha_ce": 0.5 if needs_logits else 0.0})
+
     device = resolve_device(shared.distill.device)
     began = time.perf_counter()
     log.info("preparing features%s once on the driver (%s) under %s", " and teacher logits" if needs_logits else "",
              device, shared.data.cache_dir)
-    inputs = prepare_inputs(shared, device)
+    inputs = prepare_inputs(shared, device, teacher_logits_needed=needs_logits)
     log.info("inputs ready in %.1fs: %d train windows, %d validation questions", time.perf_counter() - began,
              len(inputs.train_features), len(inputs.val_features.examples))
     no_answer = no_answer_score(inputs.val_features.examples)
@@ -1244,18 +1243,19 @@ def _record(trial: Any, result: Any | None) -> dict[str, Any]:
     metrics = {key: value for key, value in last.items() if key not in _NOT_METRICS}
     run_dir = last.get("run_dir")
     error = None
-    node_id, device = last.get("node_id"), last.get("device")
+    node_id, device, seed = last.get("node_id"), last.get("device"), last.get("seed")
     if errored:
         cause = getattr(result, "error", None) if result is not None else None
         cause = getattr(cause, "cause", None) or cause
         error = f"{type(cause).__name__}: {cause}".strip() if cause is not None else "error (see the trial's error.txt)"
         error = error.splitlines()[-1] if "\n" in error else error
-    if run_dir is None and trial.path and not str(trial.path).startswith(("s3://", "gs://")):
+    if run_dir is None and trial.path and "://" not in str(trial.path):
         candidate = Path(trial.path) / "run"
         run_dir = str(candidate) if candidate.exists() else None
     if run_dir and (Path(run_dir) / TRIAL_ERROR_FILE).is_file():
         details = json.loads((Path(run_dir) / TRIAL_ERROR_FILE).read_text())
         node_id, device = node_id or details.get("node_id"), device or details.get("device")
+        seed = seed if seed is not None else details.get("seed")
         if errored:
             error = details.get("error", error)
     checkpoint = getattr(result, "checkpoint", None) if result is not None else None
@@ -1266,6 +1266,7 @@ def _record(trial: Any, result: Any | None) -> dict[str, Any]:
         "trial_id": trial.trial_id,
         "number": int(config.get("number", -1)),
         "kind": config.get("kind", "search"),
+        "baseline": config.get("kind") == "baseline",
         "status": status,
         "params": config.get("params", {}),
         "overrides": config.get("overrides", {}),
@@ -1277,8 +1278,9 @@ def _record(trial: Any, result: Any | None) -> dict[str, Any]:
         "run_dir": run_dir,
         "node_id": node_id,
         "device": device,
-        "seed": last.get("seed"),
+        "seed": seed,
         "started_at": last.get("started_at"),
+        "finished_at": last.get("finished_at"),
         "steps_saved": steps_saved,
     }
 
@@ -1328,6 +1330,8 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
             _write_json_atomically(saved_path, {
                 "config": sweep_config_to_dict(config),
                 "no_answer": prepared.no_answer,
+                # resolved, in the form report.py reads: [{name, direction}], [{name, op, bound}]
+                "objectives": [dataclasses.asdict(o) for o in config.objectives],
                 "constraints": [dataclasses.asdict(c) for c in prepared.constraints],
                 "teacher": prepared.context,
                 "baseline": prepared.baseline,
@@ -1365,8 +1369,8 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                     verbose=0,
                 ),
             )
-        grid = tuner.fit()
-        records = _collect(grid)
+        tuner.fit()
+        records = collect_trials(experiment_path)
     finally:
         if started_ray:
             import ray
@@ -1378,10 +1382,12 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
     saved["summary"] = summary
     _write_json_atomically(saved_path, saved)
-    log.info("sweep %s: %s -> %s", "resumed" if resume else "done",
-             ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items()), out_dir / TRIALS_FILE)
-    if summary["status_counts"].get("unfinished"):
-        log.warning("the sweep was interrupted; continue it with --resume --out %s", out_dir)
+    counts = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
+    if summary["interrupted"]:
+        log.warning("sweep interrupted with %d of %d trials finished (%s); continue it with --resume --out %s",
+                    summary["finished"], config.num_samples, counts, out_dir)
+    else:
+        log.info("sweep done: %s -> %s", counts, out_dir / TRIALS_FILE)
     return records
 
 
@@ -1419,14 +1425,17 @@ def repair_missing_checkpoints(experiment_path: str) -> int:
     return repaired
 
 
-def _collect(grid: Any) -> list[dict[str, Any]]:
-    analysis = getattr(grid, "_experiment_analysis", None)
-    if analysis is None:  # pragma: no cover - older/newer Ray without the attribute
-        from ray.tune import ExperimentAnalysis
+def collect_trials(experiment_path: str) -> list[dict[str, Any]]:
+    """trials.jsonl records from the experiment as Tune saved it.
 
-        analysis = ExperimentAnalysis(grid.experiment_path)
+    The saved state, not the Tuner's in-memory one: after an interrupt (Ctrl-C) Tune marks running
+    trials terminated in memory but saves them as running, and those are the ones a resume continues.
+    """
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    analysis = ExperimentAnalysis(experiment_path)
     results = {}
-    for result in grid:
+    for result in ResultGrid(analysis):
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
         results[trial_id] = result
     records = [_record(trial, results.get(trial.trial_id)) for trial in analysis.trials]
@@ -1444,13 +1453,17 @@ def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds:
     counts: dict[str, int] = {}
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
+    finished = sum(record["status"] != "unfinished" for record in records)
     return {
         "trials": len(records),
+        "finished": finished,
+        # trials left unfinished, or fewer created than planned (search.py's searchers never run dry)
+        "interrupted": bool(counts.get("unfinished")) or len(records) < config.num_samples,
         "status_counts": counts,
         "steps_saved": sum(record["steps_saved"] or 0 for record in records),
         "steps_trained": sum(int(record["metrics"].get("step") or 0) for record in records),
         "wall_seconds": round(seconds, 1),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
@@ -1481,6 +1494,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else start one here)")
 
 
+def out_folder(args: argparse.Namespace) -> Path:
+    """The sweep folder: --out, else sweeps/<preset or config name>."""
+    if args.out:
+        return Path(args.out)
+    return Path("sweeps") / (args.preset or (Path(args.config).stem if args.config else "sweep"))
+
+
 def command(args: argparse.Namespace) -> int:
     """Run `tune-distill sweep` from parsed arguments; returns the exit status."""
     try:
@@ -1492,12 +1512,12 @@ def command(args: argparse.Namespace) -> int:
             raise SweepConfigError("give --preset NAME or --config FILE (or --resume --out DIR)")
         else:
             path = None
-        out = Path(args.out) if args.out else Path("sweeps") / (args.preset or (path.stem if path else "sweep"))
+        out = out_folder(args)
         config = None
         if args.resume and (out / SWEEP_FILE).is_file():
-            if path or args.set_base or args.data or args.teacher or args.num_samples or args.max_concurrent:
-                log.warning("--resume: the sweep's saved settings (%s) are used; the other options are ignored",
-                            out / SWEEP_FILE)
+            if args.set_base or args.data or args.teacher or args.num_samples or args.max_concurrent:
+                log.warning("--resume: the sweep's saved settings (%s) are used; --set-base, --data, --teacher, "
+                            "--num-samples and --max-concurrent are ignored", out / SWEEP_FILE)
         elif path is not None:
             config = with_overrides(load_sweep_config(path), base=dict(parse_override(t) for t in args.set_base),
                                     data_dir=args.data, teacher=args.teacher, num_samples=args.num_samples,
@@ -1510,8 +1530,9 @@ def command(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
-    print(json.dumps({"out": str(out), "trials": len(records), **counts}))
-    return 0
+    interrupted = json.loads((out / SWEEP_FILE).read_text())["summary"]["interrupted"]
+    print(json.dumps({"out": str(out), "trials": len(records), **counts, "interrupted": interrupted}))
+    return 1 if interrupted else 0
 
 
 def main(argv: list[str] | None = None) -> int:
