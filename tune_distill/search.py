@@ -51,7 +51,11 @@ logger = logging.getLogger(__name__)
 Direction = Literal["max", "min"]
 TrialStatus = Literal["complete", "failed", "pruned"]
 
-# The searcher used when none is named; chosen with bench/searchers.py (see the report in that file).
+# The searcher used when none is named. Chosen with bench/searchers.py (results in
+# bench/results/searchers.csv): Optuna's GPSampler reaches 96.0 +- 0.6% of the best attainable
+# hypervolume on Branin-Currin after 60 evaluations (10 seeds; target 95%), 99.7% on ZDT1, 94.2% on
+# ZDT2 and 65.5% on DTLZ2 (where multivariate TPE does best, 70.8%), the best mean gain over random
+# search of all searchers, with no extra dependency and ~10-30 s of CPU per 60-trial sweep.
 DEFAULT_SEARCHER = "optuna-gp"
 
 SEARCHER_NAMES = ("optuna-tpe", "optuna-gp", "parego", "nsga2", "random", "botorch")
