@@ -21,7 +21,8 @@ Conventions (following Hugging Face's question-answering example and the officia
     this module's own choice is -4.3694 (exact 58.45 / F1 59.06). exact_at_0 / f1_at_0 agree exactly.
 
 Must not know: how a model was built or trained (teacher, student, distillation), Ray, searchers.
-It imports from `config`, `data` and `teacher` (whose `qa_logits` is the shared batched inference).
+It imports from `config`, `data`, `teacher` (whose `qa_logits` is the shared batched inference)
+and `student` (parameter counts).
 
 Example (CPU, a few minutes):
     nice python -m tune_distill.evaluate --model ../shared/models/teacher-minilm-l6-squad2 \
@@ -49,6 +50,7 @@ import torch
 
 from tune_distill.config import EvaluateConfig
 from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
+from tune_distill.student import count_parameters
 from tune_distill.teacher import PRECISIONS, accepts_token_type_ids, autocast, qa_logits, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -349,20 +351,8 @@ def evaluate_predictions(
 
 
 def model_size(model: torch.nn.Module, directory: str | Path | None = None) -> dict[str, int]:
-    """Parameter counts (shared weights counted once) and, given a folder, bytes of its weight files."""
-    parameters = {id(parameter): parameter for parameter in model.parameters()}
-    embedding_ids = {
-        id(parameter)
-        for name, module in model.named_modules()
-        if name.split(".")[-1] == "embeddings"
-        for parameter in module.parameters()
-    }
-    size = {
-        "parameters": sum(parameter.numel() for parameter in parameters.values()),
-        "non_embedding_parameters": sum(
-            parameter.numel() for key, parameter in parameters.items() if key not in embedding_ids
-        ),
-    }
+    """Parameter counts (student.count_parameters) and, given a folder, bytes of its weight files."""
+    size = dict(count_parameters(model))
     if directory is not None and Path(directory).is_dir():
         weight_files = {path for pattern in WEIGHT_FILE_PATTERNS for path in Path(directory).glob(pattern)}
         size["bytes_on_disk"] = sum(path.stat().st_size for path in weight_files)

@@ -542,25 +542,6 @@ def trial_run_config(base: Mapping[str, Any], overrides: Mapping[str, Any], numb
     return apply_overrides(config, changes)
 
 
-def estimate_parameters(student: Any, teacher_config: Any) -> dict[str, int]:
-    """Trainable parameters of the student `build_student` makes (same count as student.count_parameters).
-
-    Known before training, so evaluation reports carry the size that Pareto early stopping ranks on.
-    """
-    from tune_distill.student import resolve_shape
-
-    shape = resolve_shape(student, teacher_config)
-    hidden, inner = shape.hidden_size, shape.intermediate_size
-    attention = shape.num_attention_heads * shape.head_size  # width of the kept heads
-    embeddings = (teacher_config.vocab_size + teacher_config.max_position_embeddings
-                  + getattr(teacher_config, "type_vocab_size", 2)) * hidden + 2 * hidden
-    layer = (3 * (hidden * attention + attention) + attention * hidden + hidden + 2 * hidden
-             + hidden * inner + inner + inner * hidden + hidden + 2 * hidden)
-    head = 2 * hidden + 2
-    non_embedding = shape.num_hidden_layers * layer + head
-    return {"parameters": embeddings + non_embedding, "non_embedding_parameters": non_embedding}
-
-
 def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
@@ -671,22 +652,17 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
     try:
-        from transformers import AutoConfig
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars from every trial flood the driver's console
-        teacher_config = AutoConfig.from_pretrained(run_config.teacher.path)
-        size = estimate_parameters(run_config.student, teacher_config)
-        log.info("trial %04d on node %s, device %s, seed %d, %s parameters, overrides %s", number, node_id, device,
-                 run_config.distill.seed, f"{size['parameters']:,}", json.dumps(config["overrides"], sort_keys=True))
+        log.info("trial %04d on node %s, device %s, seed %d, overrides %s", number, node_id, device,
+                 run_config.distill.seed, json.dumps(config["overrides"], sort_keys=True))
 
         def report(metrics: Mapping[str, Any]) -> None:
             values = _json_scalars(metrics)
             total = _total_steps(run_config, values)
             if total is not None and values.get("step", 0) >= total:
                 return  # the last evaluation: the final report (with the same scores) follows at once
-            for key, value in size.items():  # exact counts win if run.py ever reports them per evaluation
-                values.setdefault(key, value)
             values.update(identity, total_steps=total, final=False, status="running")
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
 
@@ -705,9 +681,6 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         else:
             metrics = run_distillation(run_config, run_dir, resume=False, **kwargs)
         final = _json_scalars(metrics)
-        if final.get("parameters") is not None and final["parameters"] != size["parameters"]:
-            log.warning("trial %04d: estimated %d parameters, counted %d", number, size["parameters"],
-                        final["parameters"])
         final.update(identity, final=True, status="complete", finished_at=time.time())
         final.setdefault("total_steps", _total_steps(run_config, final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
