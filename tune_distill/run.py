@@ -62,12 +62,21 @@ class Inputs:
     teacher_logits: TeacherLogits | None
 
 
-def git_sha() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_sha() -> str | None:
+    """The commit of this checkout, with "+dirty" when tracked files differ from it."""
+    sha = _git("rev-parse", "HEAD")
+    if not sha:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{sha}+dirty" if dirty else sha
 
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
