@@ -29,6 +29,7 @@ from tune_distill.search import (  # noqa: E402
     make_searcher,
     parse_space,
 )
+from tune_distill.report import read_trials  # noqa: E402
 from tune_distill.sweep import (  # noqa: E402
     CONTINUE,
     STOP,
@@ -41,7 +42,6 @@ from tune_distill.sweep import (  # noqa: E402
     no_answer_score,
     pareto_rungs,
     preset_path,
-    read_trials,
     resolve_constraints,
     run_sweep,
     sweep_config_from_dict,

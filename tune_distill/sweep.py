@@ -993,6 +993,10 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
         return FIFOScheduler()
     ranked = [o for o in objectives if o.name in INTERMEDIATE_METRICS]
     if settings.name == "asha":
+        if settings.rungs:
+            raise SweepConfigError(
+                f"scheduler asha: rungs {list(settings.rungs)} are pareto_sh's setting; asha decides at "
+                "grace_period x reduction_factor^k steps (set grace_period and max_t instead)")
         metric = ranked[0] if ranked else Objective("exact", "max")
         return ASHAScheduler(time_attr="step", metric=metric.name, mode=metric.direction,
                              max_t=settings.max_t or 10**9, grace_period=max(1, settings.grace_period),
@@ -1438,12 +1442,6 @@ def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds:
         "wall_seconds": round(seconds, 1),
         "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def read_trials(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of `trials.jsonl` in a sweep folder."""
-    path = Path(out_dir) / TRIALS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------------
