@@ -55,21 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
 
     evaluate = commands.add_parser("evaluate", help="score a QA model directory on a SQuAD 2.0 file")
-    evaluate.add_argument("--model", required=True, help="Hugging Face QA model directory (or hub id)")
-    evaluate.add_argument("--data", required=True, help="SQuAD 2.0 JSON file")
-    evaluate.add_argument("--out", required=True, help="folder for metrics.json, predictions.json, null_odds.json")
-    evaluate.add_argument("--na-threshold", type=float, default=None,
-                          help="apply this no-answer threshold (chosen on validation); default: choose it on --data")
-    evaluate.add_argument("--max-seq-length", type=int, default=384)
-    evaluate.add_argument("--doc-stride", type=int, default=128)
-    evaluate.add_argument("--max-query-length", type=int, default=64)
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--n-best-size", type=int, default=20)
-    evaluate.add_argument("--max-answer-length", type=int, default=30)
-    evaluate.add_argument("--max-examples", type=int, default=0)
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--cache-dir", default=".cache/tune_distill")
-    evaluate.add_argument("--latency", action="store_true", help="also measure batch-1 and batch-32 latency")
+    from tune_distill.evaluate import add_arguments as add_evaluate_arguments
+
+    add_evaluate_arguments(evaluate)
 
     teacher = commands.add_parser("teacher", help="fine-tune a pretrained encoder into a QA teacher")
     _add_config_arguments(teacher)
@@ -134,15 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: metrics[k] for k in ("exact", "f1", "parameters", "na_threshold") if k in metrics}))
             print(f"run folder: {out}")
         elif args.command == "evaluate":
-            from tune_distill.evaluate import evaluate_model_dir
+            from tune_distill.evaluate import command as evaluate_command
 
-            metrics = evaluate_model_dir(
-                args.model, args.data, args.out, na_threshold=args.na_threshold, max_seq_length=args.max_seq_length,
-                doc_stride=args.doc_stride, max_query_length=args.max_query_length, batch_size=args.batch_size,
-                n_best_size=args.n_best_size, max_answer_length=args.max_answer_length, device=args.device,
-                cache_dir=args.cache_dir, max_examples=args.max_examples, latency=args.latency,
-            )
-            print(json.dumps(metrics, indent=1, default=str))
+            evaluate_command(args)
         elif args.command == "report":
             from tune_distill import report
 

@@ -544,8 +544,8 @@ def evaluate_model_dir(
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate a question-answering model on a SQuAD 2.0 file.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The evaluation options (also `tune-distill evaluate`'s)."""
     parser.add_argument("--model", required=True, help="model folder or hub id (AutoModelForQuestionAnswering)")
     parser.add_argument("--data", required=True, help="SQuAD 2.0 JSON file")
     parser.add_argument("--out", required=True, help="folder for metrics.json, predictions.json, null_odds.json")
@@ -562,8 +562,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: no cache)")
     parser.add_argument("--max-examples", type=int, default=0, help="first N questions only (0 = all)")
     parser.add_argument("--latency", action="store_true", help="also time forward passes")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate as the parsed options say; print and return the metrics."""
     metrics = evaluate_model_dir(
         args.model,
         args.data,
@@ -581,8 +583,17 @@ def main(argv: list[str] | None = None) -> None:
         latency=args.latency,
         precision=args.precision,
     )
-    json.dump(metrics, sys.stdout, indent=1)
+    json.dump(metrics, sys.stdout, indent=1, default=str)
     sys.stdout.write("\n")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Evaluate a question-answering model on a SQuAD 2.0 file.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command(args)
 
 
 if __name__ == "__main__":
