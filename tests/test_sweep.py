@@ -261,6 +261,20 @@ def test_pareto_sh_keeps_small_models_and_stops_dominated_ones(tmp_path):
     assert restored.num_stopped == 3 and set(restored.records[2]) == {"a", "b", "c", "d", "e"}
 
 
+def test_the_baseline_is_ranked_but_never_stopped():
+    from tune_distill.sweep import BaselineKeepingASHA
+
+    scheduler = ParetoSuccessiveHalving([2], OBJECTIVES, reduction_factor=2)
+    assert scheduler.on_result("a", _result(2, 50, 1000)) == CONTINUE
+    baseline = {**_result(2, 40, 2000), "kind": "baseline"}  # dominated by a: a search trial here would stop
+    assert scheduler.on_result("base", baseline) == CONTINUE
+    assert scheduler.on_result("b", _result(2, 39, 2100)) == STOP  # the baseline's point still counts for others
+    assert set(scheduler.records[2]) == {"a", "base", "b"}
+
+    asha = BaselineKeepingASHA(time_attr="step", metric="exact", mode="max", max_t=10, grace_period=1)
+    assert asha.on_trial_result(None, None, {"step": 1, "exact": 0.0, "kind": "baseline"}) == CONTINUE
+
+
 def test_pareto_sh_breaks_ties_on_a_front_by_crowding_distance():
     scheduler = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2)
     for name, exact, parameters in (("p0", 10, 100), ("p1", 20, 200), ("p2", 21, 210), ("p3", 40, 400)):

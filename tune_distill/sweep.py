@@ -55,7 +55,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 from ray.tune import Callback as RayCallback
-from ray.tune.schedulers import FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher as RaySearcher
 
 from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override
@@ -899,7 +899,9 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                 continue
             rank, quota, seen = self.rank(rung, [float(v) for v in values])
             last_step = total is not None and step >= total
-            verdict = CONTINUE if rank < quota or last_step else STOP
+            # the baseline is the sweep's yardstick: it is ranked (others are compared with it) but never stopped
+            protected = result.get("kind") == "baseline"
+            verdict = CONTINUE if rank < quota or last_step or protected else STOP
             self.records[rung][trial_id] = {"values": [float(v) for v in values], "decision": verdict,
                                             "step": int(step)}
             changed = True
@@ -985,10 +987,17 @@ def pareto_rungs(settings: SchedulerSettings) -> tuple[int, ...]:
     return tuple(sorted(set(rungs)))
 
 
+class BaselineKeepingASHA(ASHAScheduler):
+    """Ray's ASHA, except that the baseline trial (the sweep's yardstick) always runs to the end."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get("kind") == "baseline":
+            return CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective], state_path: str | None = None):
     """The Tune scheduler named in the sweep config."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     if settings.name == "fifo":
         return FIFOScheduler()
     ranked = [o for o in objectives if o.name in INTERMEDIATE_METRICS]
@@ -998,9 +1007,9 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
                 f"scheduler asha: rungs {list(settings.rungs)} are pareto_sh's setting; asha decides at "
                 "grace_period x reduction_factor^k steps (set grace_period and max_t instead)")
         metric = ranked[0] if ranked else Objective("exact", "max")
-        return ASHAScheduler(time_attr="step", metric=metric.name, mode=metric.direction,
-                             max_t=settings.max_t or 10**9, grace_period=max(1, settings.grace_period),
-                             reduction_factor=settings.reduction_factor, stop_last_trials=False)
+        return BaselineKeepingASHA(time_attr="step", metric=metric.name, mode=metric.direction,
+                                   max_t=settings.max_t or 10**9, grace_period=max(1, settings.grace_period),
+                                   reduction_factor=settings.reduction_factor, stop_last_trials=False)
     if not ranked:
         raise SweepConfigError("scheduler pareto_sh: no objective is reported at evaluations "
                                f"({', '.join(INTERMEDIATE_METRICS)})")
