@@ -236,17 +236,23 @@ def flatten(mapping: Mapping[str, Any], source: str = "config") -> dict[str, Any
     return flat
 
 
+def read_yaml(path: str | Path, what: str = "config file", error: type[Exception] = ConfigError) -> Any:
+    """A YAML file's content ({} when empty); a missing file or bad YAML raises `error` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML ({problem})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | Mapping[str, Any] = ()) -> RunConfig:
     """Defaults, then the YAML file at `path` (if any), then overrides ('a.b=1' strings or a dict)."""
     config = RunConfig()
     if path:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        loaded = read_yaml(path, "config file")
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, distill, evaluate)")
         try:

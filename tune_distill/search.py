@@ -46,6 +46,8 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import numpy as np
 import yaml
 
+from tune_distill.config import read_yaml
+
 logger = logging.getLogger(__name__)
 
 Direction = Literal["max", "min"]
@@ -678,12 +680,7 @@ def load_space(path: str | Path, context: Mapping[str, float] | None = None) -> 
     parameters (write a derived key instead), so the space seen by the searchers is static.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SearchSpaceError(f"{path}: search space file not found")
-    try:
-        mapping = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SearchSpaceError(f"{path}: not valid YAML ({error})") from None
+    mapping = read_yaml(path, "search space file", SearchSpaceError)
     return parse_space(mapping, context, source=str(path))
 
 

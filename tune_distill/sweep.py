@@ -58,7 +58,7 @@ from ray.tune import Callback as RayCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher as RaySearcher
 
-from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override
+from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override, read_yaml
 from tune_distill.search import (
     DEFAULT_SEARCHER,
     SEARCHER_NAMES,
@@ -392,12 +392,7 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
 def load_sweep_config(path: str | Path) -> SweepConfig:
     """Read a sweep YAML file; unknown keys are errors naming the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepConfigError(f"{path}: sweep config file not found")
-    try:
-        mapping = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SweepConfigError(f"{path}: not valid YAML ({error})") from None
+    mapping = read_yaml(path, "sweep config file", SweepConfigError)
     config = sweep_config_from_dict(mapping, str(path))
     space = Path(config.space)
     if not space.is_absolute() and not space.exists():
@@ -488,12 +483,7 @@ def _merge_space(mapping: Mapping[str, Any], overrides: Mapping[str, Any], sourc
 def load_sweep_space(config: SweepConfig, context: Mapping[str, Any]) -> SearchSpace:
     """The space file with `space_overrides` applied, checked against the config keys and the base."""
     path = Path(config.space)
-    if not path.is_file():
-        raise SweepConfigError(f"space: {path}: search space file not found")
-    try:
-        mapping = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise SweepConfigError(f"space: {path}: not valid YAML ({error})") from None
+    mapping = read_yaml(path, "search space file (the sweep's space)", SweepConfigError)
     source = str(path) + (" (with space_overrides)" if config.space_overrides else "")
     try:
         space = parse_space(_merge_space(mapping, config.space_overrides, str(path)), context, source=source)
