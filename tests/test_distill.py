@@ -222,3 +222,51 @@ def test_teacherless_training_needs_alpha_zero(setup, tmp_path):
     result = train(_student(setup), features, dataclasses.replace(CONFIG, alpha_ce=0.0), teacher=None,
                    out_dir=tmp_path / "y")
     assert result.step == 9
+
+
+# --- GPU code paths, exercised as far as a CPU allows ------------------------------------------------
+
+
+def test_auto_precision_is_bf16_or_fp16_on_gpus_and_fp32_on_cpu(monkeypatch):
+    from tune_distill.teacher import autocast_dtype, resolve_precision
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_precision("auto", cuda) == "bf16" and autocast_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. a V100
+    assert resolve_precision("auto", cuda) == "fp16" and autocast_dtype("auto", cuda) == torch.float16
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and autocast_dtype("auto", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        resolve_precision("fp8", cuda)
+
+
+def test_batches_go_to_cuda_through_pinned_memory(monkeypatch):
+    from tune_distill.teacher import to_device
+
+    class FakeCuda:
+        type = "cuda"
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: calls.append("pin") or self.clone())
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: calls.append(("to", non_blocking)) or self)
+    batch = {"input_ids": torch.ones(2, 8, dtype=torch.long)}  # (batch, seq_len)
+    moved = to_device(batch, FakeCuda())
+    assert calls == ["pin", ("to", True)] and torch.equal(moved["input_ids"], batch["input_ids"])
+    monkeypatch.setattr(torch.Tensor, "to", real_to)
+    calls.clear()
+    on_cpu = to_device(batch, torch.device("cpu"))
+    assert calls == [] and on_cpu["input_ids"].device.type == "cpu"  # no pinning without a GPU
+
+
+def test_bf16_autocast_training_runs_and_tracks_fp32(setup, tmp_path):
+    """The mixed-precision branch of the training loop (bf16 autocast exists on CPU too); no GradScaler for bf16."""
+    _, _, features, logits = setup
+    fp32 = train(_student(setup), features, CONFIG, teacher=logits, out_dir=tmp_path / "fp32")
+    bf16 = train(_student(setup), features, dataclasses.replace(CONFIG, precision="bf16"), teacher=logits,
+                 out_dir=tmp_path / "bf16")
+    losses_fp32 = [r["train_loss"] for r in fp32.history if "train_loss" in r]
+    losses_bf16 = [r["train_loss"] for r in bf16.history if "train_loss" in r]
+    assert len(losses_bf16) == len(losses_fp32) > 0 and all(math.isfinite(x) for x in losses_bf16)
+    assert losses_bf16 != losses_fp32  # autocast really changed the arithmetic
+    assert max(abs(a - b) for a, b in zip(losses_bf16, losses_fp32)) < 0.1 * max(losses_fp32)

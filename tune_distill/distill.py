@@ -46,7 +46,7 @@ from tune_distill.progress import Progress
 from tune_distill.data import bucketed_batches
 from tune_distill.config import DistillConfig
 from tune_distill.data import FeatureSet
-from tune_distill.teacher import TeacherLogits, autocast_dtype, collate, model_inputs
+from tune_distill.teacher import TeacherLogits, autocast_dtype, collate, model_inputs, to_device
 
 log = logging.getLogger(__name__)
 
@@ -280,15 +280,16 @@ def train(
             epoch_cache = {epoch: bucketed_batches(lengths, config.train_batch_size, seed=config.seed, epoch=epoch,
                                                    bucketing=config.length_bucketing)}
         indices = epoch_cache[epoch][position]
-        batch = {name: tensor.to(device, non_blocking=True)
-                 for name, tensor in collate(columns, indices, pad_token_id).items()}
+        batch = to_device(collate(columns, indices, pad_token_id), device)
         width = batch["input_ids"].shape[1]
-        start_positions = torch.from_numpy(starts[indices]).to(device)  # (batch,)
-        end_positions = torch.from_numpy(ends[indices]).to(device)  # (batch,)
+        positions = to_device({"start": torch.from_numpy(starts[indices]),  # (batch,)
+                               "end": torch.from_numpy(ends[indices])}, device)  # (batch,)
+        start_positions, end_positions = positions["start"], positions["end"]
         teacher_start = teacher_end = None
         if config.alpha_ce > 0:
             teacher_start, teacher_end = teacher.batch(indices, width, MASKED_LOGIT)  # 2 x (batch, seq_len)
-            teacher_start, teacher_end = teacher_start.to(device), teacher_end.to(device)
+            targets = to_device({"start": teacher_start, "end": teacher_end}, device)
+            teacher_start, teacher_end = targets["start"], targets["end"]
         with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
             output = model(**batch)
         loss, parts = distillation_loss(output.start_logits, output.end_logits, teacher_start, teacher_end,

@@ -133,6 +133,13 @@ def collate(columns: dict[str, PackedColumn], indices, pad_token_id: int, length
     }
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch of CPU tensors to `device`; on CUDA through pinned memory, so the copy is asynchronous."""
+    if device.type != "cuda":
+        return {name: tensor.to(device) for name, tensor in batch.items()}
+    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
 @torch.inference_mode()
 def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torch.device | str = "cpu",
               precision: str = "fp32", pad_token_id: int = 0, desc: str = "logits") -> tuple[PackedColumn, PackedColumn]:
@@ -154,7 +161,7 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
             batch = collate(columns, batch_indices, pad_token_id)
             if not pass_token_types:
                 batch.pop("token_type_ids")
-            output = model(**{name: tensor.to(device) for name, tensor in batch.items()})
+            output = model(**to_device(batch, device))
             start = output.start_logits.float().cpu().numpy()  # (batch, seq_len)
             end = output.end_logits.float().cpu().numpy()  # (batch, seq_len)
             for row, index in enumerate(batch_indices):
