@@ -10,6 +10,8 @@ DATA ?=
 TEACHER ?=
 OUT ?=
 RESUME ?=
+STORAGE ?=
+STORAGE_ENDPOINT ?=
 SMOKE_TEACHER := .cache/smoke-teacher
 
 .PHONY: help install install-cpu test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
@@ -21,7 +23,10 @@ help:
 	@echo "make test-slow       tests marked slow (real data under ../shared)"
 	@echo "make distill-cpu     one real-data distillation run on CPU (configs/distill_cpu.yaml)"
 	@echo "make sweep [PRESET=smoke|cpu|paper] [DATA=dir] [TEACHER=dir] [OUT=dir] [RESUME=1]"
-	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts"
+	@echo "           [STORAGE=s3://bucket/prefix] [STORAGE_ENDPOINT=http://host:port]"
+	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts;"
+	@echo "                     STORAGE keeps the Tune experiment and the sweep's files there (--storage-path),"
+	@echo "                     STORAGE_ENDPOINT is an S3-compatible endpoint such as MinIO (--storage-endpoint)"
 	@echo "make bench-throughput  training throughput: ours vs the reference-style loop"
 	@echo "make bench-searchers   searchers on standard two-objective problems"
 
@@ -53,6 +58,10 @@ $(SMOKE_TEACHER)/model.safetensors:
 
 smoke-teacher: $(SMOKE_TEACHER)/model.safetensors
 
+# The sweep of PRESET (configs/sweep_<PRESET>.yaml); each variable that is set becomes its option: DATA --data,
+# TEACHER --teacher, OUT --out, RESUME --resume, STORAGE --storage-path, STORAGE_ENDPOINT --storage-endpoint.
+# The smoke preset without TEACHER first builds its teacher (above).
 sweep: $(if $(and $(filter smoke,$(PRESET)),$(if $(TEACHER),,1)),$(SMOKE_TEACHER)/model.safetensors)
 	tune-distill sweep --preset $(PRESET) $(if $(DATA),--data $(DATA)) $(if $(TEACHER),--teacher $(TEACHER)) \
-		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume)
+		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume) \
+		$(if $(STORAGE),--storage-path $(STORAGE)) $(if $(STORAGE_ENDPOINT),--storage-endpoint $(STORAGE_ENDPOINT))

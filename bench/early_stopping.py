@@ -17,19 +17,17 @@ Commands (from the repository root; always under `nice` on the shared machine):
   smoke, offline, 1-2 minutes in all (tiny teacher and data: scores mean nothing, every student
   answers "no answer" everywhere, so hypervolumes are 0 and their losses undefined):
     nice python bench/early_stopping.py --preset smoke --num-samples 6 --out /tmp/es-smoke
-  the real one (configs/sweep_es.yaml: the cpu preset reduced to 1,500 training and 400 validation
-  questions, 54 optimiser steps of 32 per trial, rungs at 18 and 36 steps, reduction factor 2,
-  12 trials per arm; ESTIMATED from the timings in configs/sweep_cpu.yaml at ~20 min for fifo and
-  ~13-15 min for each early-stopping arm, ~50-55 min in all on a loaded 2-core CPU, not measured):
+  the real one (configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
+  trial and 400 validation questions, rungs at 40 and 80 steps, reduction factor 2, 10 trials per
+  arm; ~15 min for fifo and ~10-12 min for each early-stopping arm, estimated from the cpu preset's
+  pilot runs):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
-  the same, sized by hand (16 trials: ~65-70 min, also an estimate):
-    nice python bench/early_stopping.py --preset es --num-samples 16 --max-train-examples 1500 \\
-        --max-val-examples 400 --out sweeps/early-stopping-16
+  the same with more trials (16 per arm: about 1.5 times as long):
+    nice python bench/early_stopping.py --preset es --num-samples 16 --out sweeps/early-stopping-16
   continue an interrupted run (finished arms are kept, an interrupted one resumes):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping --resume
-The cpu preset itself (`--preset cpu`: 24 trials, one rung at mid-training) also works but takes
-about three hours for the three arms, and with one rung at half the training and reduction factor
-2 it can save at most about 25% of the steps (half the trials stopped, each at half its steps).
+The cpu preset itself (`--preset cpu`: 24 trials of 180 steps, rungs at 60 and 120) also works but
+takes about three hours for the three arms.
 
 What is measured, precisely:
   * Steps: a trial's last reported `step` (a stopped trial's rung evaluation, a completed trial's

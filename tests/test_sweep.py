@@ -209,6 +209,14 @@ def test_constraints_baseline_and_seed(world):
     baseline = baseline_overrides(space, {"teacher.num_hidden_layers": 6})
     assert baseline["student.num_hidden_layers"] == 3 and baseline["student.init"] == "teacher"
     assert baseline["distill.max_steps"] == 2  # trains like every other trial
+    assert "distill.learning_rate" not in baseline  # the default recipe unless baseline_settings say otherwise
+    tuned = baseline_overrides(space, {"teacher.num_hidden_layers": 6}, {"distill.learning_rate": 2e-4})
+    assert tuned["distill.learning_rate"] == 2e-4 and tuned["student.num_hidden_layers"] == 3
+    for settings, message in [({"student.num_hidden_layers": 2}, "the baseline's shape is fixed"),
+                              ({"distill.max_steps": 5}, "fixed by the space"),
+                              ({"distill.learning_rat": 1e-4}, "distill.learning_rat: unknown field")]:
+        with pytest.raises(SweepConfigError, match=message):
+            baseline_overrides(space, {"teacher.num_hidden_layers": 6}, settings)
     config = trial_run_config({"distill.seed": 7}, {"student.num_hidden_layers": 1}, number=5, cpus=2)
     assert config.distill.seed == 12 and config.distill.num_threads == 2 and config.student.num_hidden_layers == 1
 

@@ -7,6 +7,8 @@ Subcommands:
     sweep     multi-objective search over students on Ray Tune, then the report below
     report    results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
     config    print the resolved configuration, or every key with its help (--help-keys)
+    export    one trial of a sweep -> a plain Hugging Face QA model folder (+ model.onnx), verified and timed
+    answer    answer questions about a context with any QA model folder (an export, a teacher, a run's model/)
 
 Every subcommand that takes a configuration accepts `--config FILE` and repeated
 `--set section.field=value` (the same override syntax sweep trials use).
@@ -71,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--sweep", required=True, help="sweep folder")
     report.add_argument("--out", help="where to write (default: the sweep folder)")
 
+    export = commands.add_parser("export", help="export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)")
+    from tune_distill.export import add_arguments as add_export_arguments
+
+    add_export_arguments(export)
+
+    answer = commands.add_parser("answer", help="answer questions about a context with a QA model folder")
+    from tune_distill.answer import add_arguments as add_answer_arguments
+
+    add_answer_arguments(answer)
+
     config = commands.add_parser("config", help="print the resolved configuration")
     _add_config_arguments(config)
     config.add_argument("--help-keys", action="store_true", help="list every key with its default and help")
@@ -129,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             from tune_distill import report
 
             report.main(["--sweep", args.sweep] + (["--out", args.out] if args.out else []))
+        elif args.command == "export":
+            from tune_distill.export import command as export_command
+
+            export_command(args)
+        elif args.command == "answer":
+            from tune_distill.answer import command as answer_command
+
+            answer_command(args)
         elif args.command == "teacher":
             from tune_distill.run import make_teacher
 

@@ -2,7 +2,7 @@
 
 Input: the sweep's trial records (`trials.jsonl`, one JSON object per trial with `trial_id`,
 `number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...). Output, in the
-sweep folder:
+sweep folder (and, when the sweep's `storage_path` is remote, e.g. s3://bucket/prefix, copied there too):
 
 - `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
   duration, checkpoint.
@@ -32,11 +32,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tune_distill import storage
 from tune_distill.search import hypervolume, pareto_mask
 
 log = logging.getLogger(__name__)
 
 SIZE_SLACK = 0.05  # "a small size increase": within the baseline's size + 5%
+REPORT_FILES = ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json")
 
 
 def read_trials(path: str | Path) -> list[dict[str, Any]]:
@@ -255,7 +257,30 @@ def main(argv: list[str] | None = None) -> None:
                            objectives=settings.get("objectives") or ({"name": "exact", "direction": "max"},
                                                                      {"name": "parameters", "direction": "min"}),
                            constraints=settings.get("constraints") or ())
+    if args.out is None or Path(args.out).resolve() == sweep.resolve():
+        copy_to_storage(sweep, settings.get("config") or {})
     print(json.dumps(summary, indent=2))
+
+
+def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
+    """Copy the results files (and trials.jsonl) to the sweep's remote storage_path, if it has one.
+
+    Returns the URIs written. A failure is logged, not raised: the files are in the sweep folder.
+    """
+    uri = str(config.get("storage_path") or "").rstrip("/")
+    if not storage.is_remote(uri):
+        return []
+    endpoint = str(config.get("storage_endpoint") or "")
+    try:
+        filesystem, path = storage.open_location(uri, endpoint)
+        written = storage.upload_files(sweep, (*REPORT_FILES, "trials.jsonl"), filesystem, path)
+    except (OSError, ValueError) as failure:
+        log.error("report: could not copy the results to %s (%s); they are in %s", uri,
+                  storage.explain(failure, uri, storage.resolve_endpoint(endpoint)), sweep)
+        return []
+    uris = [f"{uri.split('://', 1)[0]}://{target}" for target in written]
+    log.info("report: results copied to %s", uri)
+    return uris
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ What it does:
 
 Output folder: `sweep.json`, `trials.jsonl`, `cache/` (features, teacher logits), `scheduler_state.json`
 (pareto_sh) and, unless `storage_path` points elsewhere, the Tune experiment `tune/` whose trial
-folders `trial_NNNN_<id>/` hold Tune's checkpoints and the trial's run folder `run/`.
+folders `trial_NNNN_<id>/` hold Tune's checkpoints and the trial's run folder `run/`. A remote
+`storage_path` (s3://bucket/prefix, endpoint from `storage_endpoint` or AWS_ENDPOINT_URL, see
+storage.py) is probed before anything is computed and then holds what the output folder would: the
+experiment `<name>/` and copies of sweep.json (at the start), trials.jsonl and the scheduler's state (at
+the end), and the report's files; `--resume` restores the experiment from there, also into an empty
+`--out` (give `--storage-path URI`, or the config that names it).
 
 Must not know: how a run trains or evaluates (run.py does), how searchers model anything (search.py
 does), how results are reported or plotted (report.py reads `trials.jsonl`).
@@ -58,6 +63,7 @@ from ray.tune import Callback as RayCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher as RaySearcher
 
+from tune_distill import storage as storage_io
 from tune_distill.config import ConfigError, RunConfig, apply_overrides, flatten, parse_override, read_yaml
 from tune_distill.search import (
     DEFAULT_SEARCHER,
@@ -158,10 +164,18 @@ class SweepConfig:
     scheduler: SchedulerSettings = _f(SchedulerSettings(), "Early stopping.")
     max_failures: int = _f(1, "Retries of a trial that raised (then it is recorded as failed).")
     storage_path: str = _f("", "Where Tune keeps the experiment: a local folder or a pyarrow URI such as "
-                               "s3://bucket/sweeps (empty = the sweep's output folder).")
+                               "s3://bucket/sweeps/cpu (empty = the sweep's output folder). A remote one also gets "
+                               "a copy of the sweep's files (sweep.json, trials.jsonl, results.*), so it can be "
+                               "resumed and read from there.")
+    storage_endpoint: str = _f("", "S3-compatible endpoint for an s3:// storage_path, e.g. http://127.0.0.1:9000 "
+                                   "(MinIO, moto); empty = AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS. "
+                                   "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                                   "~/.aws, the region from AWS_REGION/AWS_DEFAULT_REGION.")
     name: str = _f("tune", "Name of the Tune experiment folder under storage_path.")
     baseline: bool = _f(True, "Trial 0 is the DistilBERT-like baseline: half the teacher's layers (every other), "
                               "teacher width, init=teacher, default distillation settings.")
+    baseline_settings: dict = _f({}, "The baseline's own training knobs, 'section.field: value' (e.g. "
+                                     "distill.learning_rate: 2.0e-4); its shape keys are not allowed here.")
     measure_latency: bool = _f(True, "Time each final student (needed for latency objectives).")
     description: str = _f("", "Free text.")
 
@@ -315,7 +329,7 @@ def sweep_config_from_dict(mapping: Mapping[str, Any], source: str = "sweep conf
             for text in raw:
                 parse_constraint(text, source)
             values[key] = tuple(str(text) for text in raw)
-        elif key == "base":
+        elif key in ("base", "baseline_settings"):
             values[key] = _flat_base(raw, where)
         else:
             values[key] = _coerce_setting(SweepConfig, key, raw, where)
@@ -387,6 +401,7 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
                                    f"evaluate.latency_batch_sizes {list(base.evaluate.latency_batch_sizes)}")
     if config.name in ("", ".", "..") or "/" in config.name:
         raise SweepConfigError(f"{source}: name: a plain folder name is needed, got {config.name!r}")
+    storage_io.check_location(config.storage_path, config.storage_endpoint, SweepConfigError, source)
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
@@ -425,8 +440,9 @@ def sweep_config_to_dict(config: SweepConfig) -> dict[str, Any]:
 
 def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None, data_dir: str | None = None,
                    teacher: str | None = None, num_samples: int | None = None,
-                   max_concurrent: int | None = None) -> SweepConfig:
-    """The CLI's changes: extra base overrides, a data folder, a teacher, trial counts."""
+                   max_concurrent: int | None = None, storage_path: str | None = None,
+                   storage_endpoint: str | None = None) -> SweepConfig:
+    """The CLI's changes: extra base overrides, a data folder, a teacher, trial counts, storage."""
     merged = dict(config.base)
     if data_dir:
         folder = Path(data_dir)
@@ -444,6 +460,10 @@ def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None
         changes["num_samples"] = num_samples
     if max_concurrent is not None:
         changes["max_concurrent"] = max_concurrent
+    if storage_path is not None:
+        changes["storage_path"] = storage_path
+    if storage_endpoint is not None:
+        changes["storage_endpoint"] = storage_endpoint
     updated = dataclasses.replace(config, **changes)
     check_sweep_config(updated, "command line")
     return updated
@@ -505,12 +525,32 @@ def load_sweep_space(config: SweepConfig, context: Mapping[str, Any]) -> SearchS
     return space
 
 
-def baseline_overrides(space: SearchSpace, context: Mapping[str, Any]) -> dict[str, Any]:
+BASELINE_SHAPE = ("student.num_hidden_layers", "student.hidden_size", "student.num_attention_heads",
+                  "student.intermediate_size", "student.init", "student.layer_selection")
+
+
+def baseline_overrides(space: SearchSpace, context: Mapping[str, Any],
+                       settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """DistilBERT-like student: half the teacher's layers (every other), teacher width, default distill settings.
 
-    The space's fixed keys (training length, sequence length) apply, so it trains like every other trial.
+    The space's fixed keys (training length, sequence length) apply, so it trains like every other trial;
+    `settings` (the sweep's baseline_settings) give its training knobs, which the space samples for others.
     """
+    settings = dict(settings or {})
+    shape = [key for key in settings if key in BASELINE_SHAPE]
+    if shape:
+        raise SweepConfigError(f"baseline_settings: {shape[0]}: the baseline's shape is fixed (half the teacher's "
+                               "layers, its width); set training knobs only")
+    fixed = [key for key in settings if key in space.fixed]
+    if fixed:
+        raise SweepConfigError(f"baseline_settings: {fixed[0]}: fixed by the space for every trial; change it "
+                               "under space_overrides instead")
+    try:
+        apply_overrides(RunConfig(), settings)
+    except ConfigError as error:
+        raise SweepConfigError(f"baseline_settings: {error}") from None
     overrides = dict(space.fixed)
+    overrides.update(settings)
     overrides.update({
         "student.num_hidden_layers": max(1, int(context["teacher.num_hidden_layers"]) // 2),
         "student.hidden_size": 0,
@@ -1085,18 +1125,21 @@ class ProgressLines(RayCallback):
 # --------------------------------------------------------------------------------------------------
 
 
-def connect_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[bool, str | None]:
+def connect_ray(address: str | None = None, num_cpus: int | None = None,
+                extra_env: Sequence[str] = ()) -> tuple[bool, str | None]:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray with its dashboard on 127.0.0.1.
 
-    Returns (whether we started Ray here and must shut it down, the dashboard URL if any). An already
-    initialised Ray (e.g. in tests) is used as it is.
+    A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
+    runtime_env; a local Ray's workers inherit this process's environment. Returns (whether we started
+    Ray here and must shut it down, the dashboard URL if any). An already initialised Ray (e.g. in
+    tests) is used as it is.
     """
     import ray
 
     if ray.is_initialized():
         return False, None
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = {name: os.environ[name] for name in PROPAGATED_ENV if name in os.environ}
+    env_vars = {name: os.environ[name] for name in (*PROPAGATED_ENV, *extra_env) if name in os.environ}
     runtime_env = {"env_vars": env_vars} if env_vars else None
     if address:
         try:
@@ -1134,6 +1177,79 @@ def _experiment_location(config: SweepConfig, out_dir: Path) -> tuple[str, str, 
         storage = _absolute(storage[len("file://"):] if storage.startswith("file://") else storage)
         return storage, str(Path(storage) / config.name), str(Path(storage) / config.name)
     return storage, storage.rstrip("/") + "/" + config.name, None
+
+
+@dataclass(frozen=True)
+class SweepStorage:
+    """Where Tune keeps the experiment, in the forms Tune and pyarrow take."""
+
+    uri: str  # storage_path resolved: an absolute folder, or the URI (s3://bucket/prefix)
+    endpoint: str  # the S3 endpoint in use ('' = AWS, or not S3)
+    tune_path: str  # RunConfig.storage_path: the folder, or the path on `filesystem` (bucket/prefix)
+    experiment: str  # the Tune experiment: a folder, or a path on `filesystem`
+    local_experiment: str | None  # the experiment folder when it is local
+    filesystem: Any = None  # pyarrow filesystem of a remote storage_path (None: local)
+
+    def uri_of(self, path: str) -> str:
+        """A path on the remote filesystem as a URI (s3://bucket/...); local paths as they are."""
+        if self.filesystem is None or "://" in path:
+            return path
+        return f"{self.uri.split('://', 1)[0]}://{path}"
+
+
+# The sweep's own files, copied next to a remote experiment (the report adds its results files).
+SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE)
+
+
+def sweep_storage(config: SweepConfig, out_dir: Path, *, fresh: bool = False) -> SweepStorage:
+    """The sweep's storage. A remote one is checked first (the bucket exists, a marker object can be written
+    and deleted with these credentials) and, for a fresh sweep, must not hold a sweep already."""
+    tune_path, experiment, local_experiment = _experiment_location(config, out_dir)
+    if local_experiment is not None:
+        return SweepStorage(tune_path, "", tune_path, experiment, local_experiment)
+    uri = config.storage_path.rstrip("/")
+    endpoint = storage_io.resolve_endpoint(config.storage_endpoint) if uri.startswith("s3://") else ""
+    filesystem, path = storage_io.open_location(uri, endpoint, SweepConfigError)
+    storage_io.probe(filesystem, path, uri, endpoint, SweepConfigError)
+    location = SweepStorage(uri, endpoint, path, f"{path}/{config.name}", None, filesystem)
+    if fresh:
+        for used in (location.experiment, f"{path}/{SWEEP_FILE}"):
+            if storage_io.exists(filesystem, used):
+                raise SweepConfigError(f"storage_path {uri} already holds a sweep ({location.uri_of(used)}); resume "
+                                       "it (--resume) or choose another storage_path")
+    log.info("experiment storage: %s%s", location.uri_of(location.experiment), f" via {endpoint}" if endpoint else "")
+    return location
+
+
+def upload_sweep_files(location: SweepStorage, out_dir: Path, names: Sequence[str] = SWEEP_FILES) -> None:
+    """Copy the sweep's own files next to a remote experiment; a failure is logged (they stay in out_dir)."""
+    if location.filesystem is None:
+        return
+    try:
+        written = storage_io.upload_files(out_dir, names, location.filesystem, location.tune_path)
+    except OSError as failure:
+        log.error("could not copy %s to %s (%s); they are in %s", ", ".join(names), location.uri,
+                  storage_io.explain(failure, location.uri, location.endpoint), out_dir)
+        return
+    log.info("copied %s to %s", ", ".join(Path(path).name for path in written), location.uri)
+
+
+def fetch_sweep(out_dir: Path, storage_path: str, storage_endpoint: str = "") -> None:
+    """Resume without the local folder: copy sweep.json (and trials.jsonl, the scheduler's state) from a remote
+    storage_path into out_dir."""
+    if not storage_io.is_remote(storage_path):
+        raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
+    filesystem, path = storage_io.open_location(storage_path.rstrip("/"), storage_endpoint, SweepConfigError)
+    endpoint = storage_io.resolve_endpoint(storage_endpoint) if storage_path.startswith("s3://") else ""
+    try:
+        found = storage_io.download_file(filesystem, f"{path}/{SWEEP_FILE}", out_dir / SWEEP_FILE)
+        for name in (TRIALS_FILE, SCHEDULER_STATE_FILE) if found else ():
+            storage_io.download_file(filesystem, f"{path}/{name}", out_dir / name)
+    except OSError as failure:
+        raise SweepConfigError(f"--resume: {storage_io.explain(failure, storage_path, endpoint)}") from None
+    if not found:
+        raise SweepConfigError(f"--resume: neither {out_dir} nor {storage_path} holds a sweep ({SWEEP_FILE} missing)")
+    log.info("resuming from %s: its %s copied into %s", storage_path, SWEEP_FILE, out_dir)
 
 
 def no_answer_score(examples: Sequence[Any]) -> float:
@@ -1175,7 +1291,7 @@ def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
         raise SweepConfigError(f"base.teacher.path: cannot read the teacher's config from {teacher_path}: {error}") from None
     context = teacher_context(teacher_config)
     space = load_sweep_space(config, context)
-    baseline = baseline_overrides(space, context) if config.baseline else None
+    baseline = baseline_overrides(space, context, config.baseline_settings) if config.baseline else None
     if config.scheduler.name != "fifo":
         shared = apply_overrides(run_config, dict(space.fixed))
         if shared.distill.eval_every_steps <= 0 and "distill.eval_every_steps" not in space.names:
@@ -1283,6 +1399,8 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     out_dir = Path(out_dir).expanduser().resolve()
     saved_path = out_dir / SWEEP_FILE
     if resume:
+        if not saved_path.is_file() and sweep_config is not None and storage_io.is_remote(sweep_config.storage_path):
+            fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
         if not saved_path.is_file():
             raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
         saved = json.loads(saved_path.read_text())
@@ -1295,12 +1413,14 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
             raise SweepConfigError("run_sweep: a sweep config is needed (or resume=True)")
         if saved_path.exists():
             raise SweepConfigError(f"{out_dir} already holds a sweep; resume it (--resume) or choose another --out")
+    # a remote storage_path is checked before the features and teacher logits are computed
+    location = sweep_storage(sweep_config, out_dir, fresh=not resume)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     prepared = prepare_sweep(sweep_config, out_dir)
-    storage, experiment_path, local_experiment = _experiment_location(prepared.config, out_dir)
-    config = dataclasses.replace(prepared.config, storage_path=storage)
-    started_ray, dashboard = connect_ray(ray_address)
+    storage, experiment_path, local_experiment = location.tune_path, location.experiment, location.local_experiment
+    config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
+    started_ray, dashboard = connect_ray(ray_address, extra_env=storage_io.WORKER_ENV if location.filesystem else ())
     try:
         if not resume:
             _write_json_atomically(saved_path, {
@@ -1311,20 +1431,22 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                 "constraints": [dataclasses.asdict(c) for c in prepared.constraints],
                 "teacher": prepared.context,
                 "baseline": prepared.baseline,
-                "experiment_path": experiment_path,
+                "experiment_path": location.uri_of(experiment_path),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
+            upload_sweep_files(location, out_dir, (SWEEP_FILE,))  # what a resume from the bucket alone needs
         resources = {"cpu": config.resources_per_trial.cpu, "gpu": config.resources_per_trial.gpu}
         context = TrialContext(base=config.base, experiment_dir=local_experiment, cpus=config.resources_per_trial.cpu,
                                measure_latency=config.measure_latency)
         trainable = tune.with_resources(make_trainable(context), resources)
         began = time.perf_counter()
         if resume:
-            if not tune.Tuner.can_restore(experiment_path):
-                raise SweepConfigError(f"--resume: no Tune experiment to restore at {experiment_path}")
-            log.info("resuming the sweep in %s", experiment_path)
-            repair_missing_checkpoints(experiment_path)
-            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
+            if not tune.Tuner.can_restore(experiment_path, storage_filesystem=location.filesystem):
+                raise SweepConfigError(f"--resume: no Tune experiment to restore at {location.uri_of(experiment_path)}")
+            log.info("resuming the sweep in %s", location.uri_of(experiment_path))
+            repair_missing_checkpoints(experiment_path, location.filesystem)
+            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=location.filesystem)
         else:
             inner = make_searcher(config.searcher.name, prepared.space, config.objectives, prepared.constraints,
                                   seed=config.searcher.seed, **config.searcher.options)
@@ -1337,7 +1459,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                                             max_concurrent_trials=config.max_concurrent, reuse_actors=True,
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
-                    name=config.name, storage_path=storage,
+                    name=config.name, storage_path=storage, storage_filesystem=location.filesystem,
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     sync_config=tune.SyncConfig(sync_artifacts=local_experiment is None),
@@ -1346,7 +1468,9 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                 ),
             )
         tuner.fit()
-        records = collect_trials(experiment_path)
+        records = collect_trials(experiment_path, location.filesystem)
+        for record in records:
+            record["checkpoint"] = location.uri_of(record["checkpoint"]) if record["checkpoint"] else None
     finally:
         if started_ray:
             import ray
@@ -1358,6 +1482,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
     saved["summary"] = summary
     _write_json_atomically(saved_path, saved)
+    upload_sweep_files(location, out_dir)
     counts = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
     if summary["interrupted"]:
         log.warning("sweep interrupted with %d of %d trials finished (%s); continue it with --resume --out %s",
@@ -1367,7 +1492,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     return records
 
 
-def repair_missing_checkpoints(experiment_path: str) -> int:
+def repair_missing_checkpoints(experiment_path: str, filesystem: Any = None) -> int:
     """Point unfinished trials whose recorded checkpoint was deleted at the newest one that exists.
 
     Tune records each trial's latest checkpoint in its experiment snapshot and, with num_to_keep=1,
@@ -1375,41 +1500,53 @@ def repair_missing_checkpoints(experiment_path: str) -> int:
     deletion and the next snapshot leaves a snapshot naming a deleted checkpoint, and Tune's restore
     then fails ("does not exist on storage anymore"). Training is deterministic, so resuming from the
     newer checkpoint is as good: it is moved to the recorded name. Returns the number of repairs.
+    `filesystem`: the remote storage's pyarrow filesystem, `experiment_path` a path on it (None: local).
     """
     from pyarrow import fs as pafs
     from ray.tune import ExperimentAnalysis
 
     repaired = 0
-    for trial in ExperimentAnalysis(experiment_path).trials:
+    for trial in ExperimentAnalysis(experiment_path, storage_filesystem=filesystem).trials:
         checkpoint = trial.checkpoint
         if trial.status == "TERMINATED" or checkpoint is None:
             continue
-        filesystem, path = checkpoint.filesystem, checkpoint.path
-        if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        fs, path = filesystem or checkpoint.filesystem, checkpoint.path
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
             continue
         parent = path.rstrip("/").rsplit("/", 1)[0]
-        siblings = sorted(info.path for info in filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        siblings = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
                           if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
         if siblings:
-            filesystem.move(siblings[-1], path)
+            _move_folder(fs, siblings[-1], path)
             log.warning("trial %s: its recorded checkpoint %s was deleted after the last snapshot; resuming from the "
                         "newer %s instead", trial.trial_id, path, siblings[-1])
         else:
-            filesystem.create_dir(path)  # empty: the trial starts over
+            fs.create_dir(path)  # empty: the trial starts over
             log.warning("trial %s: no checkpoint left in %s; it starts over", trial.trial_id, parent)
         repaired += 1
     return repaired
 
 
-def collect_trials(experiment_path: str) -> list[dict[str, Any]]:
-    """trials.jsonl records from the experiment as Tune saved it.
+def _move_folder(filesystem: Any, source: str, target: str) -> None:
+    """Rename a folder; object stores (S3) cannot rename one, so there it is copied, then deleted."""
+    from pyarrow import fs as pafs
+
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        filesystem.move(source, target)
+        return
+    pafs.copy_files(source, target, source_filesystem=filesystem, destination_filesystem=filesystem, use_threads=False)
+    filesystem.delete_dir(source)
+
+
+def collect_trials(experiment_path: str, filesystem: Any = None) -> list[dict[str, Any]]:
+    """trials.jsonl records from the experiment as Tune saved it (`filesystem`: see repair_missing_checkpoints).
 
     The saved state, not the Tuner's in-memory one: after an interrupt (Ctrl-C) Tune marks running
     trials terminated in memory but saves them as running, and those are the ones a resume continues.
     """
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    analysis = ExperimentAnalysis(experiment_path)
+    analysis = ExperimentAnalysis(experiment_path, storage_filesystem=filesystem)
     results = {}
     for result in ResultGrid(analysis):
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
@@ -1462,6 +1599,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, help="trials in all (baseline included)")
     parser.add_argument("--max-concurrent", type=int, help="trials at once")
     parser.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else start one here)")
+    parser.add_argument("--storage-path", metavar="URI",
+                        help="where Tune keeps the experiment and a copy of the sweep's files, e.g. "
+                             "s3://bucket/sweeps/cpu (overrides the config's storage_path); with --resume and no "
+                             "sweep in --out, the sweep is resumed from there")
+    parser.add_argument("--storage-endpoint", metavar="URL",
+                        help="S3-compatible endpoint for an s3:// storage path, e.g. http://127.0.0.1:9000 "
+                             "(default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS)")
 
 
 def out_folder(args: argparse.Namespace) -> Path:
@@ -1485,13 +1629,17 @@ def command(args: argparse.Namespace) -> int:
         out = out_folder(args)
         config = None
         if args.resume and (out / SWEEP_FILE).is_file():
-            if args.set_base or args.data or args.teacher or args.num_samples or args.max_concurrent:
+            if args.set_base or args.data or args.teacher or args.num_samples or args.max_concurrent \
+                    or args.storage_path or args.storage_endpoint:
                 log.warning("--resume: the sweep's saved settings (%s) are used; --set-base, --data, --teacher, "
-                            "--num-samples and --max-concurrent are ignored", out / SWEEP_FILE)
+                            "--num-samples, --max-concurrent and --storage-* are ignored", out / SWEEP_FILE)
         elif path is not None:
             config = with_overrides(load_sweep_config(path), base=dict(parse_override(t) for t in args.set_base),
                                     data_dir=args.data, teacher=args.teacher, num_samples=args.num_samples,
-                                    max_concurrent=args.max_concurrent)
+                                    max_concurrent=args.max_concurrent, storage_path=args.storage_path,
+                                    storage_endpoint=args.storage_endpoint)
+        elif args.storage_path:  # --resume without the local folder: the sweep's files are kept with the experiment
+            fetch_sweep(out.expanduser().resolve(), args.storage_path, args.storage_endpoint or "")
         records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address)
     except (ConfigError, SearcherError, FileNotFoundError, ConnectionError) as error:
         log.error("%s", error)

@@ -1,0 +1,259 @@
+"""Answer questions about a context with a QA model folder: the text and its score, or "no answer".
+
+`answer(model_dir, questions, contexts)` reads any Hugging Face question-answering folder (an
+export of `tune-distill export`, a teacher, or a run's `model/` with pruned heads, which goes
+through student.load_student) and answers many questions at once, in batches. It does not
+re-implement anything evaluation does: questions and contexts become evaluation windows through
+data.prepare_eval_features (question first, long contexts split into overlapping windows of
+`max_seq_length` tokens with `doc_stride` tokens of overlap), logits come from
+evaluate.predict_logits, and evaluate.postprocess / apply_threshold pick the best span and decide
+between it and "no answer" exactly as validation scoring did.
+
+The no-answer threshold (null odds = null score - best span score; "no answer" when the null odds
+exceed it) is, in this order: the one given; `na_threshold` of the folder's tune_distill.json (an
+export), of its teacher_metrics.json (a `tune-distill teacher` folder), or of the run's
+metrics.json beside a run's `model/`; else 0.0. Window lengths default to the export's
+`tokenization` record, else 384 / 128 / 64 (max_seq_length / doc_stride / max_query_length); a
+model with fewer positions than the default window gets windows of its own length (stride and
+question a quarter of it), while an asked-for length it cannot take is an error.
+
+Must not know: sweeps, Ray, training, how a model was chosen or exported (it reads the export's
+JSON record only).
+
+Example (CPU, seconds):
+    tune-distill answer --model ../shared/models/teacher-minilm-l6-squad2 \
+        --question "When was the bridge built?" \
+        --context "The great bridge was built in 1802 and it joined the two banks of the river."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_table, prepare_eval_features
+from tune_distill.evaluate import NO_SPAN_NULL_ODDS, apply_threshold, postprocess, predict_logits
+from tune_distill.export import EXPORT_INFO_FILE
+from tune_distill.student import PRUNED_HEADS_KEY, load_student
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LENGTHS = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64}
+LENGTH_KEYS = tuple(DEFAULT_LENGTHS)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def saved_threshold(model_dir: str | Path) -> tuple[float, str]:
+    """(no-answer threshold, where it came from) recorded with a model folder; (0.0, "default") if none."""
+    model_dir = Path(model_dir)
+    candidates = [model_dir / EXPORT_INFO_FILE, model_dir / "teacher_metrics.json"]
+    if model_dir.name == "model":  # a run folder's model/: the run's metrics.json
+        candidates.append(model_dir.parent / "metrics.json")
+    for path in candidates:
+        if path.is_file():
+            value = _json_object(path).get("na_threshold")
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{path}: field 'na_threshold' must be a finite number, got {value!r}")
+            return float(value), str(path)
+    return 0.0, "default"
+
+
+def saved_lengths(model_dir: str | Path) -> dict[str, int]:
+    """Window lengths recorded by an export (tune_distill.json 'tokenization'), else the defaults."""
+    path = Path(model_dir) / EXPORT_INFO_FILE
+    lengths = dict(DEFAULT_LENGTHS)
+    if path.is_file():
+        recorded = _json_object(path).get("tokenization") or {}
+        for key in LENGTH_KEYS:
+            if key in recorded:
+                if not isinstance(recorded[key], int) or isinstance(recorded[key], bool):
+                    raise ValueError(f"{path}: tokenization.{key} must be an integer, got {recorded[key]!r}")
+                lengths[key] = recorded[key]
+    return lengths
+
+
+def load_qa_model(model_dir: str | Path):
+    """A QA model from a folder: pruned tune_distill students through load_student, anything else through
+    AutoModelForQuestionAnswering."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no config.json there (expected a Hugging Face QA model folder)")
+    config = AutoConfig.from_pretrained(str(model_dir))
+    if getattr(config, PRUNED_HEADS_KEY, None):
+        return load_student(model_dir).eval()
+    return AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
+
+
+def _examples(questions: Sequence[str], contexts: str | Sequence[str]) -> list[SquadExample]:
+    if isinstance(questions, str):
+        questions = [questions]
+    if isinstance(contexts, str):
+        contexts = [contexts] * len(questions)
+    if not questions:
+        raise ValueError("answer: no questions given")
+    if len(contexts) != len(questions):
+        raise ValueError(f"answer: {len(questions)} questions but {len(contexts)} contexts; give one context, "
+                         "or one per question")
+    examples = []
+    for index, (question, context) in enumerate(zip(questions, contexts)):
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"answer: question {index} is empty (expected text)")
+        if not isinstance(context, str) or not context.strip():
+            raise ValueError(f"answer: the context of question {index} is empty (expected text)")
+        examples.append(SquadExample(f"q{index}", "", context, question, (), (), False))
+    return examples
+
+
+def answer(model_dir: str | Path, questions: str | Sequence[str], contexts: str | Sequence[str], *,
+           threshold: float | None = None, max_seq_length: int | None = None, doc_stride: int | None = None,
+           max_query_length: int | None = None, batch_size: int = 32, n_best_size: int = 20,
+           max_answer_length: int = 30, device: str = "cpu", model: Any = None, tokenizer: Any = None) -> list[dict]:
+    """One dict per question, in order: answer ("" for no answer), no_answer, best_span, score (start + end
+    logit of the best span; None when no span is valid), null_score, null_odds, threshold (and its source),
+    windows. `contexts` is one text for every question or one per question; `model` / `tokenizer` may be
+    given already loaded (from `model_dir`) to skip loading."""
+    from transformers import AutoTokenizer
+
+    examples = _examples(questions, contexts)
+    lengths = saved_lengths(model_dir)
+    for key, value in (("max_seq_length", max_seq_length), ("doc_stride", doc_stride),
+                       ("max_query_length", max_query_length)):
+        if value is not None:
+            lengths[key] = value
+    if threshold is None:
+        threshold, source = saved_threshold(model_dir)
+    else:
+        source = "given"
+    model = model if model is not None else load_qa_model(model_dir)
+    tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(model_dir))
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions is not None and lengths["max_seq_length"] > max_positions and max_seq_length is None:
+        # default (not asked-for) lengths too long for this model: its own maximum, stride and question a quarter of it
+        lengths = {"max_seq_length": max_positions, "doc_stride": min(lengths["doc_stride"], max_positions // 4),
+                   "max_query_length": min(lengths["max_query_length"], max_positions // 4)}
+        log.warning("answer: %s takes at most %d positions; windows of %s", model_dir, max_positions, lengths)
+    if max_positions is not None and lengths["max_seq_length"] > max_positions:
+        raise DataError(f"max_seq_length={lengths['max_seq_length']} exceeds {model_dir}'s max_position_embeddings="
+                        f"{max_positions}; pass a smaller --max-seq-length")
+
+    features = prepare_eval_features(examples, tokenizer, **lengths)
+    feature_set = FeatureSet(features_to_table(features), examples, fingerprint="", path=None)
+    start_logits, end_logits = predict_logits(model, feature_set, batch_size, device)  # per window: (seq_len,)
+    best_texts, null_odds = postprocess(examples, feature_set, start_logits, end_logits, n_best_size, max_answer_length)
+    final = apply_threshold(best_texts, null_odds, threshold)
+
+    windows_of = feature_set.numpy("example_index")  # (windows,)
+    results = []
+    for index, example in enumerate(examples):
+        windows = np.flatnonzero(windows_of == index)
+        null_score = min(float(start_logits[w][0] + end_logits[w][0]) for w in windows)  # [CLS] start + end
+        odds = null_odds[example.id]
+        has_span = odds != NO_SPAN_NULL_ODDS
+        results.append({
+            "question": example.question,
+            "answer": final[example.id],
+            "no_answer": final[example.id] == "",
+            "best_span": best_texts[example.id],
+            "score": null_score - odds if has_span else None,
+            "null_score": null_score,
+            "null_odds": odds,
+            "threshold": float(threshold),
+            "threshold_source": source,
+            "windows": int(len(windows)),
+        })
+    return results
+
+
+def describe(result: dict[str, Any]) -> str:
+    """Two lines for people: the question, then the answer and its score, or plainly "no answer"."""
+    threshold = f"threshold {result['threshold']:.4g} ({result['threshold_source']})"
+    if not result["no_answer"]:
+        return (f"Q: {result['question']}\nA: {result['answer']}  (score {result['score']:.4g}; null score "
+                f"{result['null_score']:.4g}; null odds {result['null_odds']:.4g} <= {threshold})")
+    if result["score"] is None:
+        return f"Q: {result['question']}\nA: no answer  (no valid span in the context; {threshold})"
+    return (f"Q: {result['question']}\nA: no answer  (the null score {result['null_score']:.4g} wins over the "
+            f"best span {result['best_span']!r}, score {result['score']:.4g}: null odds {result['null_odds']:.4g} "
+            f"> {threshold})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The answer options (also `tune-distill answer`'s)."""
+    parser.add_argument("--model", required=True, help="QA model folder (an export, a teacher, a run's model/)")
+    parser.add_argument("--question", action="append", required=True, help="a question; repeat for several")
+    context = parser.add_mutually_exclusive_group(required=True)
+    context.add_argument("--context", help="the text the questions are about")
+    context.add_argument("--context-file", help="a UTF-8 text file holding the context")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="no-answer threshold on the null odds (default: the one saved with the model, else 0)")
+    parser.add_argument("--max-seq-length", type=int, default=None,
+                        help="tokens per window (default: the export's, else 384)")
+    parser.add_argument("--doc-stride", type=int, default=None,
+                        help="overlap of context windows (default: the export's, else 128)")
+    parser.add_argument("--max-query-length", type=int, default=None,
+                        help="question tokens kept (default: the export's, else 64)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--n-best-size", type=int, default=20)
+    parser.add_argument("--max-answer-length", type=int, default=30)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print the result dicts as JSON")
+
+
+def command(args: argparse.Namespace) -> list[dict]:
+    """Answer as the parsed options say; print and return the results."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    if args.context_file:
+        path = Path(args.context_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--context-file {path}: not found")
+        context = path.read_text(encoding="utf-8")
+    else:
+        context = args.context
+    results = answer(args.model, args.question, context, threshold=args.threshold,
+                     max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+                     max_query_length=args.max_query_length, batch_size=args.batch_size,
+                     n_best_size=args.n_best_size, max_answer_length=args.max_answer_length, device=args.device)
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(describe(result) for result in results))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Answer questions about a context with a QA model folder.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        command(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
