@@ -37,7 +37,7 @@ The verification batch is real questions: the first `verify_questions` of the ru
 file (data.val_file of its config.yaml, or --verify-data), windowed exactly as evaluation windows are.
 
 Must not know: Ray, the sweep module or searchers (it reads the sweep folder's files only), how
-students were trained. It imports from config, data, teacher, student, evaluate and report.
+students were trained. It imports from config, data, teacher, student, evaluate, run (the git SHA) and report.
 
 Example (CPU, under a minute on the smoke sweep's tiny students):
     tune-distill export --sweep sweeps/smoke --pick smallest-at-baseline --out exports/smoke-small \
@@ -53,7 +53,6 @@ import json
 import logging
 import math
 import re
-import subprocess
 import sys
 import time
 import warnings
@@ -70,6 +69,7 @@ from tune_distill.data import FeatureSet, SquadExample, features_to_table, load_
 from tune_distill.evaluate import measure_latency
 from tune_distill.report import pareto_rows, read_trials, results_frame
 from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
+from tune_distill.run import git_sha
 from tune_distill.teacher import accepts_token_type_ids, collate, model_inputs
 
 log = logging.getLogger(__name__)
@@ -581,20 +581,6 @@ def measure_onnx_latency(session: Any, *, vocab_size: int, seq_length: int, batc
 # --------------------------------------------------------------------------------------------------
 
 
-def _git_sha() -> str | None:
-    """The commit of this checkout, "+dirty" when tracked files differ; None outside a git checkout."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    try:
-        sha = git("rev-parse", "HEAD")
-        if not sha:
-            return None
-        return f"{sha}+dirty" if git("status", "--porcelain", "--untracked-files=no") else sha
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -728,7 +714,7 @@ def export_trial(choice: TrialChoice, out: str | Path, *, sweep_dir: str | Path 
             "model_dir": str(choice.model_dir),
             "run_config": run_config,
             "training_environment": environment,
-            "git_sha": _git_sha(),
+            "git_sha": git_sha(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "tune_distill_version": tune_distill.__version__,
             "torch": torch.__version__,
