@@ -14,11 +14,15 @@ FLOP/s against the matmul FLOP/s this machine reaches (measured here too).
 Run (CPU, about 5 minutes):
     python bench/distill_throughput.py
     python bench/distill_throughput.py --steps 5 --max-examples 300   # quick look
+On a GPU (ours in bf16 autocast, or fp16 where bf16 is missing; the reference loop stays fp32 as the
+reference experiment's did; the matmul peak is then measured in ours' dtype):
+    python bench/distill_throughput.py --device cuda --steps 50 --out bench/results/distill_throughput_gpu.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -35,19 +39,32 @@ from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import load_features
 from tune_distill.distill import MASKED_LOGIT, distillation_loss, make_optimizer, make_scheduler, train
 from tune_distill.student import build_student, count_parameters
-from tune_distill.teacher import collate, load_teacher, model_inputs, teacher_logits
+from tune_distill.teacher import (PRECISIONS, collate, load_teacher, model_inputs, resolve_device, resolve_precision,
+                                  teacher_logits)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def matmul_flops_per_second(size: int = 2048, repeats: int = 10) -> float:
-    """fp32 matmul FLOP/s reached here (best of `repeats`), the machine's practical peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 10, device: torch.device = torch.device("cpu"),
+                            dtype: torch.dtype = torch.float32) -> float:
+    """Matmul FLOP/s reached here in `dtype` (best of `repeats`), the device's practical peak."""
+    if device.type == "cuda":
+        size = max(size, 8192)  # small matrices do not fill a GPU
+    a = torch.randn(size, size, device=device, dtype=dtype)  # (size, size)
+    b = torch.randn(size, size, device=device, dtype=dtype)  # (size, size)
     torch.mm(a, b)
+    synchronize(device)
     best = math.inf
     for _ in range(repeats):
         began = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - began)
     return 2 * size**3 / best
 
@@ -61,19 +78,22 @@ def training_flops(tokens: int, non_embedding_parameters: int, layers: int, hidd
 
 def reference_loop(student, teacher, features, config: DistillConfig, steps: int, max_seq_length: int, pad_token_id: int):
     """Teacher forward every step, batches padded to max_seq_length, fp32. Returns (seconds, features)."""
+    device = next(student.parameters()).device
     columns = model_inputs(features)
-    starts = torch.from_numpy(np.asarray(features.numpy("start_positions"), dtype=np.int64))
-    ends = torch.from_numpy(np.asarray(features.numpy("end_positions"), dtype=np.int64))
+    starts = torch.from_numpy(np.asarray(features.numpy("start_positions"), dtype=np.int64)).to(device)  # (features,)
+    ends = torch.from_numpy(np.asarray(features.numpy("end_positions"), dtype=np.int64)).to(device)  # (features,)
     optimizer = make_optimizer(student, config)
     scheduler = make_scheduler(optimizer, 0, steps)
     batches = bucketed_batches(columns["input_ids"].lengths, config.train_batch_size, seed=0, epoch=0, bucketing=False)
     student.train()
     teacher.eval()
     seen = 0
+    synchronize(device)
     began = time.perf_counter()
     for step in range(steps):
         indices = batches[step % len(batches)]
-        batch = collate(columns, indices, pad_token_id, length=max_seq_length)  # each (batch, max_seq_length)
+        batch = {name: tensor.to(device)  # each (batch, max_seq_length)
+                 for name, tensor in collate(columns, indices, pad_token_id, length=max_seq_length).items()}
         with torch.no_grad():
             teacher_output = teacher(**batch)
         output = student(**batch)
@@ -86,6 +106,7 @@ def reference_loop(student, teacher, features, config: DistillConfig, steps: int
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         seen += len(indices)
+    synchronize(device)
     return time.perf_counter() - began, seen
 
 
@@ -100,6 +121,9 @@ def main() -> None:
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--layers", type=int, default=0, help="student layers (0 = half the teacher's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto",
+                        help="ours: auto (bf16/fp16 on a GPU, fp32 on CPU), fp32, bf16, fp16; the reference stays fp32")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -107,7 +131,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    teacher, tokenizer = load_teacher(args.teacher, "cpu")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    teacher, tokenizer = load_teacher(args.teacher, device)
     layers = args.layers or max(1, teacher.config.num_hidden_layers // 2)
     pad = tokenizer.pad_token_id or 0
     with tempfile.TemporaryDirectory() as cache:
@@ -115,20 +141,23 @@ def main() -> None:
                                  doc_stride=args.doc_stride, max_query_length=64, max_examples=args.max_examples,
                                  cache_dir=cache)
         config = DistillConfig(learning_rate=5e-5, train_batch_size=args.batch_size, max_steps=args.steps,
-                               warmup_steps=1, alpha_ce=0.5, temperature=2.0, seed=0, precision="fp32")
+                               warmup_steps=1, alpha_ce=0.5, temperature=2.0, seed=0, precision=precision)
         student_config = StudentConfig(num_hidden_layers=layers, init="teacher")
 
         began = time.perf_counter()
-        logits = teacher_logits(args.teacher, features, cache_dir=cache, model=teacher, batch_size=64, pad_token_id=pad)
+        logits = teacher_logits(args.teacher, features, cache_dir=cache, model=teacher, batch_size=64, pad_token_id=pad,
+                                device=device, precision=precision)
         cache_seconds = time.perf_counter() - began
         cache_rate = len(features) / cache_seconds
 
-        student = build_student(student_config, teacher.config, teacher, seed=0)
+        student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
         result = train(student, features, config, teacher=logits, out_dir=Path(cache) / "ours", pad_token_id=pad)
         ours_rate = result.features_per_second
 
-        reference_student = build_student(student_config, teacher.config, teacher, seed=0)
-        seconds, seen = reference_loop(reference_student, teacher, features, config, args.steps, args.max_seq_length, pad)
+        reference_student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
+        reference_config = dataclasses.replace(config, precision="fp32")
+        seconds, seen = reference_loop(reference_student, teacher, features, reference_config, args.steps,
+                                       args.max_seq_length, pad)
         reference_rate = seen / seconds
 
     lengths = model_inputs(features)["input_ids"].lengths
@@ -136,13 +165,16 @@ def main() -> None:
     counts = count_parameters(student)
     hidden = teacher.config.hidden_size
     flops_per_feature = training_flops(1, counts["non_embedding_parameters"], layers, hidden, mean_tokens) * mean_tokens
-    peak = matmul_flops_per_second()
+    peak = matmul_flops_per_second(device=device, dtype=PRECISIONS[precision] or torch.float32)
     ours_flops = flops_per_feature * ours_rate
     epoch_features = len(features)
     one_epoch_ours = epoch_features / ours_rate + cache_seconds
     one_epoch_reference = epoch_features / reference_rate
 
     figures = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "precision_ours": precision,
+        "precision_reference": "fp32",
         "threads": torch.get_num_threads(),
         "features": len(features),
         "mean_tokens_per_feature": mean_tokens,
@@ -160,13 +192,14 @@ def main() -> None:
         "ours_share_of_matmul_peak": ours_flops / peak,
     }
     print(f"features: {len(features)} windows, mean {mean_tokens:.0f} tokens (max {args.max_seq_length}); "
-          f"student {layers} layers; {args.steps} steps of {args.batch_size}; {torch.get_num_threads()} threads")
+          f"student {layers} layers; {args.steps} steps of {args.batch_size}; {torch.get_num_threads()} threads; "
+          f"{figures['device']}, ours {precision}")
     print(f"reference loop (teacher every step, padded to {args.max_seq_length}, fp32): {reference_rate:.2f} features/s")
     print(f"ours (cached teacher logits, bucketed dynamic padding):            {ours_rate:.2f} features/s")
     print(f"ratio: {ours_rate / reference_rate:.2f}")
     print(f"teacher-logit cache: {cache_seconds:.1f}s once ({cache_rate:.1f} features/s); "
           f"charged to one 1-epoch run on these {epoch_features} features: ratio {one_epoch_reference / one_epoch_ours:.2f}")
-    print(f"matmul peak here: {peak / 1e9:.1f} GFLOP/s; ours achieves {ours_flops / 1e9:.1f} GFLOP/s of model FLOPs "
+    print(f"matmul peak here ({precision}): {peak / 1e9:.1f} GFLOP/s; ours achieves {ours_flops / 1e9:.1f} GFLOP/s of model FLOPs "
           f"= {100 * ours_flops / peak:.0f}% of it")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))
