@@ -170,3 +170,13 @@ def make_tiny_qa_model_dir(directory: Path, num_hidden_layers: int = 2, seed: in
 @pytest.fixture
 def tiny_qa_model_dir(tmp_path: Path) -> Path:
     return make_tiny_qa_model_dir(tmp_path / "tiny_qa_model", num_hidden_layers=4)
+
+
+def write_sweep_inputs(root: Path) -> tuple[Path, Path]:
+    """A tiny 2-layer teacher and a data folder (train.json, val.json) under `root`, for tiny sweeps."""
+    teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
+    data = root / "data"
+    data.mkdir()
+    for name in ("train.json", "val.json"):
+        (data / name).write_text(json.dumps(tiny_squad_dict()))
+    return teacher, data

@@ -36,7 +36,7 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from conftest import make_tiny_qa_model_dir, tiny_squad_dict  # noqa: E402
+from conftest import write_sweep_inputs  # noqa: E402
 
 from tune_distill.report import read_trials  # noqa: E402
 
@@ -238,11 +238,7 @@ def _cmdline_mentions(pid: int, text: str) -> bool:
 
 
 def _sweep_files(root: Path, storage: Path) -> Path:
-    teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
-    data = root / "data"
-    data.mkdir()
-    for name in ("train.json", "val.json"):
-        (data / name).write_text(json.dumps(tiny_squad_dict()))
+    teacher, data = write_sweep_inputs(root)
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     config = {

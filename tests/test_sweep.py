@@ -20,7 +20,7 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from conftest import make_tiny_qa_model_dir, tiny_squad_dict  # noqa: E402
+from conftest import write_sweep_inputs  # noqa: E402
 
 from tune_distill.search import (  # noqa: E402
     EXAMPLE_TEACHER_CONTEXT,
@@ -71,11 +71,7 @@ TINY_SPACE = {
 def world(tmp_path_factory):
     """Teacher, data and a space on disk, shared by the module."""
     root = tmp_path_factory.mktemp("sweep_world")
-    teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
-    data = root / "data"
-    data.mkdir()
-    for name in ("train.json", "val.json"):
-        (data / name).write_text(json.dumps(tiny_squad_dict()))
+    teacher, data = write_sweep_inputs(root)
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump(TINY_SPACE))
     return {"root": root, "teacher": teacher, "data": data, "space": space}

@@ -265,14 +265,19 @@ def _section(cls: type, raw: Any, where: str) -> Any:
         return cls()
     if not isinstance(raw, Mapping):
         raise SweepConfigError(f"{where}: expected a mapping with keys {', '.join(_fields(cls))}")
-    known = _fields(cls)
-    unknown = [key for key in raw if key not in known]
-    if unknown:
-        raise SweepConfigError(f"{where}.{unknown[0]}: unknown key; known: {', '.join(known)}")
+    _reject_unknown(raw, cls, f"{where}.")
     values = {}
     for key, value in raw.items():
         values[key] = _coerce_setting(cls, key, value, f"{where}.{key}")
     return cls(**values)
+
+
+def _reject_unknown(raw: Mapping[str, Any], cls: type, prefix: str) -> None:
+    """A clear error for the first key of `raw` that `cls` has no field for (`prefix` + key names it)."""
+    known = _fields(cls)
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        raise SweepConfigError(f"{prefix}{unknown[0]}: unknown key; known: {', '.join(known)}")
 
 
 def _coerce_setting(cls: type, key: str, value: Any, where: str) -> Any:
@@ -313,10 +318,7 @@ def sweep_config_from_dict(mapping: Mapping[str, Any], source: str = "sweep conf
     """Build and check a SweepConfig; errors name `source` and the key."""
     if not isinstance(mapping, Mapping):
         raise SweepConfigError(f"{source}: expected a mapping of sweep settings")
-    known = _fields(SweepConfig)
-    unknown = [key for key in mapping if key not in known]
-    if unknown:
-        raise SweepConfigError(f"{source}: {unknown[0]}: unknown key; known: {', '.join(known)}")
+    _reject_unknown(mapping, SweepConfig, f"{source}: ")
     values: dict[str, Any] = {}
     for key, raw in mapping.items():
         where = f"{source}: {key}"
@@ -1166,19 +1168,6 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
     return not address, url
 
 
-def _is_local(storage_path: str) -> bool:
-    return "://" not in storage_path or storage_path.startswith("file://")
-
-
-def _experiment_location(config: SweepConfig, out_dir: Path) -> tuple[str, str, str | None]:
-    """(storage path for Tune, experiment path, local experiment folder or None)."""
-    storage = config.storage_path or str(out_dir)
-    if _is_local(storage):
-        storage = _absolute(storage[len("file://"):] if storage.startswith("file://") else storage)
-        return storage, str(Path(storage) / config.name), str(Path(storage) / config.name)
-    return storage, storage.rstrip("/") + "/" + config.name, None
-
-
 @dataclass(frozen=True)
 class SweepStorage:
     """Where Tune keeps the experiment, in the forms Tune and pyarrow take."""
@@ -1204,10 +1193,12 @@ SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE)
 def sweep_storage(config: SweepConfig, out_dir: Path, *, fresh: bool = False) -> SweepStorage:
     """The sweep's storage. A remote one is checked first (the bucket exists, a marker object can be written
     and deleted with these credentials) and, for a fresh sweep, must not hold a sweep already."""
-    tune_path, experiment, local_experiment = _experiment_location(config, out_dir)
-    if local_experiment is not None:
-        return SweepStorage(tune_path, "", tune_path, experiment, local_experiment)
-    uri = config.storage_path.rstrip("/")
+    storage = config.storage_path or str(out_dir)
+    if not storage_io.is_remote(storage):
+        folder = _absolute(storage.removeprefix("file://"))
+        experiment = str(Path(folder) / config.name)
+        return SweepStorage(folder, "", folder, experiment, experiment)
+    uri = storage.rstrip("/")
     endpoint = storage_io.resolve_endpoint(config.storage_endpoint) if uri.startswith("s3://") else ""
     filesystem, path = storage_io.open_location(uri, endpoint, SweepConfigError)
     storage_io.probe(filesystem, path, uri, endpoint, SweepConfigError)
