@@ -103,6 +103,18 @@ def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[f
     return [grace_period * reduction_factor ** k for k in range(count)]
 
 
+def replay_config(config: Any, fifo_records: Sequence[Mapping[str, Any]]) -> Any:
+    """`config` with the `replay` searcher re-running fifo's searched students in trial-number order."""
+    from tune_distill.sweep import SweepConfigError
+
+    searched = sorted((r for r in fifo_records if r.get("kind") != "baseline"), key=lambda r: r["number"])
+    samples = [r.get("params") for r in searched]
+    if not samples or any(not isinstance(sample, Mapping) or not sample for sample in samples):
+        raise SweepConfigError("--trials replay: the fifo arm has no searched trials with parameters to replay")
+    searcher = dataclasses.replace(config.searcher, name="replay", options={"trials": [dict(s) for s in samples]})
+    return dataclasses.replace(config, searcher=searcher)
+
+
 def arm_configs(config: Any, arms: Sequence[str], rungs: Sequence[int] | None = None,
                 reduction_factor: float | None = None) -> tuple[dict[str, Any], list[int]]:
     """One SweepConfig per arm (only the scheduler differs) and the rungs used."""
@@ -454,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="schedulers to run (default all; fifo is the reference of the comparison)")
     parser.add_argument("--rungs", type=int, nargs="+", help="rungs (optimiser steps) instead of the preset's")
     parser.add_argument("--reduction-factor", type=float, help="reduction factor instead of the preset's")
+    parser.add_argument("--trials", choices=("replay", "search"), default="replay",
+                        help="replay (default): the early-stopping arms re-run fifo's students, in order, with the "
+                             "replay searcher, so the scheduler is the only difference; search: every arm runs the "
+                             "preset's searcher with the same seed (the arms' students diverge after the first stop)")
     parser.add_argument("--data", help="folder with train.json (+ train-extra.json) and val.json")
     parser.add_argument("--teacher", help="teacher model folder")
     parser.add_argument("--out", help="output folder, one sub-folder per arm (default sweeps/early-stopping-<preset>)")
@@ -493,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         config = with_overrides(config, base=base, data_dir=args.data, teacher=args.teacher,
                                 num_samples=args.num_samples)
         configs, rungs = arm_configs(config, arms, args.rungs, args.reduction_factor)
+        if args.trials == "replay" and REFERENCE_ARM not in arms and not finished_arm(out / REFERENCE_ARM):
+            raise ConfigError(f"--trials replay re-runs the students of the {REFERENCE_ARM} arm: run it too "
+                              f"(--arms {REFERENCE_ARM} ...) or keep its finished folder in {out}")
         existing = [arm for arm in arms if (out / arm / "sweep.json").is_file()]
         if existing and not args.resume:
             raise ConfigError(f"{out} already holds the arms {', '.join(existing)}; give --resume to keep or continue "
@@ -507,7 +526,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not connected and not finished_arm(out / arm):
                     started_ray, _ = connect_ray(args.ray_address)  # one Ray instance for all the arms
                     connected = True
-                _, seconds[arm] = run_arm(arm, configs[arm], out / arm, args.resume)
+                arm_config = configs[arm]
+                if args.trials == "replay" and arm != REFERENCE_ARM:
+                    from tune_distill import report
+
+                    arm_config = replay_config(arm_config, report.read_trials(out / REFERENCE_ARM))
+                _, seconds[arm] = run_arm(arm, arm_config, out / arm, args.resume)
                 if (json.loads((out / arm / "sweep.json").read_text()).get("summary") or {}).get("interrupted", True):
                     log.warning("arm %s was interrupted; the remaining arms are not started", arm)
                     break
@@ -535,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "reduction_factor": configs[arms[0]].scheduler.reduction_factor,
         "base_overrides": base,
         "searcher": dataclasses.asdict(config.searcher),
+        "trials_mode": args.trials,
         "seconds": round(time.perf_counter() - began, 1),
         "command": " ".join(sys.argv),
     })

@@ -22,6 +22,8 @@ from tune_distill.search import (
     SearchSpaceError,
     crowding_distance,
     hypervolume,
+    hypervolume_contributions,
+    hypervolume_reference,
     is_feasible,
     load_space,
     make_searcher,
@@ -29,6 +31,7 @@ from tune_distill.search import (
     optimize,
     parse_searcher_spec,
     pareto_mask,
+    available_searchers,
     restore_searcher,
     searcher_available,
 )
@@ -63,6 +66,8 @@ FAST_OPTIONS = {
     "nsga2": {"population_size": 4},
     "random": {},
     "botorch": {"n_startup_trials": 6, "num_restarts": 1, "raw_samples": 16, "mc_samples": 16, "maxiter": 15},
+    # replay: twelve fixed samples of the toy space (what the contract's runs suggest, in order)
+    "replay": {"trials": [TOY_SPACE.sample_uniform(np.random.default_rng(i)) for i in range(12)]},
 }
 
 
@@ -149,6 +154,22 @@ def test_searcher_statuses_and_bad_calls(name):
     with pytest.raises(SearcherError, match="already suggested"):
         searcher.suggest("t0")
     assert TOY_SPACE.contains(searcher.suggest("t4"))
+
+
+def test_replay_suggests_its_list_in_order_then_nothing():
+    samples = FAST_OPTIONS["replay"]["trials"][:3]
+    searcher = make_searcher("replay", TOY_SPACE, TOY_OBJECTIVES, trials=samples)
+    assert [searcher.suggest(f"t{i}") for i in range(3)] == samples
+    searcher.observe("t0", {"loss": 1.0, "score": 0.0, "size": 1.0})  # observations change nothing
+    assert searcher.suggest("t3") is None
+    assert "replay" not in available_searchers()  # benchmarks compare search algorithms only
+    with pytest.raises(SearcherError, match="non-empty list"):
+        make_searcher("replay", TOY_SPACE, TOY_OBJECTIVES)
+    with pytest.raises(SearcherError, match=r"trials\[1\]: missing \['x'\], unknown \['y'\]"):
+        make_searcher("replay", TOY_SPACE, TOY_OBJECTIVES,
+                      trials=[samples[0], {**{k: v for k, v in samples[1].items() if k != "x"}, "y": 0}])
+    with pytest.raises(SearcherError, match=r"trials\[0\]\.k: 9 is outside the space"):
+        make_searcher("replay", TOY_SPACE, TOY_OBJECTIVES, trials=[{**samples[0], "k": 9}])
 
 
 def test_make_searcher_errors():
@@ -247,6 +268,23 @@ def test_hypervolume_3d_hand_checked():
     assert hypervolume(pair, ["min"] * 3, [1, 1, 1]) == pytest.approx(0.625)
     mixed = pair * np.array([1, -1, 1])
     assert hypervolume(mixed, ["min", "max", "min"], [1, -1, 1]) == pytest.approx(0.625)
+
+
+def test_hypervolume_reference_and_contributions_hand_checked():
+    # (exact, size): maximise exact, minimise size
+    points = [[60.0, 10.0], [55.0, 4.0], [50.0, 2.0], [52.0, 8.0]]
+    directions = ["max", "min"]
+    # worst exact (50) for 'max', 1.1 x the largest size for 'min'; a floor replaces the worst value
+    assert hypervolume_reference(points, directions) == pytest.approx([50.0, 11.0])
+    assert hypervolume_reference(points, directions, [55.4, None]) == pytest.approx([55.4, 11.0])
+    assert hypervolume_reference(np.zeros((0, 2)), directions) == [0.0, 0.0]
+    # Against (50, 11) the staircase is 60@10 and 55@4 ((50,2) sits on the reference, (52,8) is
+    # dominated): (60-50)*(11-10) + (55-50)*(10-4) = 40. Without (60,10): (55-50)*(11-4) = 35, so 5.
+    # Without (55,4): (60-50)*(11-10) + (52-50)*(10-8) = 14, so 26.
+    contributions = hypervolume_contributions(points, directions, [50.0, 11.0])
+    assert hypervolume(points, directions, [50.0, 11.0]) == pytest.approx(40.0)
+    assert contributions == pytest.approx([5.0, 26.0, 0.0, 0.0])
+    assert hypervolume_contributions([[1.0, 1.0], [1.0, 1.0]], ["min", "min"], [2, 2]) == pytest.approx([0, 0])
 
 
 @pytest.mark.parametrize("n_objectives", [2, 3, 4])

@@ -279,8 +279,26 @@ def test_the_baseline_is_ranked_but_never_stopped():
     assert asha.on_trial_result(None, None, {"step": 1, "exact": 0.0, "kind": "baseline"}) == CONTINUE
 
 
-def test_pareto_sh_breaks_ties_on_a_front_by_crowding_distance():
+def test_pareto_sh_orders_a_front_by_hypervolume_contribution():
     scheduler = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2)
+    for name, exact, parameters in (("big", 60, 1000), ("mid", 55, 400)):
+        scheduler.records[1][name] = {"values": [exact, parameters], "decision": CONTINUE, "step": 1}
+    # Reference over the rung's points (worst exact, 1.1 x largest size). A tiny student barely above
+    # the worst exact owns a thin box: last of its front (rank 3 of 3, keep 2), stopped, although it
+    # is on the first front and crowding distance would keep it as an extreme.
+    rank, quota, seen = scheduler.rank(1, [50.5, 10])
+    assert (rank, quota, seen) == (2, 2, 3)
+    crowding = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2, within_front="crowding")
+    crowding.records = scheduler.records
+    assert crowding.rank(1, [50.5, 10])[0] == 0
+    # a small student that keeps most of the accuracy opens a wide box and ranks first
+    assert scheduler.rank(1, [58, 100])[0] == 0
+    with pytest.raises(SweepConfigError, match="within_front"):
+        ParetoSuccessiveHalving([1], OBJECTIVES, within_front="area")
+
+
+def test_pareto_sh_breaks_ties_on_a_front_by_crowding_distance():
+    scheduler = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2, within_front="crowding")
     for name, exact, parameters in (("p0", 10, 100), ("p1", 20, 200), ("p2", 21, 210), ("p3", 40, 400)):
         scheduler.records[1][name] = {"values": [exact, parameters], "decision": CONTINUE, "step": 1}
     # all on one front: p0 and p3 are extremes (infinite crowding); a newcomer crowded next to p1/p2 ranks low

@@ -10,11 +10,13 @@ What it does:
   * `make_searcher` builds a searcher: a small ask/tell object with three methods (`suggest`,
     `observe`, `state`). Names: optuna-tpe, optuna-gp, nsga2, random (Optuna samplers driven through
     ask/tell), parego (hyperopt TPE on random augmented-Chebyshev scalarisations) and botorch
-    (qLogNEHVI). Every searcher takes several objectives, each maximised or minimised, and
+    (qLogNEHVI); `replay` suggests a given list of samples (fixed-trial comparisons, re-runs).
+    Every searcher takes several objectives, each maximised or minimised, and
     constraints such as exact >= 55.4 (given to Optuna through `Trial.set_constraint`, the Optuna 5
     API); several trials may be pending at once; `state()` bytes restore a searcher exactly.
   * `optimize` runs any searcher on a plain Python objective (benchmarks, tests).
-  * `non_dominated_sort`, `pareto_mask`, `hypervolume`, `crowding_distance`: pure numpy.
+  * `non_dominated_sort`, `pareto_mask`, `hypervolume` (and its reference point and per-point
+    contributions), `crowding_distance`: pure numpy.
 
 What it must not know: distillation, models, data or Ray. Values are plain named numbers
 (objectives and constraint metrics); parameter keys are opaque strings to it (whether
@@ -60,7 +62,9 @@ TrialStatus = Literal["complete", "failed", "pruned"]
 # search of all searchers, with no extra dependency and ~10-30 s of CPU per 60-trial sweep.
 DEFAULT_SEARCHER = "optuna-gp"
 
-SEARCHER_NAMES = ("optuna-tpe", "optuna-gp", "parego", "nsga2", "random", "botorch")
+SEARCHER_NAMES = ("optuna-tpe", "optuna-gp", "parego", "nsga2", "random", "botorch", "replay")
+# `replay` re-runs a given list of samples (option `trials`); it searches nothing, so the benchmarks skip it.
+SEARCH_ALGORITHMS = tuple(name for name in SEARCHER_NAMES if name != "replay")
 
 # Shape of the teacher that the shipped spaces are checked against and that the CLI previews with.
 EXAMPLE_TEACHER_CONTEXT = {
@@ -900,6 +904,47 @@ class _HistorySearcher(_SearcherBase):
         raise NotImplementedError
 
 
+class ReplaySearcher(_HistorySearcher):
+    """Suggests a given list of samples in order, then nothing: not a search, a re-run.
+
+    For comparisons that must hold the trials fixed (the same students with and without early
+    stopping in bench/early_stopping.py) and for re-running chosen points of an earlier sweep (with
+    another seed, say). `trials` is a list of samples as searchers suggest them (the
+    `params` of a sweep's trials.jsonl); each is checked against the space when the searcher is built.
+    Observations are recorded and change nothing.
+    """
+
+    def __init__(self, space, objectives, constraints, seed, trials: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(space, objectives, constraints, seed)
+        if isinstance(trials, (str, bytes)) or not isinstance(trials, Sequence) or not trials:
+            raise SearcherError("searcher 'replay': option 'trials' must be a non-empty list of samples, "
+                                f"got {type(trials).__name__}")
+        checked = []
+        for index, sample in enumerate(trials):
+            if not isinstance(sample, Mapping):
+                raise SearcherError(f"searcher 'replay': trials[{index}] must be a mapping of parameter "
+                                    f"values, got {type(sample).__name__}")
+            missing = sorted(set(space.names) - set(sample))
+            unknown = sorted(set(sample) - set(space.names))
+            if missing or unknown:
+                raise SearcherError(f"searcher 'replay': trials[{index}]: missing {missing}, unknown {unknown} "
+                                    f"(the space samples {list(space.names)})")
+            for param in space.params:
+                if not param.contains(sample[param.name]):
+                    raise SearcherError(f"searcher 'replay': trials[{index}].{param.name}: {sample[param.name]!r} "
+                                        "is outside the space")
+            checked.append(dict(sample))
+        self._trials = checked
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self._n_suggested >= len(self._trials):
+            return None
+        return super().suggest(trial_id)
+
+    def _propose(self) -> dict[str, Any]:
+        return dict(self._trials[self._n_suggested])
+
+
 class ParEGOSearcher(_HistorySearcher):
     """hyperopt TPE on ParEGO scalarisations: a fresh random weight vector for every suggestion.
 
@@ -1184,7 +1229,8 @@ def searcher_available(name: str) -> bool:
 
 
 def available_searchers() -> list[str]:
-    return [name for name in SEARCHER_NAMES if searcher_available(name)]
+    """Search algorithms that can run here (not `replay`, which needs its list of samples)."""
+    return [name for name in SEARCH_ALGORITHMS if searcher_available(name)]
 
 
 def make_searcher(
@@ -1200,7 +1246,7 @@ def make_searcher(
     Options: optuna-tpe/optuna-gp/nsga2/random take their Optuna sampler's keyword arguments
     (e.g. n_startup_trials, multivariate, population_size); parego takes n_startup_trials, rho,
     n_ei_candidates, gamma; botorch takes n_startup_trials, num_restarts, raw_samples, mc_samples,
-    maxiter, reference_point.
+    maxiter, reference_point; replay takes trials (the list of samples to suggest, in order).
     """
     if name not in SEARCHER_NAMES:
         raise SearcherError(f"unknown searcher {name!r}; known: {', '.join(SEARCHER_NAMES)}")
@@ -1209,6 +1255,8 @@ def make_searcher(
     try:
         if name == "parego":
             searcher: Searcher = ParEGOSearcher(space, objectives, constraints, seed, **options)
+        elif name == "replay":
+            searcher = ReplaySearcher(space, objectives, constraints, seed, **options)
         elif name == "botorch":
             searcher = BoTorchSearcher(space, objectives, constraints, seed, **options)
         else:
@@ -1424,6 +1472,38 @@ def _hypervolume_min(points: np.ndarray, reference: np.ndarray) -> float:
             slice_points = slice_points[pareto_mask(slice_points, ["min"] * (m - 1))]
             volume += thickness * _hypervolume_min(slice_points, reference[:-1])
     return volume
+
+
+def hypervolume_reference(values: Any, directions: Sequence[str],
+                          floors: Sequence[float | None] | None = None) -> list[float]:
+    """The reference point this package measures hypervolume against.
+
+    Per objective: for 'max', its floor when one is given (a constraint's bound, e.g. the no-answer
+    score), else the worst (smallest) value seen; for 'min', 1.1 x the largest value seen. So the
+    least accurate point adds nothing unless a floor says otherwise, and the largest point still adds
+    a sliver. Empty columns give 0.
+    """
+    array = np.asarray(values, dtype=float).reshape(-1, len(directions))
+    floors = list(floors) if floors is not None else [None] * len(directions)
+    reference = []
+    for column, direction, floor in zip(array.T, directions, floors):
+        finite = column[np.isfinite(column)]
+        if direction == "max":
+            reference.append(float(floor) if floor is not None else float(finite.min()) if len(finite) else 0.0)
+        else:
+            reference.append(float(finite.max()) * 1.1 if len(finite) else 0.0)
+    return reference
+
+
+def hypervolume_contributions(values: Any, directions: Sequence[str], reference_point: Sequence[float]) -> np.ndarray:
+    """Exclusive hypervolume of each row: how much the set's hypervolume drops without it.
+
+    Dominated rows and duplicates of another row contribute 0 (the other copy still covers them).
+    """
+    array = np.asarray(values, dtype=float)
+    total = hypervolume(array, directions, reference_point)
+    everyone = np.arange(len(array))
+    return np.array([total - hypervolume(array[everyone != i], directions, reference_point) for i in everyone])
 
 
 def crowding_distance(values: Any, directions: Sequence[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ What it does:
     constraints, which Ray's own OptunaSearch cannot do); the baseline is its first suggestion; it
     saves and restores the wrapped searcher's state so a resumed sweep continues from what it saw.
   * `ParetoSuccessiveHalving` (`pareto_sh`): asynchronous successive halving whose rung ranking is
-    non-dominated sorting on (intermediate exact, parameters) with crowding distance breaking ties,
+    non-dominated sorting on (intermediate exact, parameters), hypervolume contribution breaking ties,
     so small students are not all stopped for a lower exact. `asha` (Ray's ASHAScheduler on exact)
     and `fifo` (no early stopping) remain available.
   * `run_sweep` / `main`: prepare features and teacher logits once on the driver, start or join Ray,
@@ -74,6 +74,8 @@ from tune_distill.search import (
     SearchSpaceError,
     SearcherError,
     crowding_distance,
+    hypervolume_contributions,
+    hypervolume_reference,
     is_feasible,
     make_searcher,
     non_dominated_sort,
@@ -90,12 +92,13 @@ SCHEDULER_STATE_FILE = "scheduler_state.json"
 TRIAL_LOG = "trial.log"
 TRIAL_ERROR_FILE = "trial_error.json"
 SCHEDULERS = ("pareto_sh", "asha", "fifo")
+WITHIN_FRONT = ("hypervolume", "crowding")  # pareto_sh's order within a front
 NO_ANSWER = "no_answer"
 # Environment variables a joined cluster's workers need to behave like the driver (offline hub, quiet tokenizers).
 PROPAGATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
 # Metrics present in every evaluation report (the rest, e.g. latency, only in the final one).
 INTERMEDIATE_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "parameters",
-                        "non_embedding_parameters")
+                        "non_embedding_parameters", "HasAns_exact_always_answer", "HasAns_f1_always_answer")
 FINAL_METRICS = INTERMEDIATE_METRICS + ("bytes_on_disk", "train_seconds", "wall_seconds")
 # Bookkeeping Tune adds to every result, and identity fields of our reports: not metrics of the run.
 _NOT_METRICS = frozenset({
@@ -139,6 +142,9 @@ class SchedulerSettings:
     grace_period: int = _f(0, "Steps before the first decision: asha's first rung; pareto_sh's first rung "
                               "when no rungs are given (then rungs grow by reduction_factor up to max_t).")
     max_t: int = _f(0, "Largest step considered by asha / generated pareto_sh rungs (0 = unbounded for asha).")
+    within_front: str = _f("hypervolume", "pareto_sh: order within a front of the non-dominated sorting: "
+                                          "'hypervolume' (exclusive hypervolume contribution, largest first) "
+                                          "or 'crowding' (NSGA-II crowding distance).")
 
 
 @dataclass(frozen=True)
@@ -387,6 +393,9 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
     for rung in scheduler.rungs:
         if isinstance(rung, bool) or not isinstance(rung, int) or rung < 1:
             raise SweepConfigError(f"{source}: scheduler.rungs: steps must be positive integers, got {rung!r}")
+    if scheduler.within_front not in WITHIN_FRONT:
+        raise SweepConfigError(f"{source}: scheduler.within_front: expected one of {', '.join(WITHIN_FRONT)}, "
+                               f"got {scheduler.within_front!r}")
     if scheduler.grace_period < 0 or scheduler.max_t < 0:
         raise SweepConfigError(f"{source}: scheduler: grace_period and max_t must be >= 0")
     if scheduler.name == "pareto_sh" and not scheduler.rungs and not (scheduler.grace_period and scheduler.max_t):
@@ -870,21 +879,32 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     """Asynchronous successive halving that ranks on several objectives.
 
     When a trial first reports at or past a rung (an optimiser step), it is ranked among every trial
-    recorded at that rung so far (itself included) by non-dominated sorting, then by crowding distance
-    within its front (larger first; ties go to the newcomer). It continues when its rank is within the
-    best ceil(n / reduction_factor) of those n trials, else it stops. The first trial at a rung always
+    recorded at that rung so far (itself included) by non-dominated sorting, then within its front by
+    `within_front` (larger first; ties go to the newcomer):
+      * 'hypervolume' (default): the exclusive hypervolume contribution of each member of the front,
+        against `search.hypervolume_reference` of the rung's points (the worst value seen for a maximised
+        objective, 1.1 x the largest for a minimised one: the convention the sweep's report measures
+        with). A student on the front only for being small, with hardly any accuracy over the worst one
+        seen, owns a thin box and ranks low; one that opens a wide gap ranks high;
+      * 'crowding': NSGA-II crowding distance (every extreme of the front ranks first).
+    It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
+    it stops. The first trial at a rung always
     continues (nothing to compare with), like ASHA. Decisions are never revisited; a resumed trial meets
     its recorded decision again. A report at the run's last step is recorded but never stopped. Rung
     records persist to `state_path` (JSON) so a resumed sweep keeps them.
     """
 
     def __init__(self, rungs: Sequence[int], objectives: Sequence[Objective], reduction_factor: float = 3.0,
-                 time_attr: str = "step", state_path: str | None = None):
+                 time_attr: str = "step", state_path: str | None = None, within_front: str = "hypervolume"):
         super().__init__()
         if not rungs:
             raise SweepConfigError("pareto_sh: at least one rung is needed")
         if reduction_factor <= 1:
             raise SweepConfigError(f"pareto_sh: reduction_factor must be > 1, got {reduction_factor}")
+        if within_front not in WITHIN_FRONT:
+            raise SweepConfigError(f"pareto_sh: within_front must be one of {', '.join(WITHIN_FRONT)}, "
+                                   f"got {within_front!r}")
+        self.within_front = within_front
         self.rungs = tuple(sorted({int(r) for r in rungs}))
         self.objectives = tuple(objectives)
         self.reduction_factor = float(reduction_factor)
@@ -957,13 +977,19 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         quota = max(1, math.ceil(n / self.reduction_factor))
         directions = [o.direction for o in self.objectives]
         array = np.asarray(points, dtype=float)
+        reference = hypervolume_reference(array, directions)
         position = 0
         for front in non_dominated_sort(array, directions):
             members = list(front)
             if 0 in members:
-                crowding = crowding_distance(array[members], directions) if len(members) > 1 else np.array([np.inf])
-                mine = crowding[members.index(0)]
-                ahead = sum(1 for index, c in zip(members, crowding) if index != 0 and c > mine)
+                if len(members) == 1:
+                    order = np.array([np.inf])
+                elif self.within_front == "hypervolume":
+                    order = hypervolume_contributions(array[members], directions, reference)
+                else:
+                    order = crowding_distance(array[members], directions)
+                mine = order[members.index(0)]
+                ahead = sum(1 for index, value in zip(members, order) if index != 0 and value > mine)
                 return position + ahead, quota, n
             position += len(members)
         raise AssertionError("a point is missing from the fronts")  # pragma: no cover
@@ -972,7 +998,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
     def state(self) -> dict[str, Any]:
         return {"rungs": list(self.rungs), "objectives": [[o.name, o.direction] for o in self.objectives],
-                "reduction_factor": self.reduction_factor, "num_stopped": self.num_stopped,
+                "reduction_factor": self.reduction_factor, "within_front": self.within_front,
+                "num_stopped": self.num_stopped,
                 "steps_saved": self.steps_saved,
                 "records": {str(rung): records for rung, records in self.records.items()}}
 
@@ -1045,7 +1072,8 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
     if not ranked:
         raise SweepConfigError("scheduler pareto_sh: no objective is reported at evaluations "
                                f"({', '.join(INTERMEDIATE_METRICS)})")
-    return ParetoSuccessiveHalving(pareto_rungs(settings), ranked, settings.reduction_factor, state_path=state_path)
+    return ParetoSuccessiveHalving(pareto_rungs(settings), ranked, settings.reduction_factor, state_path=state_path,
+                                   within_front=settings.within_front)
 
 
 # --------------------------------------------------------------------------------------------------
