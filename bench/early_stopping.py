@@ -1,10 +1,15 @@
 """Early stopping: training steps saved and hypervolume lost by pareto_sh and asha, against fifo.
 
-Runs the same sweep (same preset and base overrides, same searcher and seed, same number of trials)
-once per scheduler, each into its own sub-folder of --out with `tune_distill.sweep.run_sweep`:
-  fifo       no early stopping (the reference),
-  pareto_sh  Pareto successive halving on (intermediate exact, parameters),
-  asha       Ray's ASHA on intermediate exact alone, at the same rungs and reduction factor.
+Runs the same sweep (same preset and base overrides, same number of trials) once per scheduler, each
+into its own sub-folder of --out with `tune_distill.sweep.run_sweep`:
+  fifo       no early stopping (the reference); its searcher proposes the students,
+  pareto_sh  Pareto successive halving on the sweep's objectives (intermediate accuracy, parameters),
+  asha       Ray's ASHA on the first objective alone, at the same rungs and reduction factor.
+With `--trials replay` (the default) the early-stopping arms re-run fifo's students, in fifo's
+order and with fifo's trial seeds, through the `replay` searcher: the scheduler is then the only
+difference between arms, and a hypervolume loss is damage done by stopping, not a different draw
+of students. `--trials search` gives every arm the preset's searcher with the same seed instead
+(the arms diverge after the first stop; see below).
 For each arm it reports the optimiser steps actually trained (sum over trials of each trial's last
 reported `step`), the trials stopped early, the wall time and the hypervolume of the arm's trials,
 then prints a table and, on lines of their own, `steps_saved_pct_<arm>: X` and
@@ -18,12 +23,10 @@ Commands (from the repository root; always under `nice` on the shared machine):
   answers "no answer" everywhere, so hypervolumes are 0 and their losses undefined):
     nice python bench/early_stopping.py --preset smoke --num-samples 6 --out /tmp/es-smoke
   the real one (configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
-  trial and 400 validation questions, rungs at 40 and 80 steps, reduction factor 2, 10 trials per
-  arm; ~15 min for fifo and ~10-12 min for each early-stopping arm, estimated from the cpu preset's
-  pilot runs):
+  trial and 400 validation questions, objectives span F1 on answerable questions and parameters,
+  rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; ~30 min for fifo and ~15 min
+  for each early-stopping arm on an otherwise idle 2-core machine):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
-  the same with more trials (16 per arm: about 1.5 times as long):
-    nice python bench/early_stopping.py --preset es --num-samples 16 --out sweeps/early-stopping-16
   continue an interrupted run (finished arms are kept, an interrupted one resumes):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping --resume
 The cpu preset itself (`--preset cpu`: 24 trials of 180 steps, rungs at 60 and 120) also works but
@@ -49,12 +52,12 @@ What is measured, precisely:
     arm's time in this script (feature and teacher-logit preparation included; the caches live in
     --out/cache and are shared, so the first arm pays for them).
 
-The searcher is seeded identically in every arm, but its suggestions diverge once early stopping
-changes what it observes: a stopped trial reaches it as "pruned" (Optuna's samplers then learn
-nothing from it), a completed one with its objectives; from the first suggestion made after such
-a difference on, the arms propose different students (the random searcher of the smoke preset
-never diverges: its suggestions do not depend on what it saw). That is part of what is measured:
-the hypervolume of an arm is that of the students its searcher found under its scheduler.
+With --trials search, the searcher is seeded identically in every arm, but its suggestions diverge
+once early stopping changes what it observes: a stopped trial reaches it as "pruned" (Optuna's
+samplers then learn nothing from it), a completed one with its objectives; from the first
+suggestion made after such a difference on, the arms propose different students. The hypervolume of
+an arm is then that of the students its searcher found under its scheduler, which on a 16-trial
+sweep mostly measures which students were drawn (the reason replay is the default).
 `same_params_as_fifo` counts the trials whose parameters match fifo's trial of the same number.
 Trials of the same number get the same training seed in every arm.
 

@@ -143,6 +143,8 @@ def test_presets_load_and_their_spaces_resolve():
         ({"scheduler": {"name": "pareto_sh"}}, r"pareto_sh needs rungs"),
         ({"scheduler": {"name": "hyperband"}}, r"scheduler.name: expected one of"),
         ({"scheduler": {"name": "asha", "reduction_factor": 1}}, r"reduction_factor: must be > 1"),
+        ({"scheduler": {"name": "pareto_sh", "rungs": [1], "within_front": "area"}},
+         r"scheduler.within_front: expected one of hypervolume, crowding"),
         ({"constraints": ["exact > 3"]}, r"expected 'metric >= bound'"),
         ({"constraints": ["exact >= lots"]}, r"a number or no_answer"),
         ({"constraints": ["accuracy >= 3"]}, r"unknown metric 'accuracy'"),
@@ -309,6 +311,24 @@ def test_pareto_sh_breaks_ties_on_a_front_by_crowding_distance():
     assert rank == 0
     assert pareto_rungs(dataclasses.replace(tiny_rungs := _settings(), rungs=())) == (2, 6, 18)
     assert pareto_rungs(tiny_rungs) == (3, 9)
+
+
+def test_progress_line_shows_the_objectives_exact_and_size(caplog):
+    from types import SimpleNamespace
+
+    from tune_distill.sweep import ProgressLines
+
+    objectives = (Objective("HasAns_f1_always_answer", "max"), Objective("parameters", "min"))
+    lines = ProgressLines(objectives, (Constraint("exact", ">=", 50.0),), num_samples=4)
+    done = SimpleNamespace(trial_id="aa", status="TERMINATED", config={"number": 1, "params": {"lr": 0.1}},
+                           last_result={"final": True, "HasAns_f1_always_answer": 31.25, "exact": 52.0,
+                                        "parameters": 2_500_000})
+    running = SimpleNamespace(trial_id="bb", status="RUNNING", config={"number": 2}, last_result={})
+    with caplog.at_level("INFO", logger="tune_distill.sweep"):
+        lines.on_trial_complete(0, [done, running], done)
+    message = caplog.records[-1].getMessage()
+    assert "trial 0001 aa complete HasAns_f1_always_answer 31.25 parameters 2.50M exact 52.00 feasible" in message
+    assert "best HasAns_f1_always_answer 31.25 (trial 0001) [1/4 finished]" in message
 
 
 def _settings():

@@ -1103,8 +1103,15 @@ def _status(last_result: Mapping[str, Any], errored: bool) -> str:
     return "complete" if last_result.get("final") else "stopped"
 
 
+def _short(name: str, value: Any) -> str:
+    """A metric for a progress line: counts in millions, scores with two decimals, '-' when absent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{value / 1e6:.2f}M" if name.endswith("parameters") else f"{value:.2f}"
+
+
 class ProgressLines(RayCallback):
-    """One log line per finished trial: id, params digest, exact, parameters, status, running best."""
+    """One log line per finished trial: id, status, its objectives (and exact, parameters), params digest, running best."""
 
     def __init__(self, objectives: Sequence[Objective], constraints: Sequence[Constraint], num_samples: int):
         self.objectives = tuple(objectives)
@@ -1127,14 +1134,14 @@ class ProgressLines(RayCallback):
             if best is None or (value > best[0] if first.direction == "max" else value < best[0]):
                 best = (value, int(other.config.get("number", -1)))
         finished = sum(1 for t in trials if t is trial or t.status in ("TERMINATED", "ERROR"))
-        exact = result.get("exact")
-        parameters = result.get("parameters")
+        shown = [o.name for o in self.objectives]
+        shown += [name for name in ("exact", "parameters") if name not in shown]
+        values = " ".join(f"{name} {_short(name, result.get(name))}" for name in shown)
         feasible = "" if status != "complete" else (" feasible" if is_feasible(result, self.constraints)
                                                      else " infeasible")
         log.info(
-            "trial %04d %s %-8s exact %s params %s%s | %s | best %s %s [%d/%d finished]",
-            number, trial.trial_id, status, f"{exact:.2f}" if isinstance(exact, (int, float)) else "-",
-            f"{parameters / 1e6:.2f}M" if isinstance(parameters, (int, float)) else "-", feasible,
+            "trial %04d %s %-8s %s%s | %s | best %s %s [%d/%d finished]",
+            number, trial.trial_id, status, values, feasible,
             params_digest(trial.config.get("params") or {}), first.name,
             f"{best[0]:.4g} (trial {best[1]:04d})" if best else "none feasible yet", finished, self.num_samples,
         )
