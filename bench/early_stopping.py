@@ -202,16 +202,12 @@ def feasible(values: Mapping[str, float], constraints: Sequence[Mapping[str, Any
 def common_reference(all_rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
                      constraints: Sequence[Mapping[str, Any]]) -> list[float]:
     """report.summarise's reference point, over the union of the arms' usable trials."""
-    reference = []
-    for objective in objectives:
-        name = objective["name"]
-        column = np.array([row["values"][name] for row in all_rows], dtype=float)
-        if objective["direction"] == "max":
-            floor = next((float(c["bound"]) for c in constraints if c["name"] == name), None)
-            reference.append(floor if floor is not None else float(np.nanmin(column)) if len(column) else 0.0)
-        else:
-            reference.append(float(np.nanmax(column)) * 1.1 if len(column) else 0.0)
-    return reference
+    from tune_distill.search import hypervolume_reference
+
+    names = [o["name"] for o in objectives]
+    floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
+    values = np.array([[row["values"][name] for name in names] for row in all_rows], dtype=float)
+    return hypervolume_reference(values.reshape(len(all_rows), len(names)), [o["direction"] for o in objectives], floors)
 
 
 def arm_hypervolume(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],

@@ -27,6 +27,7 @@ from tune_distill.search import (
     is_feasible,
     load_space,
     make_searcher,
+    nadir_reference,
     non_dominated_sort,
     optimize,
     parse_searcher_spec,
@@ -285,6 +286,10 @@ def test_hypervolume_reference_and_contributions_hand_checked():
     assert hypervolume(points, directions, [50.0, 11.0]) == pytest.approx(40.0)
     assert contributions == pytest.approx([5.0, 26.0, 0.0, 0.0])
     assert hypervolume_contributions([[1.0, 1.0], [1.0, 1.0]], ["min", "min"], [2, 2]) == pytest.approx([0, 0])
+    # nadir + 10% of the spread, per objective, in each objective's direction; no spread, no margin
+    assert nadir_reference(points, directions) == pytest.approx([49.0, 10.8])
+    assert nadir_reference([[3.0, 1.0], [3.0, 2.0]], ["max", "max"], margin=0.5) == pytest.approx([3.0, 0.5])
+    assert nadir_reference(np.zeros((0, 2)), directions) == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("n_objectives", [2, 3, 4])

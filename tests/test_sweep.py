@@ -283,11 +283,14 @@ def test_the_baseline_is_ranked_but_never_stopped():
 
 def test_pareto_sh_orders_a_front_by_hypervolume_contribution():
     scheduler = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2)
-    for name, exact, parameters in (("big", 60, 1000), ("mid", 55, 400)):
-        scheduler.records[1][name] = {"values": [exact, parameters], "decision": CONTINUE, "step": 1}
-    # Reference over the rung's points (worst exact, 1.1 x largest size). A tiny student barely above
-    # the worst exact owns a thin box: last of its front (rank 3 of 3, keep 2), stopped, although it
-    # is on the first front and crowding distance would keep it as an extreme.
+    # With one recorded point, the two boxes against the nadir + 10% of the spread are equal and the
+    # newcomer keeps the tie: a less accurate but smaller first arrival is not stopped by convention.
+    scheduler.records[1]["big"] = {"values": [60, 1000], "decision": CONTINUE, "step": 1}
+    assert scheduler.rank(1, [30, 10])[:2] == (0, 1)
+    scheduler.records[1]["mid"] = {"values": [55, 400], "decision": CONTINUE, "step": 1}
+    # Reference (49.55, 1099). Boxes: mid 4.5 x 600 = 2700, big 5 x 99 = 495, a tiny student barely
+    # above the worst exact 0.95 x 390 = 370.5: last of its front (rank 3 of 3, keep 2), stopped,
+    # although it is on the first front and crowding distance would keep it as an extreme.
     rank, quota, seen = scheduler.rank(1, [50.5, 10])
     assert (rank, quota, seen) == (2, 2, 3)
     crowding = ParetoSuccessiveHalving([1], OBJECTIVES, reduction_factor=2, within_front="crowding")

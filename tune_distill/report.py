@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tune_distill import storage
-from tune_distill.search import hypervolume, pareto_mask
+from tune_distill.search import hypervolume, hypervolume_reference, pareto_mask
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,8 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
         directions = [o["direction"] for o in objectives]
         names = [o["name"] for o in objectives]
         feasible = done[_feasible(done, constraints)]
-        reference = []
-        for name, direction in zip(names, directions):
-            floor = next((float(c["bound"]) for c in constraints if c["name"] == name), None)
-            column = done[name].to_numpy(dtype=float)
-            if direction == "max":
-                reference.append(floor if floor is not None else float(np.nanmin(column)))
-            else:
-                reference.append(float(np.nanmax(column)) * 1.1)
+        floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
+        reference = hypervolume_reference(done[names].to_numpy(dtype=float), directions, floors)
         summary["hypervolume"] = {
             "value": hypervolume(feasible[names].to_numpy(dtype=float), directions, reference) if len(feasible) else 0.0,
             "reference_point": dict(zip(names, reference)),

@@ -15,7 +15,7 @@ What it does:
     constraints such as exact >= 55.4 (given to Optuna through `Trial.set_constraint`, the Optuna 5
     API); several trials may be pending at once; `state()` bytes restore a searcher exactly.
   * `optimize` runs any searcher on a plain Python objective (benchmarks, tests).
-  * `non_dominated_sort`, `pareto_mask`, `hypervolume` (and its reference point and per-point
+  * `non_dominated_sort`, `pareto_mask`, `hypervolume` (its reference points and per-point
     contributions), `crowding_distance`: pure numpy.
 
 What it must not know: distillation, models, data or Ray. Values are plain named numbers
@@ -1493,6 +1493,22 @@ def hypervolume_reference(values: Any, directions: Sequence[str],
         else:
             reference.append(float(finite.max()) * 1.1 if len(finite) else 0.0)
     return reference
+
+
+def nadir_reference(values: Any, directions: Sequence[str], margin: float = 0.1) -> list[float]:
+    """The set's worst value per objective pushed out by `margin` x the objective's range (scale-free).
+
+    Used to rank a handful of points by hypervolume contribution: every point on the first front,
+    the extremes included, owns a box, and an extreme's box is as wide as `margin` of the spread, so
+    neither the most accurate nor the smallest point wins or loses by convention. Where all points
+    agree on an objective the reference sits on them (that objective then separates nothing).
+    """
+    array = _minimisation_form(np.asarray(values, dtype=float).reshape(-1, len(directions)), directions)
+    if len(array) == 0:
+        return [0.0] * len(directions)
+    worst, best = array.max(axis=0), array.min(axis=0)
+    reference = worst + margin * (worst - best)  # in minimisation form
+    return [float(-r) if d == "max" else float(r) for r, d in zip(reference, directions)]
 
 
 def hypervolume_contributions(values: Any, directions: Sequence[str], reference_point: Sequence[float]) -> np.ndarray:

@@ -75,7 +75,7 @@ from tune_distill.search import (
     SearcherError,
     crowding_distance,
     hypervolume_contributions,
-    hypervolume_reference,
+    nadir_reference,
     is_feasible,
     make_searcher,
     non_dominated_sort,
@@ -93,6 +93,9 @@ TRIAL_LOG = "trial.log"
 TRIAL_ERROR_FILE = "trial_error.json"
 SCHEDULERS = ("pareto_sh", "asha", "fifo")
 WITHIN_FRONT = ("hypervolume", "crowding")  # pareto_sh's order within a front
+# pareto_sh ranks a front by hypervolume contribution against the rung's nadir pushed out by this
+# share of each objective's spread (search.nadir_reference): an extreme point owns a box too.
+RUNG_REFERENCE_MARGIN = 0.1
 NO_ANSWER = "no_answer"
 # Environment variables a joined cluster's workers need to behave like the driver (offline hub, quiet tokenizers).
 PROPAGATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
@@ -882,10 +885,12 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     recorded at that rung so far (itself included) by non-dominated sorting, then within its front by
     `within_front` (larger first; ties go to the newcomer):
       * 'hypervolume' (default): the exclusive hypervolume contribution of each member of the front,
-        against `search.hypervolume_reference` of the rung's points (the worst value seen for a maximised
-        objective, 1.1 x the largest for a minimised one: the convention the sweep's report measures
-        with). A student on the front only for being small, with hardly any accuracy over the worst one
-        seen, owns a thin box and ranks low; one that opens a wide gap ranks high;
+        against the rung points' nadir pushed out by 10% of each objective's spread
+        (`search.nadir_reference`). A point's box spans the gaps to its neighbours on the front, so a
+        student that is smaller than its neighbour by little and less accurate by much ranks low, and
+        one that opens a wide gap ranks high; an extreme of the front (the smallest, the most
+        accurate) owns a box as deep as a tenth of the spread, not an automatic place (with two points
+        the two boxes are equal, and the newcomer keeps the tie);
       * 'crowding': NSGA-II crowding distance (every extreme of the front ranks first).
     It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
     it stops. The first trial at a rung always
@@ -977,7 +982,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         quota = max(1, math.ceil(n / self.reduction_factor))
         directions = [o.direction for o in self.objectives]
         array = np.asarray(points, dtype=float)
-        reference = hypervolume_reference(array, directions)
+        reference = nadir_reference(array, directions, RUNG_REFERENCE_MARGIN)
         position = 0
         for front in non_dominated_sort(array, directions):
             members = list(front)
