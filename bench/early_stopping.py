@@ -27,6 +27,9 @@ Commands (from the repository root; always under `nice` on the shared machine):
   rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; ~30 min for fifo and ~15 min
   for each early-stopping arm on an otherwise idle 2-core machine):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
+  replicates (another searcher seed: other students), then their mean and spread:
+    nice python bench/early_stopping.py --preset es --searcher-seed 1 --out sweeps/early-stopping-s1
+    python bench/early_stopping.py --combine sweeps/early-stopping sweeps/early-stopping-s1
   continue an interrupted run (finished arms are kept, an interrupted one resumes):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping --resume
 The cpu preset itself (`--preset cpu`: 24 trials of 180 steps, rungs at 60 and 120) also works but
@@ -446,6 +449,48 @@ def print_results(results: Mapping[str, Any]) -> None:
               "are undefined")
 
 
+def combine(folders: Sequence[Path]) -> dict[str, Any]:
+    """Mean, standard deviation and per-replicate values of each arm's comparison with fifo."""
+    replicates = []
+    for folder in folders:
+        path = folder / RESULT_FILE if folder.is_dir() else folder
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no {RESULT_FILE} (expected a folder written by this benchmark)")
+        data = json.loads(path.read_text())
+        replicates.append({"folder": str(folder), "searcher_seed": (data.get("searcher") or {}).get("seed"),
+                           "trials_mode": data.get("trials_mode"), "comparison": data.get("comparison") or {}})
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in sorted({arm for r in replicates for arm in r["comparison"]}):
+        summary: dict[str, Any] = {}
+        for key in ("steps_saved_pct", "hypervolume_loss_pct"):
+            values = [r["comparison"][arm].get(key) for r in replicates if arm in r["comparison"]]
+            numbers = [float(v) for v in values if v is not None]
+            summary[key] = {"values": values, "mean": float(np.mean(numbers)) if numbers else None,
+                            "std": float(np.std(numbers, ddof=1)) if len(numbers) > 1 else None}
+        saved, loss = summary["steps_saved_pct"]["mean"], summary["hypervolume_loss_pct"]["mean"]
+        summary["mean_meets_target"] = (None if saved is None or loss is None else
+                                        saved >= TARGET_STEPS_SAVED_PCT and loss <= TARGET_HYPERVOLUME_LOSS_PCT)
+        arms[arm] = summary
+    return {"replicates": replicates, "arms": arms,
+            "target": {"steps_saved_pct_at_least": TARGET_STEPS_SAVED_PCT,
+                       "hypervolume_loss_pct_at_most": TARGET_HYPERVOLUME_LOSS_PCT}}
+
+
+def print_combined(combined: Mapping[str, Any]) -> int:
+    seeds = ", ".join(f"{r['folder']} (seed {r['searcher_seed']}, {r['trials_mode']})" for r in combined["replicates"])
+    print(f"{len(combined['replicates'])} replicates: {seeds}")
+    for arm, summary in combined["arms"].items():
+        parts = []
+        for key in ("steps_saved_pct", "hypervolume_loss_pct"):
+            entry = summary[key]
+            values = " ".join(_fmt(v, ".1f") for v in entry["values"])
+            parts.append(f"{key} {_fmt(entry['mean'], '.2f')} +- {_fmt(entry['std'], '.2f')} [{values}]")
+        verdict = {None: "unknown", True: "yes", False: "no"}[summary["mean_meets_target"]]
+        print(f"{arm}: {'; '.join(parts)}; target met on the mean: {verdict}")
+    print(json.dumps(combined, indent=1, default=str))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
@@ -469,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="replay (default): the early-stopping arms re-run fifo's students, in order, with the "
                              "replay searcher, so the scheduler is the only difference; search: every arm runs the "
                              "preset's searcher with the same seed (the arms' students diverge after the first stop)")
+    parser.add_argument("--searcher-seed", type=int,
+                        help="seed of the preset's searcher (default: the preset's); replicates of the benchmark "
+                             "differ by it")
+    parser.add_argument("--combine", nargs="+", metavar="OUT",
+                        help="run nothing: print the mean and spread of the comparisons recorded in these --out "
+                             "folders (replicates, e.g. one per --searcher-seed)")
     parser.add_argument("--data", help="folder with train.json (+ train-extra.json) and val.json")
     parser.add_argument("--teacher", help="teacher model folder")
     parser.add_argument("--out", help="output folder, one sub-folder per arm (default sweeps/early-stopping-<preset>)")
@@ -479,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.num_samples is not None and args.num_samples < 1:
         parser.error("--num-samples must be >= 1")
+
+    if args.combine:
+        return print_combined(combine([Path(folder) for folder in args.combine]))
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -507,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
             base["data.cache_dir"] = str(out / "cache")  # features and teacher logits made once, for every arm
         config = with_overrides(config, base=base, data_dir=args.data, teacher=args.teacher,
                                 num_samples=args.num_samples)
+        if args.searcher_seed is not None:
+            config = dataclasses.replace(config, searcher=dataclasses.replace(config.searcher, seed=args.searcher_seed))
         configs, rungs = arm_configs(config, arms, args.rungs, args.reduction_factor)
         if args.trials == "replay" and REFERENCE_ARM not in arms and not finished_arm(out / REFERENCE_ARM):
             raise ConfigError(f"--trials replay re-runs the students of the {REFERENCE_ARM} arm: run it too "
