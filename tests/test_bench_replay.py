@@ -1,0 +1,69 @@
+"""bench/replay_schedulers.py: recorded curves replayed through the sweep's schedulers (no training, no Ray run)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import replay_schedulers  # noqa: E402
+
+
+def _curves(tmp_path: Path) -> Path:
+    # (trial, kind, parameters, span F1 at steps 2, 4, 6); two trials at a time, in number order
+    trials = [
+        ("t0", "baseline", 100, (30, 40, 50)),
+        ("t1", "search", 90, (10, 12, 14)),   # smaller, far less accurate
+        ("t2", "search", 100, (20, 30, 35)),  # as large as the baseline and less accurate: dominated
+        ("t3", "search", 50, (28, 38, 45)),   # half the size, nearly as accurate
+    ]
+    rows = []
+    for number, (trial_id, kind, parameters, scores) in enumerate(trials):
+        for index, (step, score) in enumerate(zip((2, 4, 6), scores)):
+            rows.append({"trial_id": trial_id, "number": number, "kind": kind, "step": step, "total_steps": 6,
+                         "final": step == 6, "timestamp": 10 * (number // 2) + index + 0.1 * number,
+                         "metrics": {"f1": float(score), "parameters": parameters}})
+    curves = tmp_path / "curves.jsonl"
+    curves.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "sweep.json").write_text(json.dumps({
+        "objectives": [{"name": "f1", "direction": "max"}, {"name": "parameters", "direction": "min"}],
+        "constraints": [], "config": {"scheduler": {"rungs": [2, 4]}}}))
+    return curves
+
+
+def test_replay_measures_steps_and_hypervolume_like_the_benchmark(tmp_path, capsys):
+    curves = _curves(tmp_path)
+    out = tmp_path / "replay.json"
+    assert replay_schedulers.main([str(curves), "--reduction-factors", "2", "--json", str(out)]) == 0
+    table = {row["scheduler"]: row for row in json.loads(out.read_text())["table"]}
+    assert table["fifo"]["steps"] == 24 and table["fifo"]["stopped"] == 0
+    # pareto_sh (rungs 2 and 4, keep half): t2 is dominated by the baseline at rung 2 and stops there;
+    # t3 (small, accurate) and the baseline run to the end; t1 (smallest) is first at rung 2 of its pair
+    pareto = table["pareto_sh rf=2"]
+    assert (2, 2) in [tuple(stop) for stop in pareto["stops"]]
+    assert all(number != 3 for number, _ in pareto["stops"])
+    assert pareto["steps_saved_pct"] > 0 and pareto["hypervolume_loss_pct"] is not None
+    # single-objective halving on f1 stops the small, weak t1 at its first rung
+    assert [1, 2] in table["single rf=2"]["stops"]
+    assert "pareto_sh:crowding rf=2" in table and "asha rf=2" in table
+    assert "scheduler" in capsys.readouterr().out
+
+
+def test_replay_reads_a_sweep_folder_and_saves_its_curves(tmp_path):
+    folder = tmp_path / "fifo"
+    trial = folder / "tune" / "trial_0000_aa"
+    trial.mkdir(parents=True)
+    results = [{"trial_id": "aa", "number": 0, "kind": "baseline", "timestamp": step, "step": step, "total_steps": 4,
+                "final": step == 4, "f1": 10.0 * step, "parameters": 5, "done": False} for step in (2, 4)]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results))
+    curves = replay_schedulers.read_curves(folder, ["f1", "parameters"])
+    assert [row["step"] for row in curves] == [2, 4] and curves[0]["metrics"] == {"f1": 20.0, "parameters": 5}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"trial_id": "x"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: evaluation 0 lacks \['timestamp', 'step', 'metrics'\]"):
+        replay_schedulers.read_curves(bad, ["f1"])
