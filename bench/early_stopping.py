@@ -24,8 +24,9 @@ Commands (from the repository root; always under `nice` on the shared machine):
     nice python bench/early_stopping.py --preset smoke --num-samples 6 --out /tmp/es-smoke
   the real one (configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
   trial and 400 validation questions, objectives span F1 on answerable questions and parameters,
-  rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; ~30 min for fifo and ~15 min
-  for each early-stopping arm on an otherwise idle 2-core machine):
+  rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; measured on an otherwise idle
+  2-core machine: fifo 15 min, pareto_sh 7 min, asha 11 min; with --preset es_teacher, whose
+  students are larger, 25, 13 and 19 min):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
   replicates (another searcher seed: other students), then their mean and spread:
     nice python bench/early_stopping.py --preset es --searcher-seed 1 --out sweeps/early-stopping-s1

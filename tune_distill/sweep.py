@@ -75,9 +75,9 @@ from tune_distill.search import (
     SearcherError,
     crowding_distance,
     hypervolume_contributions,
-    nadir_reference,
     is_feasible,
     make_searcher,
+    nadir_reference,
     non_dominated_sort,
     parse_space,
     restore_searcher,
@@ -893,10 +893,10 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         the two boxes are equal, and the newcomer keeps the tie);
       * 'crowding': NSGA-II crowding distance (every extreme of the front ranks first).
     It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
-    it stops. The first trial at a rung always
-    continues (nothing to compare with), like ASHA. Decisions are never revisited; a resumed trial meets
-    its recorded decision again. A report at the run's last step is recorded but never stopped. Rung
-    records persist to `state_path` (JSON) so a resumed sweep keeps them.
+    it stops. The first trial at a rung always continues (nothing to compare with), like ASHA.
+    Decisions are never revisited; a resumed trial meets its recorded decision again. A report at
+    the run's last step is recorded but never stopped. Rung records persist to `state_path` (JSON)
+    so a resumed sweep keeps them.
     """
 
     def __init__(self, rungs: Sequence[int], objectives: Sequence[Objective], reduction_factor: float = 3.0,
