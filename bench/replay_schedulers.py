@@ -81,19 +81,19 @@ def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any
 
 
 def make(name: str, rungs: Sequence[int], reduction_factor: float, objectives: Sequence[Any]):
-    from tune_distill.sweep import BaselineKeepingASHA, ParetoSuccessiveHalving
+    """The scheduler a sweep would build for `name` (through sweep.make_scheduler, the sweep's own factory)."""
+    from tune_distill.sweep import SchedulerSettings, make_scheduler
 
-    if name == "pareto_sh":
-        return ParetoSuccessiveHalving(rungs, objectives, reduction_factor)
-    if name == "pareto_sh:crowding":
-        return ParetoSuccessiveHalving(rungs, objectives, reduction_factor, within_front="crowding")
-    if name == "single":
-        return ParetoSuccessiveHalving(rungs, objectives[:1], reduction_factor)
-    if name == "asha":
-        return BaselineKeepingASHA(time_attr="step", metric=objectives[0].name, mode=objectives[0].direction,
-                                   max_t=max(rungs), grace_period=min(rungs), reduction_factor=reduction_factor,
-                                   stop_last_trials=False)
-    raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    if name == "asha":  # the benchmark's asha arm: grace_period = first rung, max_t = last
+        settings = SchedulerSettings(name="asha", grace_period=min(rungs), max_t=max(rungs),
+                                     reduction_factor=reduction_factor)
+        return make_scheduler(settings, objectives)
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
+    within_front = "crowding" if name == "pareto_sh:crowding" else "hypervolume"
+    settings = SchedulerSettings(name="pareto_sh", rungs=tuple(rungs), reduction_factor=reduction_factor,
+                                 within_front=within_front)
+    return make_scheduler(settings, objectives[:1] if name == "single" else objectives)
 
 
 def replay(curves: Sequence[Mapping[str, Any]], scheduler: Any) -> dict[str, dict[str, Any]]:
