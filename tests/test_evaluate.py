@@ -193,6 +193,20 @@ def test_scores_take_the_best_gold_answer_and_split_has_and_no_answer():
     assert evaluate.squad_v2_scores(examples, {**predictions, "bridge": "in 1802"})["HasAns_exact"] == 100.0
 
 
+def test_standard_errors_of_the_scores():
+    assert evaluate.standard_error([1.0]) == 0.0 and evaluate.standard_error([]) == 0.0
+    assert evaluate.standard_error([1.0, 1.0, 1.0]) == 0.0
+    # 0, 0.5, 1: mean 0.5, sample variance (0.25 + 0 + 0.25) / 2 = 0.25, se = sqrt(0.25 / 3)
+    assert evaluate.standard_error([0.0, 0.5, 1.0]) == pytest.approx(100.0 * (0.25 / 3) ** 0.5)
+    # through the scores: one answerable question right, one half right (F1 2/3 x ...), one unanswerable right
+    examples = [example("a", "x y", ("x",)), example("b", "x y z", ("y z",)), example("n", "x y")]
+    metrics = evaluate.squad_v2_scores(examples, {"a": "x", "b": "z", "n": ""})
+    assert metrics["HasAns_exact_se"] == pytest.approx(100.0 * 0.5)  # 1, 0: variance 0.5, /2 -> 0.25
+    assert metrics["HasAns_f1_se"] == pytest.approx(evaluate.standard_error([1.0, 2 / 3]))
+    assert metrics["exact_se"] == pytest.approx(evaluate.standard_error([1.0, 0.0, 1.0]))
+    assert metrics["NoAns_exact_se"] == 0.0
+
+
 def test_gold_answers_that_normalise_to_nothing_count_as_no_answer():
     gold_only_article = SquadExample("odd", "T", "the cat", "q?", ("the",), (0,), False)
     assert evaluate.gold_answers(gold_only_article) == [""]
@@ -204,9 +218,11 @@ def test_breakdowns_are_omitted_when_empty_and_missing_predictions_are_wrong(cap
     answerable = [example("a", "x y", ("x",)), example("b", "x y", ("y",))]
     with caplog.at_level(logging.WARNING, logger="tune_distill.evaluate"):
         metrics = evaluate.squad_v2_scores(answerable, {"a": "x"})
-    assert metrics == {
-        "exact": 50.0, "f1": 50.0, "total": 2, "HasAns_exact": 50.0, "HasAns_f1": 50.0, "HasAns_total": 2
-    }
+    se = 100.0 * (0.5 / 2) ** 0.5  # scores 1 and 0: sample variance 0.5, two questions
+    assert metrics == pytest.approx({
+        "exact": 50.0, "f1": 50.0, "total": 2, "HasAns_exact": 50.0, "HasAns_f1": 50.0, "HasAns_total": 2,
+        "exact_se": se, "f1_se": se, "HasAns_exact_se": se, "HasAns_f1_se": se,
+    })
     assert "1 of 2 questions have no prediction" in caplog.text
     unanswerable = [example("n", "x y")]
     metrics = evaluate.squad_v2_scores(unanswerable, {})  # missing is wrong, even where "" would be right
@@ -267,6 +283,9 @@ def test_best_threshold_maximises_exact_and_reports_the_best_f1_threshold(thresh
     assert metrics["exact_at_0"] == pytest.approx(40.0)
     assert metrics["f1_at_0"] == pytest.approx(metrics["best_f1"])
     assert metrics["HasAns_exact_always_answer"] == pytest.approx(100 / 3)
+    # always answering, A, C, D score exact 1, 0, 0 and F1 1, 8/9, 8/9
+    assert metrics["HasAns_exact_always_answer_se"] == pytest.approx(evaluate.standard_error([1.0, 0.0, 0.0]))
+    assert metrics["HasAns_f1_always_answer_se"] == pytest.approx(evaluate.standard_error([1.0, 8 / 9, 8 / 9]))
 
 
 def test_a_given_threshold_is_applied_unchanged(threshold_case):

@@ -233,17 +233,40 @@ def _raw_scores(
     return exact, f1
 
 
+def standard_error(scores: Sequence[float]) -> float:
+    """Standard error (percentage points) of the mean of per-question scores in [0, 1].
+
+    sample standard deviation / sqrt(n): how far the score of these n questions may lie from the
+    model's score on the population they were drawn from (questions treated as independent; those of
+    one paragraph are not quite, so this is a lower bound). 0.0 for fewer than two questions.
+    """
+    n = len(scores)
+    if n < 2:
+        return 0.0
+    mean = sum(scores) / n
+    variance = sum((score - mean) ** 2 for score in scores) / (n - 1)
+    return 100.0 * math.sqrt(variance / n)
+
+
 def squad_v2_scores(examples: Sequence[SquadExample], predictions: Mapping[str, str]) -> dict[str, Any]:
-    """Official SQuAD 2.0 exact and F1 (percent) overall and for answerable (HasAns) / unanswerable (NoAns)."""
+    """Official SQuAD 2.0 exact and F1 (percent) overall and for answerable (HasAns) / unanswerable (NoAns).
+
+    Each figure comes with its standard error (`exact_se`, `f1_se`, `HasAns_f1_se`, ...; see
+    `standard_error`), so that two students' scores on the same questions can be told apart from noise.
+    """
     if not examples:
         raise ValueError("squad_v2_scores: no questions to score")
     exact, f1 = _raw_scores(examples, predictions)
 
     def summary(ids: list[str], prefix: str = "") -> dict[str, Any]:
+        exact_scores = [exact[qid] for qid in ids]
+        f1_scores = [f1[qid] for qid in ids]
         return {
-            f"{prefix}exact": 100.0 * sum(exact[qid] for qid in ids) / len(ids),
-            f"{prefix}f1": 100.0 * sum(f1[qid] for qid in ids) / len(ids),
+            f"{prefix}exact": 100.0 * sum(exact_scores) / len(ids),
+            f"{prefix}f1": 100.0 * sum(f1_scores) / len(ids),
             f"{prefix}total": len(ids),
+            f"{prefix}exact_se": standard_error(exact_scores),
+            f"{prefix}f1_se": standard_error(f1_scores),
         }
 
     metrics = summary([example.id for example in examples])
@@ -342,6 +365,8 @@ def evaluate_predictions(
     if "HasAns_total" in always_answer:
         metrics["HasAns_exact_always_answer"] = always_answer["HasAns_exact"]
         metrics["HasAns_f1_always_answer"] = always_answer["HasAns_f1"]
+        metrics["HasAns_exact_always_answer_se"] = always_answer["HasAns_exact_se"]
+        metrics["HasAns_f1_always_answer_se"] = always_answer["HasAns_f1_se"]
     return metrics
 
 
