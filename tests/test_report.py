@@ -57,6 +57,18 @@ def test_summary_in_reference_terms(tmp_path):
     assert summary["hypervolume"]["reference_point"] == {"exact": 50.0, "parameters": pytest.approx(220.0)}
 
 
+def test_summary_carries_the_standard_errors_the_evaluations_reported(tmp_path):
+    trials = [dict(trial) for trial in TRIALS]
+    for trial, error in zip(trials, (1.5, 1.2, 2.0, 1.0, 1.0, 1.0, None, 1.0)):
+        if trial["metrics"] is not None:
+            trial["metrics"] = {**trial["metrics"], "exact_se": error}
+    summary = write_report(trials, tmp_path, objectives=OBJECTIVES, constraints=CONSTRAINTS)
+    assert summary["baseline"] == {"trial_id": "t0", "exact": 60.0, "parameters": 100, "exact_se": 1.5}
+    assert summary["smallest_at_baseline_accuracy"]["exact_se"] == 1.2
+    best = summary["best_accuracy_within_baseline_size_plus_5pct"]
+    assert best["exact_se"] == 2.0 and best["gain_over_baseline_se"] == pytest.approx(2.5)  # sqrt(2^2 + 1.5^2)
+
+
 def test_results_files_are_written_and_readable(tmp_path):
     write_report(TRIALS, tmp_path, objectives=OBJECTIVES, constraints=CONSTRAINTS)
     for name in ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json"):

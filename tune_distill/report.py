@@ -12,7 +12,9 @@ sweep folder (and, when the sweep's `storage_path` is remote, e.g. s3://bucket/p
 - `summary.json`: the reference experiment's figures, computed from the rows above: the smallest
   Pareto student at or above the baseline's exact and how much smaller it is; the best exact within
   the baseline's size + 5% and by how much it beats the baseline; the share of trials smaller or
-  more accurate than the baseline; the hypervolume (with the reference point it used).
+  more accurate than the baseline; the hypervolume (with the reference point it used). Where the
+  evaluations reported standard errors (`exact_se`, ...), each compared student carries its own and
+  the gain over the baseline one too, so that a gain inside the noise reads as such.
 
 Must not know: Ray, searchers' internals, how trials were trained. It reads records only, so it
 can be re-run on any sweep folder: `tune-distill report --sweep DIR`.
@@ -111,6 +113,13 @@ def pareto_rows(frame, objectives: Sequence[Mapping[str, str]], constraints: Seq
     return candidates[mask].sort_values(names[::-1])
 
 
+def _standard_error(row, accuracy: str) -> dict[str, float]:
+    """{accuracy_se: value} when the evaluation reported the accuracy's standard error, else {}."""
+    column = f"{accuracy}_se"
+    value = row.get(column) if hasattr(row, "get") else None
+    return {column: float(value)} if value is not None and np.isfinite(value) else {}
+
+
 def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Sequence[Mapping[str, Any]] = (),
               accuracy: str = "exact", size: str = "parameters") -> dict[str, Any]:
     """The reference experiment's figures for this sweep, each traceable to a trial id."""
@@ -133,7 +142,8 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
     else:
         base = baseline.iloc[0]
         base_accuracy, base_size = float(base[accuracy]), float(base[size])
-        summary["baseline"] = {"trial_id": base["trial_id"], accuracy: base_accuracy, size: int(base_size)}
+        summary["baseline"] = {"trial_id": base["trial_id"], accuracy: base_accuracy, size: int(base_size),
+                               **_standard_error(base, accuracy)}
         others = done[done["trial_id"] != base["trial_id"]]
         at_least = pareto[pareto[accuracy] >= base_accuracy] if len(pareto) else pareto
         if len(at_least):
@@ -141,6 +151,7 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
             summary["smallest_at_baseline_accuracy"] = {
                 "trial_id": smallest["trial_id"], accuracy: float(smallest[accuracy]), size: int(smallest[size]),
                 "smaller_than_baseline_pct": 100.0 * (1.0 - float(smallest[size]) / base_size),
+                **_standard_error(smallest, accuracy),
             }
         within = done[done[size] <= base_size * (1 + SIZE_SLACK)]
         if len(within):
@@ -148,7 +159,14 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
             summary["best_accuracy_within_baseline_size_plus_5pct"] = {
                 "trial_id": best["trial_id"], accuracy: float(best[accuracy]), size: int(best[size]),
                 "gain_over_baseline": float(best[accuracy]) - base_accuracy,
+                **_standard_error(best, accuracy),
             }
+            errors = [_standard_error(row, accuracy).get(f"{accuracy}_se") for row in (best, base)]
+            if None not in errors and best["trial_id"] != base["trial_id"]:
+                # as if the two evaluations were independent; they share their questions, whose difficulty
+                # moves both scores alike, so the gain's real standard error is usually smaller
+                summary["best_accuracy_within_baseline_size_plus_5pct"]["gain_over_baseline_se"] = \
+                    math.sqrt(errors[0] ** 2 + errors[1] ** 2)
         if len(others):
             smaller = others[size] < base_size
             better = others[accuracy] > base_accuracy
