@@ -31,6 +31,8 @@ Commands (CPU, seconds):
   python bench/replay_schedulers.py results/early-stopping-v3/fifo/curves.jsonl
   python bench/replay_schedulers.py sweeps/early-stopping-v3/fifo --save-curves results/early-stopping-v3/fifo/curves.jsonl
   python bench/replay_schedulers.py CURVES --rungs 40 80 --reduction-factors 2 3 --schedulers pareto_sh single asha
+  python bench/replay_schedulers.py results/early-stopping-teacher*/fifo/curves.jsonl   # replicates: mean, range,
+                                                                # and how many runs meet the target per scheduler
 """
 
 from __future__ import annotations
@@ -127,44 +129,33 @@ def as_records(last: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
             for trial_id, row in last.items()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="a fifo sweep folder, or a curves.jsonl written by --save-curves")
-    parser.add_argument("--sweep-json", help="the sweep.json with objectives and constraints (default: next to "
-                                             "the source)")
-    parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: the sweep's pareto_sh rungs)")
-    parser.add_argument("--reduction-factors", type=float, nargs="+", default=[2.0, 3.0])
-    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS)
-    parser.add_argument("--save-curves", help="write the curves read from a sweep folder to this curves.jsonl")
-    parser.add_argument("--json", help="write the table as JSON here")
-    args = parser.parse_args(argv)
-
+def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, factors: Sequence[float],
+                 schedulers: Sequence[str], save_curves: str | None = None) -> dict[str, Any]:
+    """One fifo run replayed through every scheduler and reduction factor: the table, as --json writes it."""
     from bench.early_stopping import arm_hypervolume, common_reference, steps_of, usable_rows
     from tune_distill.search import Objective
 
-    source = Path(args.source)
-    sweep_json = Path(args.sweep_json) if args.sweep_json else (source if source.is_dir() else source.parent) / "sweep.json"
+    sweep_json = sweep_json or (source if source.is_dir() else source.parent) / "sweep.json"
     if not sweep_json.is_file():
-        parser.error(f"{sweep_json}: not found (give --sweep-json)")
+        raise FileNotFoundError(f"{sweep_json}: not found (give --sweep-json)")
     saved = json.loads(sweep_json.read_text())
     objectives, constraints = saved["objectives"], saved["constraints"]
     names = [o["name"] for o in objectives]
     metric_names = sorted(set(names) | {c["name"] for c in constraints})
-    rungs = args.rungs or list(saved["config"]["scheduler"].get("rungs") or [])
+    rungs = list(rungs or saved["config"]["scheduler"].get("rungs") or [])
     if not rungs:
-        parser.error("the sweep has no pareto_sh rungs; give --rungs")
+        raise ValueError(f"{sweep_json}: the sweep has no pareto_sh rungs; give --rungs")
 
     curves = read_curves(source, metric_names)
-    if args.save_curves:
-        Path(args.save_curves).write_text("".join(json.dumps(row) + "\n" for row in curves))
+    if save_curves:
+        Path(save_curves).write_text("".join(json.dumps(row) + "\n" for row in curves))
     fifo = {}
     for row in curves:
         fifo[str(row["trial_id"])] = {**row, "stopped": False}
     arms = {"fifo": as_records(fifo)}
     ranked = [Objective(o["name"], o["direction"]) for o in objectives]
-    for name in args.schedulers:
-        for factor in args.reduction_factors:
+    for name in schedulers:
+        for factor in factors:
             arms[f"{name} rf={factor:g}"] = as_records(replay(curves, make(name, rungs, factor, ranked)))
 
     usable = {arm: usable_rows(records, names, ("complete", "stopped")) for arm, records in arms.items()}
@@ -182,18 +173,86 @@ def main(argv: list[str] | None = None) -> int:
             "hypervolume_loss_pct": 100.0 * (1 - value / fifo_hv) if fifo_hv > 0 else None,
             "stops": sorted((int(r["number"]), steps_of(r)) for r in records if r["status"] == "stopped"),
         })
-    print(f"{len(fifo)} trials, rungs {rungs}, objectives {names}; reference point "
-          f"{', '.join(f'{n} {v:.6g}' for n, v in zip(names, reference))}")
+    return {"source": str(source), "trials": len(fifo), "rungs": rungs, "objectives": objectives,
+            "constraints": constraints, "reference_point": reference, "table": table}
+
+
+def print_table(run: Mapping[str, Any]) -> None:
+    names = [o["name"] for o in run["objectives"]]
+    print(f"{run['source']}: {run['trials']} trials, rungs {run['rungs']}, objectives {names}; reference point "
+          f"{', '.join(f'{n} {v:.6g}' for n, v in zip(names, run['reference_point']))}")
     print(f"{'scheduler':<26} {'stopped':>7} {'steps':>6} {'saved%':>7} {'hv_loss%':>8}  stops (trial@step)")
-    for row in table:
+    for row in run["table"]:
         saved_pct = "-" if row["steps_saved_pct"] is None else f"{row['steps_saved_pct']:.1f}"
         loss = "-" if row["hypervolume_loss_pct"] is None else f"{row['hypervolume_loss_pct']:.2f}"
         stops = " ".join(f"{n}@{s}" for n, s in row["stops"])
         print(f"{row['scheduler']:<26} {row['stopped']:>7} {row['steps']:>6} {saved_pct:>7} {loss:>8}  {stops}")
+
+
+def across_runs(runs: Sequence[Mapping[str, Any]], target_steps: float, target_loss: float) -> list[dict[str, Any]]:
+    """Per scheduler row: mean, min and max of steps saved and hypervolume loss over the runs, and in how
+    many runs it met the target (at least `target_steps`% fewer steps for at most `target_loss`% loss)."""
+    summary = []
+    for scheduler in [row["scheduler"] for row in runs[0]["table"]]:
+        rows = [next(row for row in run["table"] if row["scheduler"] == scheduler) for run in runs]
+        saved = np.array([row["steps_saved_pct"] for row in rows], dtype=float)
+        loss = np.array([row["hypervolume_loss_pct"] for row in rows], dtype=float)
+        summary.append({"scheduler": scheduler, "runs": len(rows),
+                        "steps_saved_pct": {"mean": float(saved.mean()), "min": float(saved.min()),
+                                            "max": float(saved.max())},
+                        "hypervolume_loss_pct": {"mean": float(loss.mean()), "min": float(loss.min()),
+                                                 "max": float(loss.max())},
+                        "meets_target": int(((saved >= target_steps) & (loss <= target_loss)).sum())})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", nargs="+", help="fifo sweep folders, or curves.jsonl files written by --save-curves "
+                                                   "(several: replicates, summarised together)")
+    parser.add_argument("--sweep-json", help="the sweep.json with objectives and constraints (default: next to "
+                                             "each source)")
+    parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: the sweep's pareto_sh rungs)")
+    parser.add_argument("--reduction-factors", type=float, nargs="+", default=[2.0, 3.0])
+    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS)
+    parser.add_argument("--save-curves", help="write the curves read from a sweep folder to this curves.jsonl "
+                                              "(one source only)")
+    parser.add_argument("--target-steps", type=float, default=40.0,
+                        help="with several sources: the target's least share of steps saved, percent")
+    parser.add_argument("--target-loss", type=float, default=2.0,
+                        help="with several sources: the target's largest hypervolume loss, percent")
+    parser.add_argument("--json", help="write the table as JSON here (several sources: every table and the summary)")
+    args = parser.parse_args(argv)
+    if args.save_curves and len(args.sources) > 1:
+        parser.error("--save-curves takes one source")
+
+    runs = []
+    for source in args.sources:
+        try:
+            runs.append(replay_table(Path(source), Path(args.sweep_json) if args.sweep_json else None, args.rungs,
+                                     args.reduction_factors, args.schedulers, args.save_curves))
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+        print_table(runs[-1])
+        print()
+    command = " ".join(sys.argv)
+    if len(runs) == 1:
+        output: dict[str, Any] = {**runs[0], "command": command}
+    else:
+        summary = across_runs(runs, args.target_steps, args.target_loss)
+        print(f"{len(runs)} runs; target: >= {args.target_steps:g}% fewer steps for <= {args.target_loss:g}% "
+              "less hypervolume")
+        print(f"{'scheduler':<26} {'saved% mean [min, max]':>24} {'hv_loss% mean [min, max]':>26} {'meets':>6}")
+        for row in summary:
+            saved, loss = row["steps_saved_pct"], row["hypervolume_loss_pct"]
+            print(f"{row['scheduler']:<26} {saved['mean']:>8.1f} [{saved['min']:5.1f}, {saved['max']:5.1f}]"
+                  f" {loss['mean']:>10.2f} [{loss['min']:6.2f}, {loss['max']:6.2f}] {row['meets_target']:>3}/{row['runs']}")
+        output = {"runs": runs, "summary": summary, "target": {"steps_saved_pct": args.target_steps,
+                                                              "hypervolume_loss_pct": args.target_loss},
+                  "command": command}
     if args.json:
-        Path(args.json).write_text(json.dumps({"source": str(source), "rungs": rungs, "objectives": objectives,
-                                               "constraints": constraints, "reference_point": reference,
-                                               "table": table, "command": " ".join(sys.argv)}, indent=1))
+        Path(args.json).write_text(json.dumps(output, indent=1))
     return 0
 
 

@@ -54,6 +54,27 @@ def test_replay_measures_steps_and_hypervolume_like_the_benchmark(tmp_path, caps
     assert "scheduler" in capsys.readouterr().out
 
 
+def test_replicates_are_summarised_with_their_range_and_target_count(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    curves = [_curves(first), _curves(second)]
+    out = tmp_path / "replay.json"
+    assert replay_schedulers.main([*map(str, curves), "--reduction-factors", "2", "--schedulers", "pareto_sh",
+                                   "--target-steps", "0", "--target-loss", "100", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert [run["source"] for run in written["runs"]] == [str(path) for path in curves]
+    one_run = {row["scheduler"]: row for row in written["runs"][0]["table"]}["pareto_sh rf=2"]
+    summary = {row["scheduler"]: row for row in written["summary"]}["pareto_sh rf=2"]
+    # the same curves twice: mean = min = max = the single run's figures; a target of 0% / 100% is met twice
+    assert summary["steps_saved_pct"] == {"mean": one_run["steps_saved_pct"], "min": one_run["steps_saved_pct"],
+                                          "max": one_run["steps_saved_pct"]}
+    assert summary["hypervolume_loss_pct"]["max"] == pytest.approx(one_run["hypervolume_loss_pct"])
+    assert summary["meets_target"] == 2 and summary["runs"] == 2
+    assert "2 runs; target" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        replay_schedulers.main([*map(str, curves), "--save-curves", str(tmp_path / "c.jsonl")])
+
+
 def test_replay_reads_a_sweep_folder_and_saves_its_curves(tmp_path):
     folder = tmp_path / "fifo"
     trial = folder / "tune" / "trial_0000_aa"
