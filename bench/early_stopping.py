@@ -23,10 +23,12 @@ Commands (from the repository root; always under `nice` on the shared machine):
   answers "no answer" everywhere, so hypervolumes are 0 and their losses undefined):
     nice python bench/early_stopping.py --preset smoke --num-samples 6 --out /tmp/es-smoke
   the real one (configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
-  trial and 400 validation questions, objectives span F1 on answerable questions and parameters,
-  rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; measured on an otherwise idle
-  2-core machine: fifo 15 min, pareto_sh 7 min, asha 11 min; with --preset es_teacher, whose
-  students are larger, 25, 13 and 19 min):
+  trial, validated on the whole val.json, objectives span F1 on answerable questions and
+  parameters, rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; measured on an
+  otherwise idle 2-core machine with the first 400 validation questions, as the presets had until
+  the rung metric's standard error showed them too few: fifo 15 min, pareto_sh 7 min, asha 11 min,
+  and with --preset es_teacher, whose students are larger, 25, 13 and 19 min; on the whole split
+  es_teacher's fifo arm took 30-40 min; --preset es_learners: only students that learn):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
   replicates (another searcher seed: other students), then their mean and spread:
     nice python bench/early_stopping.py --preset es --searcher-seed 1 --out sweeps/early-stopping-s1
