@@ -237,8 +237,8 @@ def standard_error(scores: Sequence[float]) -> float:
     """Standard error (percentage points) of the mean of per-question scores in [0, 1].
 
     sample standard deviation / sqrt(n): how far the score of these n questions may lie from the
-    model's score on the population they were drawn from (questions treated as independent; those of
-    one paragraph are not quite, so this is a lower bound). 0.0 for fewer than two questions.
+    model's score on the population they were drawn from. Questions are treated as independent; those
+    of one paragraph are not quite, so it likely understates the error. 0.0 for fewer than two questions.
     """
     n = len(scores)
     if n < 2:

@@ -116,7 +116,7 @@ def pareto_rows(frame, objectives: Sequence[Mapping[str, str]], constraints: Seq
 def _standard_error(row, accuracy: str) -> dict[str, float]:
     """{accuracy_se: value} when the evaluation reported the accuracy's standard error, else {}."""
     column = f"{accuracy}_se"
-    value = row.get(column) if hasattr(row, "get") else None
+    value = row.get(column)
     return {column: float(value)} if value is not None and np.isfinite(value) else {}
 
 
