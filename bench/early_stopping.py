@@ -28,7 +28,7 @@ Commands (from the repository root; always under `nice` on the shared machine):
   otherwise idle 2-core machine with the first 400 validation questions, as the presets had until
   the rung metric's standard error showed them too few: fifo 15 min, pareto_sh 7 min, asha 11 min,
   and with --preset es_teacher, whose students are larger, 25, 13 and 19 min; on the whole split
-  es_teacher's fifo arm took 30-40 min; --preset es_learners: only students that learn):
+  es_teacher's fifo arm took 30-40 min and es's 19; --preset es_learners: only students that learn):
     nice python bench/early_stopping.py --preset es --out sweeps/early-stopping
   replicates (another searcher seed: other students), then their mean and spread:
     nice python bench/early_stopping.py --preset es --searcher-seed 1 --out sweeps/early-stopping-s1
