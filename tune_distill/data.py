@@ -38,8 +38,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from tune_distill.files import atomic_path
 from tune_distill.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -560,22 +559,12 @@ def lengths(features: FeatureSet | Mapping[str, list] | pa.Table) -> np.ndarray:
     return np.array([len(ids) for ids in features["input_ids"]], dtype=np.int64)
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    """Write an Arrow IPC file under a temporary name in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        with pa.OSFile(temporary, "wb") as sink:
+def _write_table(table: pa.Table, path: Path) -> None:
+    """Write an Arrow IPC file atomically (`files.atomic_path`)."""
+    with atomic_path(path) as temporary:
+        with pa.OSFile(str(temporary), "wb") as sink:
             with pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
-        with open(temporary, "rb+") as flush_handle:
-            os.fsync(flush_handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
 
 def _read_cached(path: Path, fingerprint: str, num_examples: int) -> pa.Table | None:
     """The memory-mapped table at `path` if it is a complete cache for this fingerprint, else None."""
@@ -640,7 +629,7 @@ def load_features(
     table = features_to_table(features, metadata)
     if path is None:
         return FeatureSet(table=table, examples=examples, fingerprint=fingerprint, path=None)
-    _write_atomically(table, path)
+    _write_table(table, path)
     logger.info("features: wrote %s (%d windows)", path, table.num_rows)
     # Re-open memory-mapped so that every caller holds the same kind of table, built or cached.
     table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()

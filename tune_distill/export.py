@@ -67,6 +67,7 @@ import tune_distill
 from tune_distill.config import ConfigError, read_yaml
 from tune_distill.data import FeatureSet, SquadExample, features_to_table, load_examples, prepare_eval_features
 from tune_distill.evaluate import measure_latency
+from tune_distill.pareto import feasible_mask
 from tune_distill.report import pareto_rows, read_trials, results_frame
 from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
 from tune_distill.run import git_sha
@@ -243,18 +244,6 @@ def _best_exact(candidates):
     return candidates.sort_values(keys, ascending=[False, True] + [True] * (len(keys) - 2)).iloc[0]
 
 
-def _feasible(frame, constraints: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    ok = np.ones(len(frame), dtype=bool)
-    for constraint in constraints:
-        name, op, bound = constraint.get("name"), constraint.get("op"), constraint.get("bound")
-        if op not in (">=", "<=") or not isinstance(bound, (int, float)):
-            raise ExportError(f"sweep.json: constraint {constraint!r}: expected a name, op '>=' or '<=' "
-                              "and a numeric bound")
-        values = frame[name].to_numpy(dtype=float) if name in frame else np.full(len(frame), np.nan)
-        ok &= (values >= bound) if op == ">=" else (values <= bound)
-    return ok
-
-
 def choose_trial(sweep: str | Path | SweepTrials, *, trial_id: str | None = None, pick: str | None = None,
                  max_params: int | None = None, max_latency_ms: float | None = None) -> TrialChoice:
     """The trial to export under exactly one rule (see the module docstring); ExportError otherwise."""
@@ -297,7 +286,10 @@ def choose_trial(sweep: str | Path | SweepTrials, *, trial_id: str | None = None
         base = (complete if len(complete) else baselines).iloc[0]
         base_exact = float(base[ACCURACY])
         constraints = list(trials.settings.get("constraints") or ())
-        feasible = exportable[_feasible(exportable, constraints)]
+        try:
+            feasible = exportable[feasible_mask(exportable, constraints)]
+        except ValueError as error:
+            raise ExportError(f"sweep.json: {error}") from None
         front = pareto_rows(feasible, DEFAULT_OBJECTIVES) if len(feasible) else feasible
         at_least = front[front[ACCURACY] >= base_exact] if len(front) else front
         if at_least.empty:

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tune_distill import storage
-from tune_distill.search import hypervolume, hypervolume_reference, pareto_mask
+from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +90,13 @@ def results_frame(trials: Sequence[Mapping[str, Any]]):
     return pd.DataFrame(rows)
 
 
-def _feasible(frame, constraints: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    ok = np.ones(len(frame), dtype=bool)
-    for constraint in constraints:
-        values = frame[constraint["name"]].to_numpy(dtype=float) if constraint["name"] in frame else np.full(len(frame), np.nan)
-        bound = float(constraint["bound"])
-        ok &= (values >= bound) if constraint["op"] == ">=" else (values <= bound)
-    return ok
-
-
 def pareto_rows(frame, objectives: Sequence[Mapping[str, str]], constraints: Sequence[Mapping[str, Any]] = ()):
     """Completed (or stopped), feasible rows on the Pareto front of `objectives`, sorted by the last objective."""
     names = [o["name"] for o in objectives]
     usable = frame["status"].isin(["complete", "stopped"]).to_numpy().copy()
     for name in names:
         usable &= frame[name].notna().to_numpy() if name in frame else np.zeros(len(frame), dtype=bool)
-    usable &= _feasible(frame, constraints)
+    usable &= feasible_mask(frame, constraints)
     candidates = frame[usable]
     if candidates.empty:
         return candidates
@@ -175,7 +166,7 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
     if len(done):
         directions = [o["direction"] for o in objectives]
         names = [o["name"] for o in objectives]
-        feasible = done[_feasible(done, constraints)]
+        feasible = done[feasible_mask(done, constraints)]
         floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
         reference = hypervolume_reference(done[names].to_numpy(dtype=float), directions, floors)
         summary["hypervolume"] = {

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from urllib.parse import urlparse
 
 from tune_distill.config import ConfigError
+from tune_distill.files import write_atomically
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -204,10 +205,6 @@ def download_file(filesystem: Any, path: str, target: str | Path) -> bool:
     """Copy one object to a local file (written atomically); False if there is no such object."""
     if not exists(filesystem, path):
         return False
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp{os.getpid()}")
     with filesystem.open_input_stream(path) as stream:
-        staging.write_bytes(stream.read())
-    os.replace(staging, target)
+        write_atomically(target, stream.read())
     return True
