@@ -14,11 +14,12 @@ STORAGE ?=
 STORAGE_ENDPOINT ?=
 SMOKE_TEACHER := .cache/smoke-teacher
 
-.PHONY: help install install-cpu test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
+.PHONY: help install install-cpu lint test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
 
 help:
 	@echo "make install-cpu     install torch (CPU build) and this package with test extras"
 	@echo "make install         install this package with test extras (torch as already installed)"
+	@echo "make lint            ruff: lint and import order (pyproject.toml [tool.ruff])"
 	@echo "make test            fast offline tests (what CI runs)"
 	@echo "make test-slow       tests marked slow (real data under ../shared)"
 	@echo "make distill-cpu     one real-data distillation run on CPU (configs/distill_cpu.yaml)"
@@ -36,6 +37,9 @@ install-cpu:
 
 install:
 	$(PYTHON) -m pip install -e '.[test]'
+
+lint:
+	$(PYTHON) -m ruff check .
 
 test:
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

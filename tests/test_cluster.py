@@ -84,10 +84,16 @@ def prepared(config: dict) -> dict:
 
 
 def python_on_path(tmp_path: Path) -> dict[str, str]:
-    """An environment whose `python` is this interpreter."""
+    """An environment whose `python` is this interpreter.
+
+    A wrapper script, not a symlink: a virtual environment's interpreter finds its `pyvenv.cfg` next to
+    the path it was started from, so a symlink in another folder would run without the venv's packages.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "python").symlink_to(sys.executable)
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    wrapper.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
