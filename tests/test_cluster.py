@@ -38,8 +38,8 @@ CLI_SWEEP = re.compile(r"tune-distill sweep [^'`\n]*")
 
 
 def torch_pin() -> str:
-    """The torch pin of the Makefile (what `make install-cpu` and CI install)."""
-    match = re.search(r"torch==([0-9][\w.]*)", (ROOT / "Makefile").read_text())
+    """The torch pin of the Makefile (what `make env`, and so `make sweep`/`make test`, install)."""
+    match = re.search(r"^TORCH_VERSION :?= *([0-9][\w.]*)", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert match, "Makefile pins no torch version"
     return f"torch=={match.group(1)}"
 
@@ -246,25 +246,34 @@ def no_storage_access(monkeypatch):
 
 def make_sweep(command: str, storage: str, tmp_path: Path) -> tuple[list[str], list[str], str]:
     """A documented `make sweep ...` command, with $TUNE_DISTILL_STORAGE set to `storage`: (the tune-distill
-    command `make -n` prints, the command and RAY_ADDRESS a stand-in tune-distill actually receives)."""
+    command `make -n` prints, the command and RAY_ADDRESS a stand-in tune-distill actually receives).
+
+    The Makefile's environment is stood in for: BIN is a folder whose `tune-distill` records its arguments,
+    and ENV_READY a stamp newer than pyproject.toml, so make neither creates nor checks a virtual environment.
+    """
     words = shlex.split(command.replace("$TUNE_DISTILL_STORAGE", storage))
     assert words[:2] == ["make", "sweep"], command
     # make's own variables, if this shell happens to set them, must not leak into the command
     ignored = ("RAY_ADDRESS", "MAKEFLAGS", "MAKELEVEL", "PRESET", "DATA", "TEACHER", "OUT", "RESUME", "STORAGE",
-               "STORAGE_ENDPOINT")
+               "STORAGE_ENDPOINT", "VIRTUAL_ENV", "VENV", "TORCH")
     env = {key: value for key, value in os.environ.items() if key not in ignored}
-    printed = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, env=env, check=True, capture_output=True,
-                             text=True).stdout
-    argv = shlex.split(printed.replace("\\\n", " "))
-    # the real run, with a tune-distill that records what it gets (make exports command-line variables)
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir(exist_ok=True)
+    ready = tmp_path / "env-ready"
+    ready.touch()
+    stand_ins = [f"BIN={bin_dir}", f"ENV_READY={ready}", "TEACHER=" + str(tmp_path / "teacher")] \
+        if "PRESET=smoke" in command or "PRESET" not in command else [f"BIN={bin_dir}", f"ENV_READY={ready}"]
+    printed = subprocess.run(["make", "-n", *words[1:], *stand_ins], cwd=ROOT, env=env, check=True,
+                             capture_output=True, text=True).stdout
+    argv = shlex.split(printed.replace("\\\n", " "))
+    assert argv and argv[0] == f"{bin_dir}/tune-distill", printed
+    argv[0] = "tune-distill"
+    # the real run, with a tune-distill that records what it gets (make exports command-line variables)
     record = tmp_path / "tune-distill.args"
     fake = bin_dir / "tune-distill"
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$RAY_ADDRESS" "$@" > {shlex.quote(str(record))}\n')
     fake.chmod(0o755)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    subprocess.run(["make", "-s", *words[1:]], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(["make", "-s", *words[1:], *stand_ins], cwd=ROOT, env=env, check=True, capture_output=True)
     ray_address, *received = record.read_text().splitlines()
     return argv, ["tune-distill", *received], ray_address
 
