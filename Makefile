@@ -30,7 +30,7 @@ STORAGE ?=
 STORAGE_ENDPOINT ?=
 SMOKE_TEACHER := .cache/smoke-teacher
 
-.PHONY: help env install lint test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
+.PHONY: help env install cluster-up lint test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
 
 help:
 	@echo "make env             create $(VENV) with torch (TORCH=cpu|cuda) and this package (+ tests); other targets do it"
@@ -43,6 +43,7 @@ help:
 	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts;"
 	@echo "                     STORAGE keeps the Tune experiment and the sweep's files there (--storage-path),"
 	@echo "                     STORAGE_ENDPOINT is an S3-compatible endpoint such as MinIO (--storage-endpoint)"
+	@echo "make cluster-up      make the cluster's Ray token if missing (~/.ray/auth_token), then ray up cluster/gpu.yaml"
 	@echo "make bench-throughput  training throughput: ours vs the reference-style loop"
 	@echo "make bench-searchers   searchers on standard two-objective problems"
 
@@ -60,6 +61,11 @@ $(ENV_READY): pyproject.toml
 env: $(ENV_READY)
 
 install: env
+
+# Token authentication for the AWS cluster: the token is made here once and copied to every node (file_mounts).
+cluster-up: $(ENV_READY)
+	@umask 077 && $(BIN)/ray get-auth-token --generate >/dev/null
+	$(BIN)/ray up cluster/gpu.yaml
 
 lint: $(ENV_READY)
 	$(PYTHON) -m ruff check .

@@ -184,9 +184,58 @@ def test_setup_installs_the_project_with_torch_and_ray_pinned(gpu_config):
     for remote in ("pyproject.toml", "README.md", "Makefile", "tune_distill", "configs", "data"):
         assert mounts.get(f"~/tune_distill/{remote}") == f"./{remote}"
     for remote, local in mounts.items():
-        if not local.startswith(".."):
+        if not local.startswith(("..", "~")):
             assert (ROOT / local).exists(), f"file_mounts {remote}: {local} is not in the repository"
     assert mounts.get("~/shared") == "../shared", "the presets read ../shared/... from ~/tune_distill"
+
+
+RAY_PORTS = (6379, 8265, 10001, 8076, 8077)  # GCS, dashboard, client server, object manager, node manager
+
+
+def test_every_ray_process_requires_the_clusters_token(gpu_config):
+    config = prepared(gpu_config)
+    # the token is made on the user's machine and copied to every node, never kept in the repository
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    assert not (ROOT / ".ray").exists()
+    setup = config["setup_commands"]
+    assert any("chmod 600 ~/.ray/auth_token" in c for c in setup), "the token file is the user's alone"
+    assert any("export RAY_AUTH_MODE=token" in c and ".bashrc" in c for c in setup), \
+        "drivers and `ray` commands in node shells (the sweep) must use the token too"
+    for kind in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[kind] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token ray start" in c for c in starts), kind
+    assert "ray get-auth-token --generate" in header(GPU_YAML)
+    assert "ray get-auth-token --generate" in (ROOT / "Makefile").read_text(), "make cluster-up makes the token"
+
+
+def test_no_ray_port_is_open_to_the_world(gpu_config):
+    group = gpu_config["provider"].get("security_group")
+    assert group and group.get("GroupName"), "the cluster names its own security group"
+    for rule in group.get("IpPermissions", []):
+        world = [r for r in rule.get("IpRanges", []) if r.get("CidrIp") == "0.0.0.0/0"] + \
+                [r for r in rule.get("Ipv6Ranges", []) if r.get("CidrIpv6") == "::/0"]
+        if not world:
+            continue
+        assert rule.get("IpProtocol") == "tcp" and rule["FromPort"] == rule["ToPort"] == 22, \
+            f"only SSH may be reached from anywhere, got {rule}"
+        assert not any(rule["FromPort"] <= port <= rule["ToPort"] for port in RAY_PORTS)
+
+
+def test_workers_get_the_bucket_only_and_the_head_the_rest(gpu_config):
+    config = prepared(gpu_config)
+    head = config["available_node_types"][config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Name"]
+    workers = {spec["node_config"]["IamInstanceProfile"]["Name"] for spec in worker_types(config).values()}
+    assert workers == {"tune-distill-worker"} and head == "tune-distill-head"
+    section = readme_cluster_section()
+    bucket_statements = re.search(r"bucket='(.*?)'", section, re.DOTALL).group(1)
+    actions = re.findall(r'"Action":\[?([^\]}]*)', bucket_statements)
+    assert actions and set(re.findall(r'"(\w+):', " ".join(actions))) == {"s3"}, "the bucket statements grant S3 only"
+    worker_policy = re.search(r"--role-name tune-distill-worker --policy-name \S+ --policy-document \\\s*(\S+)",
+                              section).group(1)
+    assert worker_policy == '"{\\"Version\\":\\"2012-10-17\\",\\"Statement\\":$bucket}"', worker_policy
+    assert '\\"iam:PassRole\\",\\"Resource\\":\\"arn:aws:iam::*:role/tune-distill-worker\\"' in section, \
+        "the head may pass the worker role only"
+    assert "AmazonEC2FullAccess" not in section
 
 
 def test_header_names_the_bucket_and_the_region_as_the_only_edits(gpu_config):
@@ -464,7 +513,7 @@ def test_kuberay_pods_install_pinned_and_share_one_bucket(kuberay):
         script = " ".join(container["args"])
         assert ray_pin() in script and torch_pin() in script and "-e ~/tune_distill" in script
         assert "ray start" not in script, "KubeRay would then not add its own start command"
-        env = {item["name"]: item["value"] for item in container["env"]}
+        env = {item["name"]: item.get("value") for item in container["env"]}
         assert env["TUNE_DISTILL_STORAGE"] == f"s3://{BUCKET}/sweeps"
         assert env["TUNE_DISTILL_CODE"] == f"s3://{BUCKET}/code"
         assert env["AWS_DEFAULT_REGION"]
@@ -472,6 +521,29 @@ def test_kuberay_pods_install_pinned_and_share_one_bucket(kuberay):
     assert edits(header(KUBERAY_YAML)) == ["bucket", "region"]
     assert set(buckets(KUBERAY_YAML.read_text())) == {BUCKET}
     assert buckets(code(KUBERAY_YAML)) == [BUCKET, BUCKET], "the bucket is named once per variable"
+
+
+def test_kuberay_ray_requires_a_token_and_only_its_own_pods_reach_it(kuberay):
+    spec = kuberay["spec"]
+    containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0]]
+    containers += [group["template"]["spec"]["containers"][0] for group in spec["workerGroupSpecs"]]
+    for container in containers:
+        env = {item["name"]: item for item in container["env"]}
+        assert env["RAY_AUTH_MODE"].get("value") == "token", container["name"]
+        secret = env["RAY_AUTH_TOKEN"].get("valueFrom", {}).get("secretKeyRef", {})
+        assert secret.get("name") == "tune-distill-ray-token" and secret.get("key") == "auth_token", \
+            "the token comes from a Secret, never a literal value in the file"
+        assert "value" not in env["RAY_AUTH_TOKEN"]
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(env), \
+            "pods get AWS credentials from their service account (IRSA / Pod Identity), not keys"
+    assert "kubectl create secret generic tune-distill-ray-token" in header(KUBERAY_YAML)
+    policy = load(ROOT / "cluster" / "kuberay-network-policy.yaml")
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    own_pods = {"ray.io/cluster": kuberay["metadata"]["name"]}
+    assert policy["spec"]["podSelector"]["matchLabels"] == own_pods
+    sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
+    assert sources == [{"podSelector": {"matchLabels": own_pods}}], "nothing but the cluster's own pods"
+    assert "kuberay-network-policy.yaml" in header(KUBERAY_YAML)
 
 
 def test_kuberay_pods_fetch_code_and_data(kuberay, tmp_path):
@@ -493,7 +565,7 @@ def test_kuberay_pods_fetch_code_and_data(kuberay, tmp_path):
 
 def test_documented_kuberay_sweep_runs_the_paper_preset_on_the_bucket(kuberay, no_storage_access):
     head = kuberay["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    env = {item["name"]: item["value"] for item in head["env"]}
+    env = {item["name"]: item.get("value") for item in head["env"]}
     commands = CLI_SWEEP.findall(header(KUBERAY_YAML)) + CLI_SWEEP.findall(readme_cluster_section())
     assert len(commands) >= 2, "the header and the README each document the KubeRay sweep"
     for command in commands:
@@ -521,6 +593,6 @@ def test_readme_walks_through_the_cluster():
     for step in ("ray up cluster/gpu.yaml", "ray dashboard cluster/gpu.yaml", "http://127.0.0.1:8265",
                  "make sweep PRESET=paper RAY_ADDRESS=auto STORAGE=$TUNE_DISTILL_STORAGE/paper",
                  "ray down cluster/gpu.yaml",
-                 "kubectl apply -f cluster/kuberay.yaml", "tune-distill-ray"):
+                 "kubectl apply -f cluster/kuberay.yaml", "tune-distill-head", "tune-distill-worker"):
         assert step in section, step
     assert set(buckets(section)) == {BUCKET}
