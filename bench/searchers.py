@@ -63,12 +63,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tune_distill.pareto import hypervolume  # noqa: E402
 from tune_distill.search import (  # noqa: E402
     Objective,
     Param,
     SearchSpace,
     available_searchers,
-    hypervolume,
     optimize,
     parse_searcher_spec,
 )
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     for spec in searchers:
         n_seeds = args.botorch_seeds if parse_searcher_spec(spec)[0] == "botorch" else args.seeds
         tasks += [(spec, problem, seed, args.budget) for problem in args.problems for seed in range(n_seeds)]
-    slow_first = sorted(tasks, key=lambda t: not parse_searcher_spec(t[0])[0] in ("botorch", "optuna-gp"))
+    slow_first = sorted(tasks, key=lambda t: parse_searcher_spec(t[0])[0] not in ("botorch", "optuna-gp"))
 
     best = {}
     for problem in args.problems:

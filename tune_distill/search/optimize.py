@@ -14,7 +14,6 @@ print(optimize(lambda c: {'y': c['x']}, s, [Objective('y', 'max')], searcher='ra
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -42,9 +41,6 @@ class TrialRecord:
     status: TrialStatus
     feasible: bool | None = None
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def optimize(

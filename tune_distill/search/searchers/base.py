@@ -140,7 +140,6 @@ class _HistorySearcher(_SearcherBase):
         self._rng = np.random.default_rng(self.seed)
         self._pending: dict[str, dict[str, Any]] = {}
         self._completed: list[tuple[dict[str, Any], np.ndarray, np.ndarray]] = []  # params, minimised y, violations
-        self._n_failed = 0
         self._n_suggested = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -160,8 +159,6 @@ class _HistorySearcher(_SearcherBase):
             self._completed.append(
                 (params, signs * np.array(outcome.objective_values), np.array(outcome.violations, dtype=float))
             )
-        else:
-            self._n_failed += 1
 
     def _history_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit-cube X, minimised Y and violations V of the completed trials."""

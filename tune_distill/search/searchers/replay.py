@@ -7,7 +7,7 @@ re-runs of chosen points of an earlier sweep).
 What it must not know: any search algorithm, Ray or models.
 
 Example (CPU, instant):
-    python -c "from tune_distill.search.searchers.replay import ReplaySearcher; help(ReplaySearcher)"
+    python -c "from tune_distill.search.searchers.replay import ReplaySearcher; print(ReplaySearcher.__doc__)"
 """
 
 from __future__ import annotations
