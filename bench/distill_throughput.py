@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tune_distill.data import bucketed_batches
 from tune_distill.config import DistillConfig, StudentConfig
-from tune_distill.data import load_features
-from tune_distill.distill import MASKED_LOGIT, distillation_loss, make_optimizer, make_scheduler, train
+from tune_distill.data import bucketed_batches, collate, load_features, model_inputs
+from tune_distill.distill import distillation_loss, make_optimizer, make_scheduler, train
+from tune_distill.runtime import PRECISIONS, resolve_device, resolve_precision
 from tune_distill.student import build_student, count_parameters
-from tune_distill.teacher import (PRECISIONS, collate, load_teacher, model_inputs, resolve_device, resolve_precision,
-                                  teacher_logits)
+from tune_distill.teacher import load_teacher, teacher_logits
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -76,7 +75,8 @@ def training_flops(tokens: int, non_embedding_parameters: int, layers: int, hidd
     return dense + attention
 
 
-def reference_loop(student, teacher, features, config: DistillConfig, steps: int, max_seq_length: int, pad_token_id: int):
+def reference_loop(student, teacher, features, config: DistillConfig, steps: int, max_seq_length: int,
+                   pad_token_id: int):
     """Teacher forward every step, batches padded to max_seq_length, fp32. Returns (seconds, features)."""
     device = next(student.parameters()).device
     columns = model_inputs(features)
@@ -194,12 +194,15 @@ def main() -> None:
     print(f"features: {len(features)} windows, mean {mean_tokens:.0f} tokens (max {args.max_seq_length}); "
           f"student {layers} layers; {args.steps} steps of {args.batch_size}; {torch.get_num_threads()} threads; "
           f"{figures['device']}, ours {precision}")
-    print(f"reference loop (teacher every step, padded to {args.max_seq_length}, fp32): {reference_rate:.2f} features/s")
+    print(f"reference loop (teacher every step, padded to {args.max_seq_length}, fp32): "
+          f"{reference_rate:.2f} features/s")
     print(f"ours (cached teacher logits, bucketed dynamic padding):            {ours_rate:.2f} features/s")
     print(f"ratio: {ours_rate / reference_rate:.2f}")
     print(f"teacher-logit cache: {cache_seconds:.1f}s once ({cache_rate:.1f} features/s); "
-          f"charged to one 1-epoch run on these {epoch_features} features: ratio {one_epoch_reference / one_epoch_ours:.2f}")
-    print(f"matmul peak here ({precision}): {peak / 1e9:.1f} GFLOP/s; ours achieves {ours_flops / 1e9:.1f} GFLOP/s of model FLOPs "
+          f"charged to one 1-epoch run on these {epoch_features} features: "
+          f"ratio {one_epoch_reference / one_epoch_ours:.2f}")
+    print(f"matmul peak here ({precision}): {peak / 1e9:.1f} GFLOP/s; "
+          f"ours achieves {ours_flops / 1e9:.1f} GFLOP/s of model FLOPs "
           f"= {100 * ours_flops / peak:.0f}% of it")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))

@@ -102,7 +102,9 @@ def tiny_squad_dict() -> dict:
                             {
                                 "id": "q-cat",
                                 "question": "Where did the cat sit?",
-                                "answers": [{"text": "near the dog", "answer_start": short_context.index("near the dog")}],
+                                "answers": [
+                                    {"text": "near the dog", "answer_start": short_context.index("near the dog")}
+                                ],
                                 "is_impossible": False,
                             },
                             {
@@ -123,6 +125,14 @@ def tiny_squad_dict() -> dict:
             },
         ],
     }
+
+
+def squad_example(qid: str, context: str = "", answers: tuple[str, ...] = (), question: str = "q?"):
+    """A hand-made SquadExample: answerable when `answers` are given (each found in `context`)."""
+    from tune_distill.data import SquadExample
+
+    starts = tuple(context.index(a) if a in context else 0 for a in answers)
+    return SquadExample(qid, "T", context, question, tuple(answers), starts, not answers)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import LONG_CONTEXT, make_tiny_qa_model_dir
+
 from tune_distill import cli
 from tune_distill.answer import answer, describe
 from tune_distill.data import DataError

@@ -1,16 +1,19 @@
-"""tune_distill.data: loading and checking SQuAD 2.0 files, windows and labels, the feature cache."""
+"""tune_distill.data: loading and checking SQuAD 2.0 files, windows and labels, the feature cache, its command."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import LONG_CONTEXT, make_tiny_tokenizer, tiny_squad_dict
-from tune_distill import data
+
+from tune_distill import cli, data
 from tune_distill.data import DataError
+from tune_distill.data import features as features_module
 
 # Small windows so that the tiny (character-level) tokenizer splits the long context many times.
 LENGTHS = dict(max_seq_length=64, doc_stride=16, max_query_length=12)
@@ -348,8 +351,8 @@ def test_second_call_reads_the_cache(tiny_squad_file, tiny_tokenizer, tmp_path, 
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised although the cache holds these features")
 
-    monkeypatch.setattr(data, "prepare_eval_features", no_tokenising)
-    monkeypatch.setattr(data, "prepare_train_features", no_tokenising)
+    monkeypatch.setattr(features_module, "prepare_eval_features", no_tokenising)
+    monkeypatch.setattr(features_module, "prepare_train_features", no_tokenising)
     with caplog.at_level(logging.INFO, logger="tune_distill.data"):
         second = load([tiny_squad_file], tiny_tokenizer, cache)
     assert f"features: cache hit {first.path}" in caplog.text
@@ -431,3 +434,27 @@ def test_no_cache_dir_means_no_files(tiny_squad_file, tiny_tokenizer, tmp_path):
     feature_set = load([tiny_squad_file], tiny_tokenizer, None)
     assert feature_set.path is None and len(feature_set) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tiny_squad.json", "tokenizer"])
+
+
+# --------------------------------------------------------------------------------------------------
+# tune-distill features
+# --------------------------------------------------------------------------------------------------
+
+
+def test_features_command_checks_and_caches(tiny_squad_file, tiny_tokenizer_dir, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="tune_distill.data"):
+        status = cli.main(["features", "--data", str(tiny_squad_file), "--tokenizer", str(tiny_tokenizer_dir),
+                           "--kind", "train", "--max-seq-length", "64", "--doc-stride", "16",
+                           "--max-query-length", "12", "--cache-dir", str(cache)])
+    assert status == 0
+    assert "data: 7 questions (2 unanswerable)" in caplog.text
+    assert [path.name.startswith("features-train-") for path in cache.iterdir()] == [True]
+    bad = write_squad(tmp_path / "bad.json", "{not json")
+    assert cli.main(["features", "--data", str(bad), "--tokenizer", str(tiny_tokenizer_dir)]) == 2
+
+
+def test_python_m_tune_distill_data_is_the_features_command():
+    result = subprocess.run([sys.executable, "-m", "tune_distill.data", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "tune-distill features" in result.stdout and "--tokenizer" in result.stdout

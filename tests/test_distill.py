@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
+from tune_distill import teacher
 from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import load_features
 from tune_distill.distill import (
@@ -57,7 +60,8 @@ def test_kl_term_is_scaled_by_temperature_squared():
     expected_ce = (F.cross_entropy(student_start, positions) + F.cross_entropy(student_end, positions)) / 2
     mixed, _ = distillation_loss(student_start, student_end, teacher_start, teacher_end, positions, positions,
                                  mask, 0.25, temperature)
-    assert float(mixed) == pytest.approx(0.25 * temperature**2 * float(expected_kl) + 0.75 * float(expected_ce), rel=1e-5)
+    expected = 0.25 * temperature**2 * float(expected_kl) + 0.75 * float(expected_ce)
+    assert float(mixed) == pytest.approx(expected, rel=1e-5)
 
 
 def test_padding_positions_do_not_count():
@@ -138,16 +142,38 @@ CONFIG = DistillConfig(learning_rate=1e-3, train_batch_size=4, max_steps=9, eval
                        alpha_ce=0.5, temperature=2.0, seed=7, num_threads=1)
 
 
-def test_cached_logits_match_a_fresh_teacher_pass(setup, tmp_path):
+def test_cached_logits_match_a_fresh_teacher_pass(setup, tiny_qa_model_dir, tmp_path, monkeypatch):
     teacher_model, _, features, logits = setup
     assert len(logits.start) == len(features) and len(features) > 7  # several windows per long context
     row = features.table.slice(3, 1).to_pylist()[0]
     with torch.no_grad():
-        output = teacher_model(input_ids=torch.tensor([row["input_ids"]]), token_type_ids=torch.tensor([row["token_type_ids"]]),
+        output = teacher_model(input_ids=torch.tensor([row["input_ids"]]),
+                               token_type_ids=torch.tensor([row["token_type_ids"]]),
                                attention_mask=torch.tensor([row["attention_mask"]]))
     assert torch.allclose(torch.from_numpy(logits.start.row(3).astype("float32")), output.start_logits[0], atol=2e-2)
-    again = teacher_logits("unused-because-cached", features, cache_dir=tmp_path / "cache", model=teacher_model)
-    assert again.path is None or again.path.exists()
+
+    runs = []
+    real_qa_logits = teacher.qa_logits
+    monkeypatch.setattr(teacher, "qa_logits", lambda *args, **kwargs: runs.append(1) or real_qa_logits(*args, **kwargs))
+    again = teacher_logits(str(tiny_qa_model_dir), features, cache_dir=tmp_path / "cache", model=teacher_model)
+    assert runs == []  # the second call reads the cache: the teacher does not run
+    assert again.path == logits.path and again.path.exists()
+    assert (again.start.values == logits.start.values).all() and (again.end.values == logits.end.values).all()
+    other = teacher_logits("another-teacher", features, cache_dir=tmp_path / "cache", model=teacher_model)
+    assert runs == [1] and other.path != logits.path  # another teacher's key misses the cache and runs the model
+
+
+def test_teacher_logits_command_fills_the_cache_trials_read(setup, tiny_qa_model_dir, tiny_squad_file, tmp_path,
+                                                             capsys):
+    from tune_distill import cli
+
+    cache = tmp_path / "command-cache"
+    assert cli.main(["teacher-logits", "--teacher", str(tiny_qa_model_dir), "--data", str(tiny_squad_file),
+                     "--cache-dir", str(cache), "--max-seq-length", "128", "--doc-stride", "32",
+                     "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["features"] >= 7 and (Path(printed["cache"]) / "done").is_file()
+    assert Path(printed["cache"]).parent == cache / "teacher_logits"
 
 
 def test_same_seed_same_result(setup, tmp_path):
@@ -174,7 +200,8 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
 
     interrupted = _student(setup)
     with pytest.raises(Killed):
-        train(interrupted, features, CONFIG, teacher=logits, out_dir=tmp_path / "killed", callback=kill_after_second_evaluation)
+        train(interrupted, features, CONFIG, teacher=logits, out_dir=tmp_path / "killed",
+              callback=kill_after_second_evaluation)
     resumed = _student(setup)  # a fresh process would rebuild the student from scratch
     result = train(resumed, features, CONFIG, teacher=logits, out_dir=tmp_path / "killed")
     assert result.step == 9 and [r["step"] for r in result.history] == [3, 6, 9]
@@ -224,39 +251,7 @@ def test_teacherless_training_needs_alpha_zero(setup, tmp_path):
     assert result.step == 9
 
 
-# --- GPU code paths, exercised as far as a CPU allows ------------------------------------------------
-
-
-def test_auto_precision_is_bf16_or_fp16_on_gpus_and_fp32_on_cpu(monkeypatch):
-    from tune_distill.teacher import autocast_dtype, resolve_precision
-
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert resolve_precision("auto", cuda) == "bf16" and autocast_dtype("auto", cuda) == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. a V100
-    assert resolve_precision("auto", cuda) == "fp16" and autocast_dtype("auto", cuda) == torch.float16
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and autocast_dtype("auto", torch.device("cpu")) is None
-    with pytest.raises(ValueError, match="precision='fp8'"):
-        resolve_precision("fp8", cuda)
-
-
-def test_batches_go_to_cuda_through_pinned_memory(monkeypatch):
-    from tune_distill.teacher import to_device
-
-    class FakeCuda:
-        type = "cuda"
-
-    calls = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: calls.append("pin") or self.clone())
-    real_to = torch.Tensor.to
-    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: calls.append(("to", non_blocking)) or self)
-    batch = {"input_ids": torch.ones(2, 8, dtype=torch.long)}  # (batch, seq_len)
-    moved = to_device(batch, FakeCuda())
-    assert calls == ["pin", ("to", True)] and torch.equal(moved["input_ids"], batch["input_ids"])
-    monkeypatch.setattr(torch.Tensor, "to", real_to)
-    calls.clear()
-    on_cpu = to_device(batch, torch.device("cpu"))
-    assert calls == [] and on_cpu["input_ids"].device.type == "cpu"  # no pinning without a GPU
+# --- the GPU code path of training, exercised as far as a CPU allows -----------------------------------
 
 
 def test_bf16_autocast_training_runs_and_tracks_fp32(setup, tmp_path):

@@ -12,18 +12,20 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+
 from tune_distill import cli
 from tune_distill.config import load_config, to_dict
-from tune_distill.data import load_features
-from tune_distill.evaluate import evaluate_predictions, postprocess, predict_logits
+from tune_distill.data import collate, load_features, model_inputs
+from tune_distill.evaluate import postprocess, predict_logits
 from tune_distill.export import (
     EXPORT_INFO_FILE,
     ONNX_FILE,
@@ -37,8 +39,8 @@ from tune_distill.export import (
     torch_logits,
 )
 from tune_distill.report import results_frame
+from tune_distill.scoring import evaluate_predictions
 from tune_distill.student import PRUNED_HEADS_KEY, build_student, count_parameters, load_student, save_student
-from tune_distill.teacher import collate, model_inputs
 
 LENGTHS = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 
@@ -159,6 +161,21 @@ def test_nothing_reaches_the_baseline_or_no_baseline(tmp_path, saved_model):
         choose_trial(sweep, pick="smallest-at-baseline")
     with pytest.raises(ExportError, match="no trials.jsonl or results.parquet"):
         choose_trial(tmp_path, pick="best-exact")
+
+
+def test_list_prints_the_trials_and_exports_nothing(tmp_path, saved_model, capsys):
+    sweep, _ = _pick_sweep(tmp_path, saved_model)
+    assert cli.main(["export", "--sweep", str(sweep), "--list"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["trial_id", "#"]
+    for trial_id in ("t0", "t3", "t4", "t5", "t6"):
+        assert f"\n  {trial_id} " in table
+    assert "no: status failed" in table and "(baseline)" in table
+    assert cli.main(["export", "--sweep", str(sweep), "--trial", "t3"]) == 2  # no --out
+    assert "--out" in capsys.readouterr().err
+    listed = subprocess.run([sys.executable, "-m", "tune_distill.export", "--sweep", str(sweep), "--list"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout == table
 
 
 def test_a_moved_sweep_folder_and_results_parquet_alone_are_enough(tmp_path, saved_model):

@@ -52,7 +52,8 @@ def test_summary_in_reference_terms(tmp_path):
     assert set(summary["pareto_trials"]) == {"t7", "t1", "t2", "t3"}
     # hypervolume in (max exact, min params) with reference (50, 1.1 * 200 = 220), hand-computed staircase:
     # points (exact, params): t7 (55, 50), t1 (60.5, 78), t2 (63.5, 104), t3 (64, 200), t0 dominated by t1
-    expected = (220 - 50) * (55 - 50) + (220 - 78) * (60.5 - 55) + (220 - 104) * (63.5 - 60.5) + (220 - 200) * (64 - 63.5)
+    expected = ((220 - 50) * (55 - 50) + (220 - 78) * (60.5 - 55) + (220 - 104) * (63.5 - 60.5)
+                + (220 - 200) * (64 - 63.5))
     assert summary["hypervolume"]["value"] == pytest.approx(expected)
     assert summary["hypervolume"]["reference_point"] == {"exact": 50.0, "parameters": pytest.approx(220.0)}
 
@@ -99,3 +100,22 @@ def test_read_trials_keeps_last_record_and_rejects_garbage(tmp_path):
         read_trials(path)
     with pytest.raises(FileNotFoundError, match="trials.jsonl"):
         read_trials(tmp_path / "missing")
+
+
+def test_report_command_rewrites_a_sweep_folder_with_its_own_objectives(tmp_path, capsys):
+    from tune_distill import cli
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "trials.jsonl").write_text("".join(json.dumps(trial) + "\n" for trial in TRIALS))
+    assert cli.main(["report", "--sweep", str(sweep)]) == 0  # no sweep.json: the default objectives, no constraints
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["objectives"] == OBJECTIVES and printed["constraints"] == []
+    assert printed == json.loads((sweep / "summary.json").read_text())
+    assert printed["pareto_trials"] == write_report(TRIALS, tmp_path / "direct", objectives=OBJECTIVES)["pareto_trials"]
+    (sweep / "sweep.json").write_text(json.dumps({"objectives": OBJECTIVES, "constraints": CONSTRAINTS}))
+    assert cli.main(["report", "--sweep", str(sweep), "--out", str(tmp_path / "elsewhere")]) == 0
+    elsewhere = json.loads((tmp_path / "elsewhere" / "summary.json").read_text())
+    assert elsewhere["constraints"] == CONSTRAINTS and "t4" not in elsewhere["pareto_trials"]  # t4 is under the floor
+    assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == sorted(
+        ["results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json"])  # no temporary files left

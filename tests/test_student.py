@@ -64,7 +64,8 @@ def test_teacher_init_copies_chosen_layers_embeddings_and_head(teacher):
         assert student_state.keys() == teacher_state.keys()
         for name in student_state:
             assert torch.equal(student_state[name], teacher_state[name]), name
-    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher_model.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight,
+                       teacher_model.bert.embeddings.word_embeddings.weight)
     assert torch.equal(student.qa_outputs.weight, teacher_model.qa_outputs.weight)
 
 
@@ -83,8 +84,8 @@ def test_prune_keeping_every_head_is_exact_and_fewer_heads_shrink(teacher):
                                            num_attention_heads=4), teacher_config, teacher_model).eval()
     assert torch.allclose(keep_all(**inputs).end_logits, teacher_model(**inputs).end_logits, atol=1e-6)
 
-    pruned = build_student(StudentConfig(num_hidden_layers=2, init="prune", num_attention_heads=2, intermediate_size=40),
-                           teacher_config, teacher_model).eval()
+    pruned_config = StudentConfig(num_hidden_layers=2, init="prune", num_attention_heads=2, intermediate_size=40)
+    pruned = build_student(pruned_config, teacher_config, teacher_model).eval()
     attention = pruned.bert.encoder.layer[0].attention
     head_size = 32 // 4
     assert attention.self.query.weight.shape == (2 * head_size, 32)
@@ -95,7 +96,8 @@ def test_prune_keeping_every_head_is_exact_and_fewer_heads_shrink(teacher):
     # the kept heads are the teacher's most important ones, with their weights unchanged
     teacher_value = teacher_model.bert.encoder.layer[0].attention.self.value.weight
     kept_rows = attention.self.value.weight
-    matches = [torch.equal(kept_rows[i * head_size:(i + 1) * head_size], teacher_value[h * head_size:(h + 1) * head_size])
+    matches = [torch.equal(kept_rows[i * head_size:(i + 1) * head_size],
+                           teacher_value[h * head_size:(h + 1) * head_size])
                for i in range(2) for h in range(4)]
     assert sum(matches) == 2
 
@@ -168,3 +170,14 @@ def test_teacher_init_needs_teacher_weights(teacher):
     _, teacher_config = teacher
     with pytest.raises(StudentShapeError, match="needs the teacher"):
         build_student(StudentConfig(num_hidden_layers=2, init="teacher"), teacher_config, None)
+
+
+def test_student_command_prints_the_parameter_counts(teacher, tiny_qa_model_dir, capsys):
+    from tune_distill import cli
+
+    assert cli.main(["student", "--teacher", str(tiny_qa_model_dir), "--set", "student.num_hidden_layers=2",
+                     "--set", "student.init=prune", "--set", "student.num_attention_heads=2"]) == 0
+    printed = capsys.readouterr().out.strip()
+    model, config = teacher
+    expected = build_student(StudentConfig(num_hidden_layers=2, init="prune", num_attention_heads=2), config, model)
+    assert printed == str(count_parameters(expected))

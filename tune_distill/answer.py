@@ -6,8 +6,8 @@ through student.load_student) and answers many questions at once, in batches. It
 re-implement anything evaluation does: questions and contexts become evaluation windows through
 data.prepare_eval_features (question first, long contexts split into overlapping windows of
 `max_seq_length` tokens with `doc_stride` tokens of overlap), logits come from
-evaluate.predict_logits, and evaluate.postprocess / apply_threshold pick the best span and decide
-between it and "no answer" exactly as validation scoring did.
+evaluate.predict_logits, and evaluate.postprocess / scoring.apply_threshold pick the best span and
+decide between it and "no answer" exactly as validation scoring did.
 
 The no-answer threshold (null odds = null score - best span score; "no answer" when the null odds
 exceed it) is, in this order: the one given; `na_threshold` of the folder's tune_distill.json (an
@@ -39,8 +39,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_table, prepare_eval_features
-from tune_distill.evaluate import NO_SPAN_NULL_ODDS, apply_threshold, postprocess, predict_logits
+from tune_distill.evaluate import NO_SPAN_NULL_ODDS, postprocess, predict_logits
 from tune_distill.export import EXPORT_INFO_FILE
+from tune_distill.scoring import apply_threshold
 from tune_distill.student import PRUNED_HEADS_KEY, load_student
 
 log = logging.getLogger(__name__)
@@ -241,19 +242,3 @@ def command(args: argparse.Namespace) -> list[dict]:
     else:
         print("\n".join(describe(result) for result in results))
     return results
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Answer questions about a context with a QA model folder.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        command(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,17 +1,23 @@
 """The `tune-distill` command (also `python -m tune_distill`): thin entry points over the library.
 
 Subcommands:
-    distill   one distillation run -> a run folder (config, command, environment, metrics, student)
-    evaluate  score any Hugging Face QA model directory on a SQuAD 2.0 file
-    teacher   fine-tune a pretrained encoder (or a tiny one from scratch) into a QA teacher
-    sweep     multi-objective search over students on Ray Tune, then the report below
-    report    results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
-    config    print the resolved configuration, or every key with its help (--help-keys)
-    export    one trial of a sweep -> a plain Hugging Face QA model folder (+ model.onnx), verified and timed
-    answer    answer questions about a context with any QA model folder (an export, a teacher, a run's model/)
+    distill         one distillation run -> a run folder (config, command, environment, metrics, student)
+    evaluate        score any Hugging Face QA model directory on a SQuAD 2.0 file
+    teacher         fine-tune a pretrained encoder (or a tiny one from scratch) into a QA teacher
+    teacher-logits  compute (and cache) a teacher's logits over a data file's training windows
+    student         build a student from a config and print its parameter counts
+    features        check SQuAD 2.0 files and build (or find) their cached tokenised windows
+    space           preview a search space: resolved random samples for a teacher's shape
+    sweep           multi-objective search over students on Ray Tune, then the report below
+    report          results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
+    config          print the resolved configuration, or every key with its help (--help-keys)
+    export          one trial of a sweep -> a plain Hugging Face QA model folder (+ model.onnx), verified and timed
+    answer          answer questions about a context with any QA model folder (an export, a teacher, a run's model/)
 
 Every subcommand that takes a configuration accepts `--config FILE` and repeated
-`--set section.field=value` (the same override syntax sweep trials use).
+`--set section.field=value` (the same override syntax sweep trials use). A library module's
+subcommand is its `add_arguments(parser)` and `command(args)` (MODULE_COMMANDS); `python -m
+tune_distill.<package>` forwards here. Logging is set up here and nowhere else.
 
 Must not know: anything the library modules do not expose; no logic of its own beyond argument
 parsing and logging set-up.
@@ -24,6 +30,7 @@ Example (CPU, about a minute):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -46,6 +53,19 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# subcommand -> (module exposing add_arguments(parser) and command(args), help)
+MODULE_COMMANDS = {
+    "evaluate": ("tune_distill.evaluate", "score a QA model directory on a SQuAD 2.0 file"),
+    "teacher-logits": ("tune_distill.teacher", "compute (and cache) a teacher's logits over training windows"),
+    "student": ("tune_distill.student", "build a student and print its parameter counts"),
+    "features": ("tune_distill.data.features", "check SQuAD 2.0 files and cache their tokenised windows"),
+    "space": ("tune_distill.search.preview", "print resolved random samples of a search space"),
+    "report": ("tune_distill.report", "(re)write a sweep folder's results files from its trials.jsonl"),
+    "export": ("tune_distill.export", "export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)"),
+    "answer": ("tune_distill.answer", "answer questions about a context with a QA model folder"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tune-distill", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -56,11 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", help="run folder (default runs/distill-<time>)")
     distill.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
 
-    evaluate = commands.add_parser("evaluate", help="score a QA model directory on a SQuAD 2.0 file")
-    from tune_distill.evaluate import add_arguments as add_evaluate_arguments
-
-    add_evaluate_arguments(evaluate)
-
     teacher = commands.add_parser("teacher", help="fine-tune a pretrained encoder into a QA teacher")
     _add_config_arguments(teacher)
     teacher.add_argument("--encoder", required=True, help="pretrained encoder directory or hub id")
@@ -69,23 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("sweep", add_help=False,
                         help="multi-objective search over students on Ray Tune (tune-distill sweep --help)")
 
-    report = commands.add_parser("report", help="(re)write a sweep folder's results files from its trials.jsonl")
-    report.add_argument("--sweep", required=True, help="sweep folder")
-    report.add_argument("--out", help="where to write (default: the sweep folder)")
-
-    export = commands.add_parser("export", help="export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)")
-    from tune_distill.export import add_arguments as add_export_arguments
-
-    add_export_arguments(export)
-
-    answer = commands.add_parser("answer", help="answer questions about a context with a QA model folder")
-    from tune_distill.answer import add_arguments as add_answer_arguments
-
-    add_answer_arguments(answer)
-
     config = commands.add_parser("config", help="print the resolved configuration")
     _add_config_arguments(config)
     config.add_argument("--help-keys", action="store_true", help="list every key with its default and help")
+
+    for name, (module_name, summary) in MODULE_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        subparser = commands.add_parser(name, help=summary)
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.command)
     return parser
 
 
@@ -96,7 +103,8 @@ def sweep_main(argv: list[str]) -> int:
     """
     from tune_distill import report, sweep
 
-    parser = argparse.ArgumentParser(prog="tune-distill sweep", description="Multi-objective search over students on Ray Tune.")
+    parser = argparse.ArgumentParser(prog="tune-distill sweep",
+                                     description="Multi-objective search over students on Ray Tune.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sweep.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -104,7 +112,7 @@ def sweep_main(argv: list[str]) -> int:
     status = sweep.command(args)
     out = sweep.out_folder(args)
     if (out / "trials.jsonl").is_file():
-        report.main(["--sweep", str(out)])
+        print(json.dumps(report.report_sweep(out), indent=2))
         print(f"results: {out}/results.parquet, pareto.csv, frontier.png, summary.json")
     return status
 
@@ -133,28 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             metrics = run_distillation(config, out, resume=not args.no_resume, command=command)
             print(json.dumps({k: metrics[k] for k in ("exact", "f1", "parameters", "na_threshold") if k in metrics}))
             print(f"run folder: {out}")
-        elif args.command == "evaluate":
-            from tune_distill.evaluate import command as evaluate_command
-
-            evaluate_command(args)
-        elif args.command == "report":
-            from tune_distill import report
-
-            report.main(["--sweep", args.sweep] + (["--out", args.out] if args.out else []))
-        elif args.command == "export":
-            from tune_distill.export import command as export_command
-
-            export_command(args)
-        elif args.command == "answer":
-            from tune_distill.answer import command as answer_command
-
-            answer_command(args)
         elif args.command == "teacher":
             from tune_distill.run import make_teacher
 
             config = load_config(args.config, args.set)
             metrics = make_teacher(config, args.encoder, args.out, command=command)
             print(json.dumps(metrics, indent=1, default=str))
+        else:
+            args.run(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         logging.getLogger("tune_distill").error("%s", error)
         print(f"error: {error}", file=sys.stderr)

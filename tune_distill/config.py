@@ -10,15 +10,13 @@ Must not know: anything about models, data files' contents, Ray or searchers. It
 every stage may import.
 
 Example (CPU, instant):
-    python -m tune_distill.config --set student.num_hidden_layers=3 --set distill.alpha_ce=0.5
+    tune-distill config --set student.num_hidden_layers=3 --set distill.alpha_ce=0.5
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,11 +267,6 @@ def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(mapping: Mapping[str, Any]) -> RunConfig:
-    """Inverse of to_dict; unknown keys are errors."""
-    return apply_overrides(RunConfig(), flatten(mapping))
-
-
 def help_text() -> str:
     """Every key with its default and help, for `tune-distill config --help-keys`."""
     lines = []
@@ -282,19 +275,3 @@ def help_text() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             lines.append(f"{section}.{f.name} = {default!r}\n    {f.metadata.get('help', '')}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print the resolved configuration.")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--help-keys", action="store_true", help="list every key with its help text")
-    args = parser.parse_args(argv)
-    if args.help_keys:
-        print(help_text())
-        return
-    yaml.safe_dump(to_dict(load_config(args.config, args.set)), sys.stdout, sort_keys=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -41,12 +41,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tune_distill.progress import Progress
 
-from tune_distill.data import bucketed_batches
 from tune_distill.config import DistillConfig
-from tune_distill.data import FeatureSet
-from tune_distill.teacher import TeacherLogits, autocast_dtype, collate, model_inputs, to_device
+from tune_distill.data import FeatureSet, bucketed_batches, collate, model_inputs
+from tune_distill.progress import Progress
+from tune_distill.runtime import autocast_dtype, to_device
+from tune_distill.teacher import TeacherLogits
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def warmup_steps(config: DistillConfig, total_steps: int) -> int:
     return config.warmup_steps if config.warmup_steps > 0 else int(config.warmup_ratio * total_steps)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup: int,
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from 0 to the peak over `warmup` steps, then linear decay to 0 at `total_steps`."""
 
     def factor(step: int) -> float:
@@ -173,8 +174,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, scaler, step: int, history: list[dict],
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(directory: Path, model, optimizer, scheduler, scaler, step: int, history: list[dict]) -> Path:
     """Write `directory/checkpoint` atomically (staging folder, then rename)."""
     target = directory / CHECKPOINT_NAME
     staging = directory / f".{CHECKPOINT_NAME}.tmp{os.getpid()}"
@@ -189,7 +189,6 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, scaler, step: 
             "rng": _rng_state(),
             "step": step,
             "history": history,
-            "extra": extra or {},
         },
         staging / "state.pt",
     )
@@ -268,7 +267,6 @@ def train(
     checkpoint_every = config.checkpoint_every_steps or eval_every
     model.train()
     began = time.perf_counter()
-    start_step = step
     features_seen = 0
     running_loss, running_count = 0.0, 0
     stopped_early = False

@@ -1,31 +1,30 @@
 """Score any question-answering model on SQuAD 2.0: logits, answers, official metrics, size, latency.
 
-Pipeline: `predict_logits` runs a model over evaluation windows (dynamic padding, batches of
-similar length); `postprocess` turns each question's window logits into its best answer text and a
-null-odds score; a no-answer threshold on the null odds decides between that text and "" (chosen
-on the validation split with `best_threshold`, given unchanged for any other split); and
-`squad_v2_scores` computes the official SQuAD 2.0 exact / F1 figures.
+Pipeline: `predict_logits` runs a model over evaluation windows (runtime.qa_logits: dynamic
+padding, batches of similar length); `postprocess` turns each question's window logits into its
+best answer text and a null-odds score; scoring.py then applies the no-answer threshold (chosen on
+the validation split, given unchanged for any other split) and computes the official SQuAD 2.0
+exact / F1 figures. `model_size` and `measure_latency` add parameters, bytes and forward time;
+`evaluate_model_dir` does it all for a model folder (`tune-distill evaluate`).
 
-Conventions (following Hugging Face's question-answering example and the official v2.0 script):
+Conventions of `postprocess` (following Hugging Face's question-answering example and the official
+v2.0 script):
   * null score of a question = the MINIMUM over its windows of start_logit[CLS] + end_logit[CLS];
   * span candidates: in every window, the n_best highest start logits x the n_best highest end
     logits (over all tokens), kept when both tokens are context tokens, end >= start and
     end - start + 1 <= max_answer_length; a span's score is start_logit + end_logit, and the best
     span over all windows gives the answer text context[offset_start:offset_end];
   * null_odds = null score - best span score; the answer is "" when null_odds > threshold;
-    a question with no valid span gets "" and null_odds = NO_SPAN_NULL_ODDS (a large finite number);
-  * the threshold chosen maximises EXACT (the official find_best_thresh sweep); the F1-maximising
-    one is reported as best_f1_thresh. The shared teacher's teacher_metrics.json used neither: its
-    na_threshold (-3.6677 on val.json at 256/96) is the null odds one question below this module's
-    best_f1_thresh (-3.6439); applied here it gives its exact 58.22 / F1 59.21 to every digit, while
-    this module's own choice is -4.3694 (exact 58.45 / F1 59.06). exact_at_0 / f1_at_0 agree exactly.
+    a question with no valid span gets "" and null_odds = NO_SPAN_NULL_ODDS (a large finite number).
+The shared teacher's own na_threshold follows neither of scoring.py's threshold rules (how it
+compares: results/README.md, `teacher-eval-at-teacher-threshold/`).
 
 Must not know: how a model was built or trained (teacher, student, distillation), Ray, searchers.
-It imports from `config`, `data`, `teacher` (whose `qa_logits` is the shared batched inference)
-and `student` (parameter counts).
+It imports from `config`, `data`, `runtime` (the shared batched inference), `scoring` and `student`
+(parameter counts).
 
 Example (CPU, a few minutes):
-    nice python -m tune_distill.evaluate --model ../shared/models/teacher-minilm-l6-squad2 \
+    nice tune-distill evaluate --model ../shared/models/teacher-minilm-l6-squad2 \
         --data ../shared/data/squad2/val.json --out /tmp/teacher-eval \
         --max-seq-length 256 --doc-stride 96
 """
@@ -38,8 +37,6 @@ import json
 import logging
 import math
 import platform
-import re
-import string
 import sys
 import time
 from pathlib import Path
@@ -50,8 +47,17 @@ import torch
 
 from tune_distill.config import EvaluateConfig
 from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
+from tune_distill.files import write_atomically
+from tune_distill.runtime import (
+    PRECISIONS,
+    accepts_token_type_ids,
+    autocast,
+    qa_logits,
+    resolve_device,
+    resolve_precision,
+)
+from tune_distill.scoring import apply_threshold, evaluate_predictions
 from tune_distill.student import count_parameters
-from tune_distill.teacher import PRECISIONS, accepts_token_type_ids, autocast, qa_logits, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,7 @@ WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
 # --------------------------------------------------------------------------------------------------
-# Devices and precision
+# Logits
 # --------------------------------------------------------------------------------------------------
 
 
@@ -73,8 +79,8 @@ def predict_logits(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window, each a float32 array of that window's own length.
 
-    The batched, length-sorted inference is the teacher stage's `qa_logits` (one implementation for
-    teacher logits and evaluation); this returns it as one array per window.
+    The batched, length-sorted inference is `runtime.qa_logits` (one implementation for teacher
+    logits and evaluation); this returns it as one array per window.
     """
     pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
     start, end = qa_logits(model, features, batch_size=batch_size, device=device, precision=precision,
@@ -153,221 +159,6 @@ def postprocess(
             best_texts[example.id] = example.context[best_span[0] : best_span[1]]
             null_odds[example.id] = null_score - best_score
     return best_texts, null_odds
-
-
-def apply_threshold(best_texts: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
-    """Final predictions: "" (no answer) where null_odds > threshold, the best span text otherwise."""
-    return {qid: ("" if null_odds[qid] > threshold else text) for qid, text in best_texts.items()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Official SQuAD 2.0 metrics
-# --------------------------------------------------------------------------------------------------
-
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation, drop the articles a/an/the, collapse whitespace (official order)."""
-    text = text.lower()
-    text = "".join(character for character in text if character not in _PUNCTUATION)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def _answer_tokens(text: str) -> list[str]:
-    return normalize_answer(text).split() if text else []
-
-
-def compute_exact(gold: str, prediction: str) -> int:
-    """1 if the normalised answers are equal, else 0."""
-    return int(normalize_answer(gold) == normalize_answer(prediction))
-
-
-def compute_f1(gold: str, prediction: str) -> float:
-    """Token F1 of the normalised answers; when either is empty, 1 if both are, else 0."""
-    gold_tokens = _answer_tokens(gold)
-    predicted_tokens = _answer_tokens(prediction)
-    if not gold_tokens or not predicted_tokens:
-        return float(gold_tokens == predicted_tokens)
-    shared = sum((collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)).values())
-    if shared == 0:
-        return 0.0
-    precision = shared / len(predicted_tokens)
-    recall = shared / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def gold_answers(example: SquadExample) -> list[str]:
-    """Gold texts that survive normalisation; [""] for an unanswerable question (official rule)."""
-    answers = [text for text in example.answer_texts if normalize_answer(text)]
-    return answers or [""]
-
-
-def _raw_scores(
-    examples: Sequence[SquadExample], predictions: Mapping[str, str]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-question exact and F1 (max over gold answers); a missing prediction scores 0."""
-    known_ids = {example.id for example in examples}
-    unknown = [qid for qid in predictions if qid not in known_ids]
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} prediction id(s) are not questions of the evaluated data, e.g. {unknown[:3]}"
-        )
-    exact: dict[str, float] = {}
-    f1: dict[str, float] = {}
-    missing = 0
-    for example in examples:
-        if example.id not in predictions:
-            missing += 1
-            exact[example.id] = 0.0
-            f1[example.id] = 0.0
-            continue
-        prediction = predictions[example.id]
-        golds = gold_answers(example)
-        exact[example.id] = float(max(compute_exact(gold, prediction) for gold in golds))
-        f1[example.id] = max(compute_f1(gold, prediction) for gold in golds)
-    if missing:
-        logger.warning("metrics: %d of %d questions have no prediction; counted as wrong", missing, len(examples))
-    return exact, f1
-
-
-def standard_error(scores: Sequence[float]) -> float:
-    """Standard error (percentage points) of the mean of per-question scores in [0, 1].
-
-    sample standard deviation / sqrt(n): how far the score of these n questions may lie from the
-    model's score on the population they were drawn from. Questions are treated as independent; those
-    of one paragraph are not quite, so it likely understates the error. 0.0 for fewer than two questions.
-    """
-    n = len(scores)
-    if n < 2:
-        return 0.0
-    mean = sum(scores) / n
-    variance = sum((score - mean) ** 2 for score in scores) / (n - 1)
-    return 100.0 * math.sqrt(variance / n)
-
-
-def squad_v2_scores(examples: Sequence[SquadExample], predictions: Mapping[str, str]) -> dict[str, Any]:
-    """Official SQuAD 2.0 exact and F1 (percent) overall and for answerable (HasAns) / unanswerable (NoAns).
-
-    Each figure comes with its standard error (`exact_se`, `f1_se`, `HasAns_f1_se`, ...; see
-    `standard_error`), so that two students' scores on the same questions can be told apart from noise.
-    """
-    if not examples:
-        raise ValueError("squad_v2_scores: no questions to score")
-    exact, f1 = _raw_scores(examples, predictions)
-
-    def summary(ids: list[str], prefix: str = "") -> dict[str, Any]:
-        exact_scores = [exact[qid] for qid in ids]
-        f1_scores = [f1[qid] for qid in ids]
-        return {
-            f"{prefix}exact": 100.0 * sum(exact_scores) / len(ids),
-            f"{prefix}f1": 100.0 * sum(f1_scores) / len(ids),
-            f"{prefix}total": len(ids),
-            f"{prefix}exact_se": standard_error(exact_scores),
-            f"{prefix}f1_se": standard_error(f1_scores),
-        }
-
-    metrics = summary([example.id for example in examples])
-    answerable = [example.id for example in examples if gold_answers(example) != [""]]
-    unanswerable = [example.id for example in examples if gold_answers(example) == [""]]
-    if answerable:
-        metrics.update(summary(answerable, "HasAns_"))
-    if unanswerable:
-        metrics.update(summary(unanswerable, "NoAns_"))
-    return metrics
-
-
-def _threshold_sweep(
-    examples: Sequence[SquadExample],
-    best_texts: Mapping[str, str],
-    null_odds: Mapping[str, float],
-    per_question: Mapping[str, float],
-) -> tuple[float, float]:
-    """(best score in percent, threshold) of the official find_best_thresh sweep.
-
-    Start with every question answered "" (score = number of unanswerable ones); then, in increasing
-    null odds, switch questions to their best span: an answerable one gains its span's score, an
-    unanswerable one loses 1 if the span is non-empty. The best running score wins (the first, i.e.
-    lowest, threshold on ties). Two deliberate differences from the official script: questions with
-    equal null odds switch together (a threshold cannot separate them), and when answering nothing
-    is best the threshold returned lies below every null odds (the official script returns 0.0).
-    """
-    ids = [example.id for example in examples]
-    missing = [qid for qid in ids if qid not in null_odds or qid not in best_texts]
-    if missing:
-        raise ValueError(f"threshold search: {len(missing)} question(s) have no null odds / text, e.g. {missing[:3]}")
-    has_answer = {example.id: gold_answers(example) != [""] for example in examples}
-    score = float(sum(not has_answer[qid] for qid in ids))
-    best_score = score
-    ordered = sorted(ids, key=lambda qid: null_odds[qid])
-    best_thresh = float(null_odds[ordered[0]]) - 1.0 if ordered else 0.0
-    for position, qid in enumerate(ordered):
-        if has_answer[qid]:
-            score += per_question[qid]
-        elif best_texts[qid]:
-            score -= 1.0
-        next_is_tied = position + 1 < len(ordered) and null_odds[ordered[position + 1]] == null_odds[qid]
-        if not next_is_tied and score > best_score:
-            best_score = score
-            best_thresh = float(null_odds[qid])
-    return 100.0 * best_score / max(len(ids), 1), best_thresh
-
-
-def best_threshold(
-    examples: Sequence[SquadExample], best_texts: Mapping[str, str], null_odds: Mapping[str, float]
-) -> float:
-    """The no-answer threshold maximising EXACT on these questions (official find_best_thresh sweep)."""
-    exact, _ = _raw_scores(examples, best_texts)
-    return _threshold_sweep(examples, best_texts, null_odds, exact)[1]
-
-
-def best_f1_threshold(
-    examples: Sequence[SquadExample], best_texts: Mapping[str, str], null_odds: Mapping[str, float]
-) -> float:
-    """The no-answer threshold maximising F1 on these questions (same sweep, F1 per question)."""
-    _, f1 = _raw_scores(examples, best_texts)
-    return _threshold_sweep(examples, best_texts, null_odds, f1)[1]
-
-
-def evaluate_predictions(
-    examples: Sequence[SquadExample],
-    best_texts: Mapping[str, str],
-    null_odds: Mapping[str, float],
-    na_threshold: float | None,
-) -> dict[str, Any]:
-    """Metrics at a no-answer threshold: chosen here (max exact) when None, else applied unchanged.
-
-    Also reports exact/F1 at threshold 0 (exact_at_0, f1_at_0), the F1-maximising threshold of these
-    questions (best_f1_thresh, with best_f1) and HasAns scores when always answering.
-    """
-    exact_per_question, f1_per_question = _raw_scores(examples, best_texts)
-    best_exact, exact_thresh = _threshold_sweep(examples, best_texts, null_odds, exact_per_question)
-    best_f1, f1_thresh = _threshold_sweep(examples, best_texts, null_odds, f1_per_question)
-    chosen = na_threshold is None
-    threshold = exact_thresh if chosen else float(na_threshold)
-    metrics = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, threshold))
-    at_zero = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, 0.0))
-    always_answer = squad_v2_scores(examples, dict(best_texts))
-    metrics.update(
-        {
-            "na_threshold": threshold,
-            "na_threshold_chosen_here": chosen,
-            "exact_at_0": at_zero["exact"],
-            "f1_at_0": at_zero["f1"],
-            "best_exact": best_exact,
-            "best_exact_thresh": exact_thresh,
-            "best_f1": best_f1,
-            "best_f1_thresh": f1_thresh,
-        }
-    )
-    if "HasAns_total" in always_answer:
-        metrics["HasAns_exact_always_answer"] = always_answer["HasAns_exact"]
-        metrics["HasAns_f1_always_answer"] = always_answer["HasAns_f1"]
-        metrics["HasAns_exact_always_answer_se"] = always_answer["HasAns_exact_se"]
-        metrics["HasAns_f1_always_answer_se"] = always_answer["HasAns_f1_se"]
-    return metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,7 +244,7 @@ def measure_latency(
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_atomically(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
 def evaluate_model_dir(
@@ -611,15 +402,3 @@ def command(args: argparse.Namespace) -> dict[str, Any]:
     json.dump(metrics, sys.stdout, indent=1, default=str)
     sys.stdout.write("\n")
     return metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate a question-answering model on a SQuAD 2.0 file.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command(args)
-
-
-if __name__ == "__main__":
-    main()

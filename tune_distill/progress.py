@@ -7,7 +7,8 @@ seconds through `logging` instead.
 Must not know: what the work is.
 
 Example (CPU, instant):
-    python -c "from tune_distill.progress import Progress; p = Progress(3, 'demo'); [p.update() for _ in range(3)]; p.close()"
+    python -c "from tune_distill.progress import Progress; p = Progress(3, 'demo'); \
+[p.update() for _ in range(3)]; p.close()"
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Progress:
         self.initial = initial
         self.postfix: dict[str, object] = {}
         self.began = self.last = time.perf_counter()
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, mininterval=1) if sys.stderr.isatty() else None
+        on_terminal = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, mininterval=1) if on_terminal else None
 
     def update(self, count: int = 1) -> None:
         self.done += count

@@ -20,12 +20,13 @@ Must not know: Ray, searchers' internals, how trials were trained. It reads reco
 can be re-run on any sweep folder: `tune-distill report --sweep DIR`.
 
 Example (CPU, seconds, on a finished smoke sweep):
-    python -m tune_distill.report --sweep sweeps/smoke
+    tune-distill report --sweep sweeps/smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -35,7 +36,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tune_distill import storage
+from tune_distill.files import atomic_path, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
+from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +165,8 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
             smaller = others[size] < base_size
             better = others[accuracy] > base_accuracy
             summary["share_smaller_or_more_accurate"] = float((smaller | better).mean())
-            summary["share_smaller_and_at_least_as_accurate"] = float((smaller & (others[accuracy] >= base_accuracy)).mean())
+            at_least_as_accurate = others[accuracy] >= base_accuracy
+            summary["share_smaller_and_at_least_as_accurate"] = float((smaller & at_least_as_accurate).mean())
     if len(done):
         directions = [o["direction"] for o in objectives]
         names = [o["name"] for o in objectives]
@@ -170,7 +174,8 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
         floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
         reference = hypervolume_reference(done[names].to_numpy(dtype=float), directions, floors)
         summary["hypervolume"] = {
-            "value": hypervolume(feasible[names].to_numpy(dtype=float), directions, reference) if len(feasible) else 0.0,
+            "value": hypervolume(feasible[names].to_numpy(dtype=float), directions, reference)
+            if len(feasible) else 0.0,
             "reference_point": dict(zip(names, reference)),
         }
     return summary
@@ -207,25 +212,33 @@ def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
     plt.close(figure)
     return path
 
 
 def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
-                 objectives: Sequence[Mapping[str, str]] = ({"name": "exact", "direction": "max"},
-                                                            {"name": "parameters", "direction": "min"}),
+                 objectives: Sequence[Mapping[str, str]] | None = None,
                  constraints: Sequence[Mapping[str, Any]] = (), title: str = "") -> dict[str, Any]:
-    """Write results.parquet/.csv, pareto.csv, frontier.png and summary.json; return the summary."""
+    """Write results.parquet/.csv, pareto.csv, frontier.png and summary.json; return the summary.
+
+    Each file is replaced atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if objectives is None:
+        objectives = [dataclasses.asdict(objective) for objective in DEFAULT_OBJECTIVES]
     objectives = [dict(o) for o in objectives]
     constraints = [dict(c) for c in constraints]
     frame = results_frame(trials)
-    frame.to_parquet(out_dir / "results.parquet", index=False)
-    frame.to_csv(out_dir / "results.csv", index=False)
+    with atomic_path(out_dir / "results.parquet") as temporary:
+        frame.to_parquet(temporary, index=False)
+    with atomic_path(out_dir / "results.csv") as temporary:
+        frame.to_csv(temporary, index=False)
     pareto = pareto_rows(frame, objectives, constraints) if len(frame) else frame
-    pareto.to_csv(out_dir / "pareto.csv", index=False)
+    with atomic_path(out_dir / "pareto.csv") as temporary:
+        pareto.to_csv(temporary, index=False)
     accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
     size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
     floor = next((float(c["bound"]) for c in constraints if c["name"] == accuracy and c["op"] == ">="), None)
@@ -233,7 +246,7 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     summary = summarise(frame, objectives, constraints, accuracy=accuracy, size=size)
     summary["files"] = {name: str(out_dir / name) for name in
                         ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "trials.jsonl")}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    write_atomically(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     log.info("report: %d trials, %d on the Pareto front -> %s", len(frame), len(pareto), out_dir)
     return json.loads(json.dumps(summary, default=_json_default))
 
@@ -248,21 +261,32 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the results files of a sweep folder from its trials.jsonl.")
+def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """(Re)write a sweep folder's results files from its trials.jsonl and sweep.json; return the summary.
+
+    Written into `out` (default: the sweep folder); when written into the sweep folder itself, also
+    copied to the sweep's remote storage_path, if it has one.
+    """
+    sweep = Path(sweep)
+    settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").exists() else {}
+    summary = write_report(read_trials(sweep), out or sweep, objectives=settings.get("objectives") or None,
+                           constraints=settings.get("constraints") or ())
+    if out is None or Path(out).resolve() == sweep.resolve():
+        copy_to_storage(sweep, settings.get("config") or {})
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tune-distill report`."""
     parser.add_argument("--sweep", required=True, help="sweep folder (holds trials.jsonl and sweep.json)")
     parser.add_argument("--out", help="where to write (default: the sweep folder)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    sweep = Path(args.sweep)
-    settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").exists() else {}
-    summary = write_report(read_trials(sweep), args.out or sweep,
-                           objectives=settings.get("objectives") or ({"name": "exact", "direction": "max"},
-                                                                     {"name": "parameters", "direction": "min"}),
-                           constraints=settings.get("constraints") or ())
-    if args.out is None or Path(args.out).resolve() == sweep.resolve():
-        copy_to_storage(sweep, settings.get("config") or {})
+
+
+def command(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the results files as the parsed options say; print and return the summary."""
+    summary = report_sweep(args.sweep, args.out)
     print(json.dumps(summary, indent=2))
+    return summary
 
 
 def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
@@ -285,6 +309,3 @@ def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
     log.info("report: results copied to %s", uri)
     return uris
 
-
-if __name__ == "__main__":
-    main()

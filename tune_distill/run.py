@@ -33,16 +33,16 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from tune_distill import distill, evaluate
-from tune_distill.config import RunConfig, to_dict
+from tune_distill import distill, evaluate, scoring
+from tune_distill.config import DataConfig, RunConfig, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
+from tune_distill.files import write_atomically
+from tune_distill.runtime import qa_logits, resolve_device
 from tune_distill.student import build_student, count_parameters, save_student
 from tune_distill.teacher import (
     TeacherLogits,
     load_teacher,
     parse_scratch_spec,
-    qa_logits,
-    resolve_device,
     scratch_encoder,
     teacher_logits,
     train_wordpiece_tokenizer,
@@ -103,11 +103,24 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
     return info
 
 
-def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | None, command: list[str] | None = None) -> None:
+def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | None,
+                     command: list[str] | None = None) -> None:
+    """config.yaml, command.txt and environment.json of a run folder, each replaced atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    (out_dir / "command.txt").write_text(" ".join(command if command is not None else sys.argv) + "\n")
-    (out_dir / "environment.json").write_text(json.dumps(environment(device), indent=2))
+    write_atomically(out_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_atomically(out_dir / "command.txt", " ".join(command if command is not None else sys.argv) + "\n")
+    write_atomically(out_dir / "environment.json", json.dumps(environment(device), indent=2))
+
+
+def load_run_features(data: DataConfig, tokenizer: Any) -> tuple[FeatureSet, FeatureSet]:
+    """The training and validation windows (cached) of a run's data section, for `tokenizer`."""
+    lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
+                   max_query_length=data.max_query_length)
+    train_features = load_features(list(data.train_files), tokenizer, kind="train",
+                                   max_examples=data.max_train_examples, cache_dir=data.cache_dir, **lengths)
+    val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
+                                 cache_dir=data.cache_dir, **lengths)
+    return train_features, val_features
 
 
 def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teacher_model=None,
@@ -122,11 +135,7 @@ def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teache
     data = config.data
     tokenizer = AutoTokenizer.from_pretrained(config.teacher.path)
     teacher_config = AutoConfig.from_pretrained(config.teacher.path)
-    lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride, max_query_length=data.max_query_length)
-    train_features = load_features(list(data.train_files), tokenizer, kind="train", max_examples=data.max_train_examples,
-                                   cache_dir=data.cache_dir, **lengths)
-    val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
-                                 cache_dir=data.cache_dir, **lengths)
+    train_features, val_features = load_run_features(data, tokenizer)
     logits = None
     if teacher_logits_needed if teacher_logits_needed is not None else config.distill.alpha_ce > 0:
         logits = teacher_logits(config.teacher.path, train_features, cache_dir=data.cache_dir,
@@ -147,8 +156,8 @@ def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.de
         best_texts, null_odds = evaluate.postprocess(val_features.examples, val_features, start_rows, end_rows,
                                                      n_best_size=config.evaluate.n_best_size,
                                                      max_answer_length=config.evaluate.max_answer_length)
-        metrics = evaluate.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold)
-        metrics["_predictions"] = evaluate.apply_threshold(best_texts, null_odds, metrics["na_threshold"])
+        metrics = scoring.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold)
+        metrics["_predictions"] = scoring.apply_threshold(best_texts, null_odds, metrics["na_threshold"])
         metrics["_null_odds"] = null_odds
         return metrics
 
@@ -208,16 +217,17 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
                                                 batch_sizes=ev.latency_batch_sizes, repeats=ev.latency_repeats,
                                                 warmup=ev.latency_warmup, device=device,
                                                 precision=config.distill.precision))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     if "_predictions" in final:
-        (out_dir / "predictions.json").write_text(json.dumps(final["_predictions"], indent=1))
-        (out_dir / "null_odds.json").write_text(json.dumps(final["_null_odds"], indent=1))
+        write_atomically(out_dir / "predictions.json", json.dumps(final["_predictions"], indent=1))
+        write_atomically(out_dir / "null_odds.json", json.dumps(final["_null_odds"], indent=1))
     log.info("run done: exact %.2f f1 %.2f, %s parameters -> %s", metrics.get("exact", float("nan")),
              metrics.get("f1", float("nan")), f"{metrics['parameters']:,}", out_dir)
     return metrics
 
 
-def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: list[str] | None = None) -> dict[str, Any]:
+def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path,
+                 command: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune a pretrained encoder (local dir or hub id) into a QA teacher on the config's data.
 
     `encoder="scratch:hidden=64,layers=4,..."` instead learns a WordPiece vocabulary from the
@@ -244,11 +254,7 @@ def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: 
         torch.manual_seed(config.distill.seed)
         model = AutoModelForQuestionAnswering.from_pretrained(encoder)
     model.to(device)
-    lengths = dict(max_seq_length=data.max_seq_length, doc_stride=data.doc_stride, max_query_length=data.max_query_length)
-    train_features = load_features(list(data.train_files), tokenizer, kind="train", max_examples=data.max_train_examples,
-                                   cache_dir=data.cache_dir, **lengths)
-    val_features = load_features([data.val_file], tokenizer, kind="eval", max_examples=data.max_val_examples,
-                                 cache_dir=data.cache_dir, **lengths)
+    train_features, val_features = load_run_features(data, tokenizer)
     pad_token_id = tokenizer.pad_token_id or 0
     score = make_evaluator(config, val_features, device, pad_token_id)
     result = distill.fine_tune(model, train_features, config.distill, out_dir=out_dir / "training",
@@ -256,5 +262,5 @@ def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path, command: 
     save_student(model, out_dir, tokenizer)
     metrics = _public(result.history[-1]) if result.history else _public(score(model, result.step))
     metrics.update(count_parameters(model), train_seconds=result.train_seconds, encoder=encoder)
-    (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_atomically(out_dir / "teacher_metrics.json", json.dumps(metrics, indent=2, default=str))
     return metrics

@@ -21,7 +21,7 @@ experiment counted them) and the non-embedding ones.
 Must not know: data files, the loss, training, evaluation, Ray or searchers.
 
 Example (CPU, seconds):
-    python -m tune_distill.student --teacher ../shared/models/teacher-minilm-l6-squad2 \
+    tune-distill student --teacher ../shared/models/teacher-minilm-l6-squad2 \
         --set student.num_hidden_layers=3 --set student.init=prune --set student.num_attention_heads=6
 """
 
@@ -336,7 +336,8 @@ def load_student(directory: str | Path):
         state = load_file(str(directory / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [name for name in missing if "position_ids" not in name]:
-            raise ValueError(f"{directory}: weights do not match the saved config (missing {missing}, unexpected {unexpected})")
+            raise ValueError(f"{directory}: weights do not match the saved config "
+                             f"(missing {missing}, unexpected {unexpected})")
     dropout = getattr(config, "classifier_dropout", None) or 0.0
     _attach_qa_dropout(model, float(dropout))
     return model
@@ -352,23 +353,24 @@ def save_student(model: nn.Module, directory: str | Path, tokenizer=None) -> Pat
     return directory
 
 
-def main(argv: list[str] | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tune-distill student`."""
+    parser.add_argument("--teacher", required=True, help="teacher directory or hub id")
+    parser.add_argument("--config", help="YAML config file (its student and distill.seed are used)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config field; repeatable")
+
+
+def command(args: argparse.Namespace) -> dict[str, int]:
+    """Build the student the options describe; print and return its parameter counts."""
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
-    parser = argparse.ArgumentParser(description="Build a student and print its shape and parameter counts.")
-    parser.add_argument("--teacher", required=True, help="teacher directory or hub id")
-    parser.add_argument("--config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = load_config(args.config, args.set)
     teacher_config = AutoConfig.from_pretrained(args.teacher)
     teacher = None
     if config.student.init != "random":
         teacher = AutoModelForQuestionAnswering.from_pretrained(args.teacher)
     model = build_student(config.student, teacher_config, teacher, seed=config.distill.seed)
-    print(count_parameters(model))
-
-
-if __name__ == "__main__":
-    main()
+    counts = count_parameters(model)
+    print(counts)
+    return counts

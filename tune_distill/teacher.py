@@ -3,16 +3,18 @@
 A teacher is any Hugging Face question-answering model (`AutoModelForQuestionAnswering`), from a
 local directory or a hub id. Distillation needs its start/end logits for every training window;
 instead of running the teacher in every step of every trial (the reference experiment's waste),
-`teacher_logits` computes them once and caches them on disk (float16 by default) under a key made
-of the teacher's fingerprint and the feature cache's fingerprint. Trials memory-map the cache.
+`teacher_logits` computes them once (runtime.qa_logits) and caches them on disk (float16 by
+default) under a key made of the teacher's fingerprint and the feature cache's fingerprint. Trials
+memory-map the cache. `tune-distill teacher-logits` fills the cache from the command line.
 
 Users without a teacher fine-tune one with `tune-distill teacher` (see `distill.fine_tune`): that
-is the training loop with alpha_ce = 0, so it lives in the distillation stage.
+is the training loop with alpha_ce = 0, so it lives in the distillation stage. For a teacher made
+from scratch (smoke sweeps, offline), the WordPiece tokenizer and the random encoder are made here.
 
 Must not know: students, losses, evaluation metrics, Ray or searchers.
 
 Example (CPU, a few minutes on the shared teacher; seconds with --max-examples 50):
-    python -m tune_distill.teacher --teacher ../shared/models/teacher-minilm-l6-squad2 \
+    tune-distill teacher-logits --teacher ../shared/models/teacher-minilm-l6-squad2 \
         --data ../shared/data/squad2/val.json --max-examples 50
 """
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -30,51 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tune_distill.progress import Progress
 
-from tune_distill.data import PackedColumn, pad_rows, sorted_batches
-from tune_distill.data import FeatureSet
+from tune_distill.data import FeatureSet, PackedColumn, load_features, pad_rows
+from tune_distill.runtime import qa_logits, resolve_device  # sweep.py still imports resolve_device from here
 
 log = logging.getLogger(__name__)
 
 LOGITS_FORMAT_VERSION = 1
-
-
-def resolve_device(name: torch.device | str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU; others checked and returned."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: expected auto, {', '.join(PRECISIONS)}")
-    return precision
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting on a device (None = plain fp32)."""
-    return PRECISIONS[resolve_precision(precision, device)]
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context for bf16/fp16 (weights stay fp32); a no-op for fp32."""
-    dtype = autocast_dtype(precision, device)
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def accepts_token_type_ids(model: torch.nn.Module) -> bool:
-    """DistilBERT-like models take no token_type_ids; BERT-like ones do."""
-    return "token_type_ids" in inspect.signature(model.forward).parameters
 
 
 def load_teacher(path: str, device: torch.device | str = "cpu"):
@@ -110,66 +73,6 @@ def teacher_fingerprint(path: str) -> str:
     else:
         digest.update(f"hub:{path}".encode())
     return digest.hexdigest()[:16]
-
-
-def model_inputs(features: FeatureSet) -> dict[str, PackedColumn]:
-    """The packed model-input columns of a feature set."""
-    return {name: PackedColumn.from_arrow(features.table.column(name))
-            for name in ("input_ids", "token_type_ids", "attention_mask")}
-
-
-PAD_MULTIPLE = 8  # batch widths are rounded up to this: fewer distinct shapes (allocator reuse, kernels)
-
-
-def collate(columns: dict[str, PackedColumn], indices, pad_token_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for rows `indices`, padded to the longest row rounded up to PAD_MULTIPLE (or to `length`)."""
-    if length is None:
-        longest = int(columns["input_ids"].lengths[np.asarray(indices)].max())
-        length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
-    return {
-        "input_ids": pad_rows(columns["input_ids"], indices, pad_token_id, torch.long, length),  # (batch, seq_len)
-        "token_type_ids": pad_rows(columns["token_type_ids"], indices, 0, torch.long, length),  # (batch, seq_len)
-        "attention_mask": pad_rows(columns["attention_mask"], indices, 0, torch.long, length),  # (batch, seq_len)
-    }
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a batch of CPU tensors to `device`; on CUDA through pinned memory, so the copy is asynchronous."""
-    if device.type != "cuda":
-        return {name: tensor.to(device) for name, tensor in batch.items()}
-    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
-
-
-@torch.inference_mode()
-def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torch.device | str = "cpu",
-              precision: str = "fp32", pad_token_id: int = 0, desc: str = "logits") -> tuple[PackedColumn, PackedColumn]:
-    """Start and end logits of a QA model for every feature, unpadded, as packed float32 columns.
-
-    Rows are run in length-sorted batches (least padding) and written back in feature order.
-    """
-    device = resolve_device(device)
-    model.eval()
-    model.to(device)
-    columns = model_inputs(features)
-    lengths = columns["input_ids"].lengths
-    offsets = columns["input_ids"].offsets
-    start_values = np.zeros(int(offsets[-1]), dtype=np.float32)
-    end_values = np.zeros(int(offsets[-1]), dtype=np.float32)
-    pass_token_types = accepts_token_type_ids(model)
-    with Progress(len(lengths), desc, unit="feat") as progress, autocast(device, precision):
-        for batch_indices in sorted_batches(lengths, batch_size):
-            batch = collate(columns, batch_indices, pad_token_id)
-            if not pass_token_types:
-                batch.pop("token_type_ids")
-            output = model(**to_device(batch, device))
-            start = output.start_logits.float().cpu().numpy()  # (batch, seq_len)
-            end = output.end_logits.float().cpu().numpy()  # (batch, seq_len)
-            for row, index in enumerate(batch_indices):
-                begin, length = offsets[index], lengths[index]
-                start_values[begin : begin + length] = start[row, :length]
-                end_values[begin : begin + length] = end[row, :length]
-            progress.update(len(batch_indices))
-    return PackedColumn(start_values, offsets.copy()), PackedColumn(end_values, offsets.copy())
 
 
 @dataclass(frozen=True)
@@ -223,7 +126,8 @@ def teacher_logits(teacher_path: str, features: FeatureSet, *, cache_dir: str | 
     np.save(staging / "offsets.npy", start.offsets)
     np.save(staging / "start.npy", start.values)
     np.save(staging / "end.npy", end.values)
-    (staging / "done").write_text(json.dumps({"teacher": teacher_path, "features": features.fingerprint, "dtype": dtype}))
+    done = {"teacher": teacher_path, "features": features.fingerprint, "dtype": dtype}
+    (staging / "done").write_text(json.dumps(done))
     try:
         os.replace(staging, target)
     except OSError:  # another process finished first: keep theirs
@@ -274,19 +178,19 @@ def parse_scratch_spec(spec: str) -> dict[str, int]:
     return sizes
 
 
-def main(argv: list[str] | None = None) -> None:
-    from tune_distill.data import load_features
-
-    parser = argparse.ArgumentParser(description="Compute (and cache) a teacher's logits over a data file's train features.")
-    parser.add_argument("--teacher", required=True)
-    parser.add_argument("--data", required=True, nargs="+")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tune-distill teacher-logits`."""
+    parser.add_argument("--teacher", required=True, help="teacher directory or hub id")
+    parser.add_argument("--data", required=True, nargs="+", help="SQuAD 2.0 JSON files or hub:squad_v2:<split>")
     parser.add_argument("--cache-dir", default=".cache/tune_distill")
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--max-examples", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def command(args: argparse.Namespace) -> TeacherLogits:
+    """Compute (and cache) a teacher's logits over a data file's train features; print the cache path."""
     device = resolve_device(args.device)
     model, tokenizer = load_teacher(args.teacher, device)
     features = load_features(args.data, tokenizer, kind="train", max_seq_length=args.max_seq_length,
@@ -295,7 +199,4 @@ def main(argv: list[str] | None = None) -> None:
     logits = teacher_logits(args.teacher, features, cache_dir=args.cache_dir, device=device, model=model,
                             pad_token_id=tokenizer.pad_token_id or 0)
     print(json.dumps({"features": len(features), "cache": str(logits.path)}))
-
-
-if __name__ == "__main__":
-    main()
+    return logits

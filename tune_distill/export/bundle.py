@@ -1,0 +1,281 @@
+"""One trial of a sweep -> a plain Hugging Face QA model folder, an ONNX file, and its record.
+
+`export_trial` writes `out/`: `config.json`, `model.safetensors` and the tokenizer files, which
+`AutoModelForQuestionAnswering.from_pretrained(out)` / `AutoTokenizer.from_pretrained(out)` load as
+they are (vanilla BertForQuestionAnswering, no custom code; pruned heads padded back, pad.py). The
+exported model is checked against the student on a real verification batch (verify.py), written
+to ONNX and checked again (onnx.py), and timed with PyTorch (evaluate.measure_latency) and ONNX
+Runtime at batch 1 and 32 and a fixed sequence length. `tune_distill.json` (EXPORT_INFO_FILE)
+records the no-answer threshold, validation metrics, tokenisation lengths, parameters (the true
+pruned count and the padded count on disk), the checks, the timings and provenance (sweep folder,
+trial, resolved run config, training environment, git SHA, export time, version).
+`summary_lines` is what `tune-distill export` prints.
+
+Must not know: Ray, the sweep module or searchers, how students were trained, how a trial was chosen
+(it takes a TrialChoice).
+
+Example (CPU, under a minute on the smoke sweep's tiny students):
+    tune-distill export --sweep sweeps/smoke --pick smallest-at-baseline --out exports/smoke-small \
+        --latency-seq-length 96
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+import tune_distill
+from tune_distill.config import ConfigError, read_yaml
+from tune_distill.evaluate import measure_latency
+from tune_distill.export.choose import TrialChoice
+from tune_distill.export.errors import ExportError
+from tune_distill.export.onnx import (
+    ONNX_FILE,
+    ONNX_OPSET,
+    ONNX_TOLERANCE,
+    export_onnx,
+    measure_onnx_latency,
+    onnx_input_names,
+    onnx_logits,
+    onnx_packages,
+    onnx_session,
+)
+from tune_distill.export.pad import PADDING_TOLERANCE, kept_heads_per_layer, pad_pruned_heads
+from tune_distill.export.verify import max_diff, torch_logits, verification_batch
+from tune_distill.files import write_json
+from tune_distill.run import git_sha
+from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
+
+log = logging.getLogger(__name__)
+
+EXPORT_INFO_FILE = "tune_distill.json"
+EXPORT_FORMAT_VERSION = 1
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: {what} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ExportError(f"{path}: {what} should be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _tokenizer(choice: TrialChoice, run_config: Mapping[str, Any]):
+    """The trial's tokenizer: saved with its model, else its teacher's."""
+    from transformers import AutoTokenizer
+
+    errors = []
+    teacher = (run_config.get("teacher") or {}).get("path")
+    for source in (choice.model_dir, teacher):
+        if not source:
+            continue
+        try:
+            return AutoTokenizer.from_pretrained(str(source))
+        except (OSError, ValueError) as error:
+            errors.append(f"{source}: {error}")
+    raise ExportError(f"trial {choice.trial_id}: no tokenizer in {choice.model_dir} or its teacher "
+                      f"({'; '.join(errors)})")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"--out {out}: exists and is not empty; choose another folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (ONNX_FILE, ONNX_FILE + ".data", EXPORT_INFO_FILE):
+        (out / stale).unlink(missing_ok=True)
+
+
+VALIDATION_KEYS = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
+                   "NoAns_total", "na_threshold", "exact_at_0", "f1_at_0", "best_f1", "best_f1_thresh", "val_questions",
+                   "step", "total_steps")
+
+
+def export_trial(choice: TrialChoice, out: str | Path, *, sweep_dir: str | Path | None = None, onnx: bool = True,
+                 verify_data: str | Path | None = None, verify_questions: int = 16, latency: bool = True,
+                 latency_seq_length: int | None = None, latency_batch_sizes: Sequence[int] = (1, 32),
+                 latency_repeats: int = 10, latency_warmup: int = 3, overwrite: bool = False) -> dict[str, Any]:
+    """Write the chosen trial as a vanilla HF QA model folder (+ ONNX), verify it, time it; return the record
+    written to out/tune_distill.json."""
+    from transformers import AutoModelForQuestionAnswering
+
+    began = time.perf_counter()
+    onnxruntime = onnx_packages() if onnx else None  # before anything is written
+    out = Path(out)
+    run_config_path = choice.run_dir / "config.yaml"
+    try:
+        run_config = read_yaml(run_config_path, "run config") if run_config_path.is_file() else {}
+    except ConfigError as error:
+        raise ExportError(str(error)) from None
+    if not isinstance(run_config, dict):
+        raise ExportError(f"{run_config_path}: expected a mapping of config sections")
+    if not run_config:
+        log.warning("export: %s is missing; tokenisation lengths fall back to the defaults", run_config_path)
+    data = run_config.get("data") or {}
+    lengths = {"max_seq_length": int(data.get("max_seq_length", 384)), "doc_stride": int(data.get("doc_stride", 128)),
+               "max_query_length": int(data.get("max_query_length", 64))}
+    metrics = {**choice.metrics, **_read_json(choice.run_dir / "metrics.json", "metrics.json")}
+    environment = _read_json(choice.run_dir / "environment.json", "environment.json")
+    if "na_threshold" not in metrics:
+        raise ExportError(f"trial {choice.trial_id}: no na_threshold in {choice.run_dir / 'metrics.json'} "
+                          "or its trial record")
+    _prepare_out(out, overwrite)
+
+    student = load_student(choice.model_dir).eval()
+    tokenizer = _tokenizer(choice, run_config)
+    true_counts = count_parameters(student)
+    kept = kept_heads_per_layer(student)
+    padded = pad_pruned_heads(student)
+    padded.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+    exported = AutoModelForQuestionAnswering.from_pretrained(str(out)).eval()  # what users will load
+    if getattr(exported.config, PRUNED_HEADS_KEY, None) is not None:
+        raise ExportError(f"{out}/config.json still carries {PRUNED_HEADS_KEY}")
+    pad_id = tokenizer.pad_token_id or 0
+    batch = verification_batch(tokenizer, data_file=verify_data or data.get("val_file"), questions=verify_questions,
+                               pad_token_id=pad_id, **lengths)
+    mask = batch.inputs["attention_mask"].numpy()  # (batch, seq_len)
+    student_logits = torch_logits(student, batch.inputs)
+    exported_logits = torch_logits(exported, batch.inputs)
+    padding_diff = max_diff(student_logits, exported_logits, mask)
+    if padding_diff > PADDING_TOLERANCE:
+        raise ExportError(f"{out}: the exported model's logits differ from the student's by {padding_diff:.3g} "
+                          f"(allowed {PADDING_TOLERANCE:g}); the export is wrong, not written as good")
+    padded_counts = count_parameters(exported)
+    shape = tuple(batch.inputs["input_ids"].shape)
+    record: dict[str, Any] = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "na_threshold": float(metrics["na_threshold"]),
+        "tokenization": lengths,
+        "validation": {key: metrics[key] for key in VALIDATION_KEYS if key in metrics}
+        | {"val_file": data.get("val_file")},
+        "parameters": {
+            "parameters": true_counts["parameters"],
+            "non_embedding_parameters": true_counts["non_embedding_parameters"],
+            "padded_parameters": padded_counts["parameters"],
+            "padded_non_embedding_parameters": padded_counts["non_embedding_parameters"],
+            "sweep_parameters": metrics.get("parameters"),
+            "heads_per_layer_kept": kept,
+            "heads_per_layer_on_disk": int(exported.config.num_attention_heads),
+            "bytes_on_disk": sum(path.stat().st_size for path in out.glob("*.safetensors")),
+        },
+        "verification": {
+            "data": batch.source,
+            "questions": batch.questions,
+            "batch_shape": list(shape),
+            "padding_max_abs_diff": padding_diff,
+            "padding_tolerance": PADDING_TOLERANCE,
+        },
+        "provenance": {
+            "sweep_dir": str(Path(sweep_dir).resolve()) if sweep_dir else None,
+            "trial_id": choice.trial_id,
+            "trial_number": choice.number,
+            "trial_status": choice.status,
+            "baseline": choice.baseline,
+            "rule": choice.rule,
+            "reason": choice.reason,
+            "params": choice.params,
+            "run_dir": str(choice.run_dir),
+            "model_dir": str(choice.model_dir),
+            "run_config": run_config,
+            "training_environment": environment,
+            "git_sha": git_sha(),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "tune_distill_version": tune_distill.__version__,
+            "torch": torch.__version__,
+        },
+        "onnx": None,
+        "latency": None,
+    }
+    session = None
+    if onnx:
+        export_began = time.perf_counter()
+        path = export_onnx(exported, out / ONNX_FILE)
+        session = onnx_session(path)
+        diff = max_diff(exported_logits, onnx_logits(session, batch.inputs), mask)
+        single = {name: tensor[:1, : int(mask[0].sum())] for name, tensor in batch.inputs.items()}  # (1, len)
+        diff = max(diff, max_diff(torch_logits(exported, single), onnx_logits(session, single),
+                                   single["attention_mask"].numpy()))
+        record["onnx"] = {
+            "file": ONNX_FILE,
+            "opset": ONNX_OPSET,
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "inputs": onnx_input_names(exported),
+            "outputs": ["start_logits", "end_logits"],
+            "dynamic_axes": {"0": "batch", "1": "seq_len"},
+            "max_abs_diff": diff,
+            "tolerance": ONNX_TOLERANCE,
+            "checked_on": [list(shape), list(single["input_ids"].shape)],
+            "bytes": sum(p.stat().st_size for p in out.glob(ONNX_FILE + "*")),
+            "onnxruntime": onnxruntime.__version__,
+            "export_seconds": time.perf_counter() - export_began,
+        }
+        if diff > ONNX_TOLERANCE:
+            _write_record(out, record)
+            raise ExportError(f"{out / ONNX_FILE}: ONNX Runtime logits differ from PyTorch by {diff:.3g} "
+                              f"(allowed {ONNX_TOLERANCE:g}); recorded in {EXPORT_INFO_FILE}")
+    if latency:
+        evaluate_settings = run_config.get("evaluate") or {}
+        seq_length = int(latency_seq_length or evaluate_settings.get("latency_seq_length", 384))
+        seq_length = min(seq_length, int(exported.config.max_position_embeddings))
+        settings = dict(seq_length=seq_length, batch_sizes=tuple(latency_batch_sizes), repeats=latency_repeats,
+                        warmup=latency_warmup)
+        pytorch = measure_latency(exported, device="cpu", precision="fp32", **settings)
+        timing: dict[str, Any] = {
+            "seq_length": seq_length, "repeats": latency_repeats, "warmup": latency_warmup, "statistic": "median",
+            "device": pytorch.pop("latency_device"), "threads": pytorch.pop("latency_threads"),
+            "inputs": "random token ids, no padding (evaluate.measure_latency)",
+            "pytorch": {key: value for key, value in pytorch.items() if key.startswith("latency_ms_")},
+        }
+        if session is not None:
+            timing["onnxruntime"] = measure_onnx_latency(session, vocab_size=int(exported.config.vocab_size),
+                                                         **settings)
+        record["latency"] = timing
+    record["export_seconds"] = time.perf_counter() - began
+    _write_record(out, record)
+    log.info("export: trial %s -> %s in %.1fs", choice.trial_id, out, record["export_seconds"])
+    return record
+
+
+def _write_record(out: Path, record: Mapping[str, Any]) -> None:
+    write_json(out / EXPORT_INFO_FILE, record)
+
+
+def summary_lines(record: Mapping[str, Any], out: str | Path) -> list[str]:
+    """What `tune-distill export` prints."""
+    source, parameters = record["provenance"], record["parameters"]
+    validation = record["validation"]
+    lines = [
+        f"exported trial {source['trial_id']} ({source['rule']}: {source['reason']}) -> {out}",
+        f"  validation exact {validation.get('exact', float('nan')):.2f} f1 {validation.get('f1', float('nan')):.2f} "
+        f"at na_threshold {record['na_threshold']:.4f}",
+        f"  parameters {parameters['parameters']:,} (padded on disk: {parameters['padded_parameters']:,}; heads kept "
+        f"per layer {parameters['heads_per_layer_kept']} of {parameters['heads_per_layer_on_disk']})",
+        f"  padded vs student logits: max |diff| {record['verification']['padding_max_abs_diff']:.2e} "
+        f"on {record['verification']['batch_shape']} windows of {record['verification']['data']}",
+    ]
+    if record.get("onnx"):
+        onnx_record = record["onnx"]
+        lines.append(f"  {onnx_record['file']}: ONNX Runtime vs PyTorch max |diff| {onnx_record['max_abs_diff']:.2e} "
+                     f"(tolerance {onnx_record['tolerance']:g})")
+    if record.get("latency"):
+        timing = record["latency"]
+        lines.append(f"  latency (median ms, seq {timing['seq_length']}, {timing['threads']} threads, "
+                     f"{timing['device']}):")
+        for runtime in ("pytorch", "onnxruntime"):
+            if runtime in timing:
+                figures = ", ".join(f"batch {key.removeprefix('latency_ms_b')} {value:.2f}"
+                                    for key, value in timing[runtime].items())
+                lines.append(f"    {runtime:<12} {figures}")
+    return lines

@@ -1,0 +1,239 @@
+"""SQuAD 2.0 scoring: the official exact / F1, standard errors, and the no-answer threshold. Pure functions.
+
+Given each question's best answer text and its null odds (evaluate.postprocess), a no-answer
+threshold decides between that text and "" (`apply_threshold`: "" when null_odds > threshold).
+`squad_v2_scores` computes the official SQuAD 2.0 figures overall and for answerable (HasAns) and
+unanswerable (NoAns) questions, each with its standard error. `best_threshold` is the official
+find_best_thresh sweep maximising EXACT (the threshold chosen on the validation split, given
+unchanged for any other split); `best_f1_threshold` maximises F1 instead and is reported as
+best_f1_thresh. `evaluate_predictions` gathers all of it for one set of predictions.
+
+Must not know: models, logits, windows, devices, how a model was built or trained, Ray, searchers.
+It imports only SquadExample from `data`.
+
+Example (CPU, instant):
+    python -c "from tune_distill.scoring import compute_f1; print(compute_f1('the great bridge', 'bridge'))"
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+import string
+from typing import Any, Mapping, Sequence
+
+from tune_distill.data import SquadExample
+
+logger = logging.getLogger(__name__)
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation, drop the articles a/an/the, collapse whitespace (official order)."""
+    text = text.lower()
+    text = "".join(character for character in text if character not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _answer_tokens(text: str) -> list[str]:
+    return normalize_answer(text).split() if text else []
+
+
+def compute_exact(gold: str, prediction: str) -> int:
+    """1 if the normalised answers are equal, else 0."""
+    return int(normalize_answer(gold) == normalize_answer(prediction))
+
+
+def compute_f1(gold: str, prediction: str) -> float:
+    """Token F1 of the normalised answers; when either is empty, 1 if both are, else 0."""
+    gold_tokens = _answer_tokens(gold)
+    predicted_tokens = _answer_tokens(prediction)
+    if not gold_tokens or not predicted_tokens:
+        return float(gold_tokens == predicted_tokens)
+    shared = sum((collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)).values())
+    if shared == 0:
+        return 0.0
+    precision = shared / len(predicted_tokens)
+    recall = shared / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(example: SquadExample) -> list[str]:
+    """Gold texts that survive normalisation; [""] for an unanswerable question (official rule)."""
+    answers = [text for text in example.answer_texts if normalize_answer(text)]
+    return answers or [""]
+
+
+def _raw_scores(
+    examples: Sequence[SquadExample], predictions: Mapping[str, str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-question exact and F1 (max over gold answers); a missing prediction scores 0."""
+    known_ids = {example.id for example in examples}
+    unknown = [qid for qid in predictions if qid not in known_ids]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} prediction id(s) are not questions of the evaluated data, e.g. {unknown[:3]}"
+        )
+    exact: dict[str, float] = {}
+    f1: dict[str, float] = {}
+    missing = 0
+    for example in examples:
+        if example.id not in predictions:
+            missing += 1
+            exact[example.id] = 0.0
+            f1[example.id] = 0.0
+            continue
+        prediction = predictions[example.id]
+        golds = gold_answers(example)
+        exact[example.id] = float(max(compute_exact(gold, prediction) for gold in golds))
+        f1[example.id] = max(compute_f1(gold, prediction) for gold in golds)
+    if missing:
+        logger.warning("metrics: %d of %d questions have no prediction; counted as wrong", missing, len(examples))
+    return exact, f1
+
+
+def standard_error(scores: Sequence[float]) -> float:
+    """Standard error (percentage points) of the mean of per-question scores in [0, 1].
+
+    sample standard deviation / sqrt(n): how far the score of these n questions may lie from the
+    model's score on the population they were drawn from. Questions are treated as independent; those
+    of one paragraph are not quite, so it likely understates the error. 0.0 for fewer than two questions.
+    """
+    n = len(scores)
+    if n < 2:
+        return 0.0
+    mean = sum(scores) / n
+    variance = sum((score - mean) ** 2 for score in scores) / (n - 1)
+    return 100.0 * math.sqrt(variance / n)
+
+
+def apply_threshold(best_texts: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
+    """Final predictions: "" (no answer) where null_odds > threshold, the best span text otherwise."""
+    return {qid: ("" if null_odds[qid] > threshold else text) for qid, text in best_texts.items()}
+
+
+def squad_v2_scores(examples: Sequence[SquadExample], predictions: Mapping[str, str]) -> dict[str, Any]:
+    """Official SQuAD 2.0 exact and F1 (percent) overall and for answerable (HasAns) / unanswerable (NoAns).
+
+    Each figure comes with its standard error (`exact_se`, `f1_se`, `HasAns_f1_se`, ...; see
+    `standard_error`), so that two students' scores on the same questions can be told apart from noise.
+    """
+    if not examples:
+        raise ValueError("squad_v2_scores: no questions to score")
+    exact, f1 = _raw_scores(examples, predictions)
+
+    def summary(ids: list[str], prefix: str = "") -> dict[str, Any]:
+        exact_scores = [exact[qid] for qid in ids]
+        f1_scores = [f1[qid] for qid in ids]
+        return {
+            f"{prefix}exact": 100.0 * sum(exact_scores) / len(ids),
+            f"{prefix}f1": 100.0 * sum(f1_scores) / len(ids),
+            f"{prefix}total": len(ids),
+            f"{prefix}exact_se": standard_error(exact_scores),
+            f"{prefix}f1_se": standard_error(f1_scores),
+        }
+
+    metrics = summary([example.id for example in examples])
+    answerable = [example.id for example in examples if gold_answers(example) != [""]]
+    unanswerable = [example.id for example in examples if gold_answers(example) == [""]]
+    if answerable:
+        metrics.update(summary(answerable, "HasAns_"))
+    if unanswerable:
+        metrics.update(summary(unanswerable, "NoAns_"))
+    return metrics
+
+
+def _threshold_sweep(
+    examples: Sequence[SquadExample],
+    best_texts: Mapping[str, str],
+    null_odds: Mapping[str, float],
+    per_question: Mapping[str, float],
+) -> tuple[float, float]:
+    """(best score in percent, threshold) of the official find_best_thresh sweep.
+
+    Start with every question answered "" (score = number of unanswerable ones); then, in increasing
+    null odds, switch questions to their best span: an answerable one gains its span's score, an
+    unanswerable one loses 1 if the span is non-empty. The best running score wins (the first, i.e.
+    lowest, threshold on ties). Two deliberate differences from the official script: questions with
+    equal null odds switch together (a threshold cannot separate them), and when answering nothing
+    is best the threshold returned lies below every null odds (the official script returns 0.0).
+    """
+    ids = [example.id for example in examples]
+    missing = [qid for qid in ids if qid not in null_odds or qid not in best_texts]
+    if missing:
+        raise ValueError(f"threshold search: {len(missing)} question(s) have no null odds / text, e.g. {missing[:3]}")
+    has_answer = {example.id: gold_answers(example) != [""] for example in examples}
+    score = float(sum(not has_answer[qid] for qid in ids))
+    best_score = score
+    ordered = sorted(ids, key=lambda qid: null_odds[qid])
+    best_thresh = float(null_odds[ordered[0]]) - 1.0 if ordered else 0.0
+    for position, qid in enumerate(ordered):
+        if has_answer[qid]:
+            score += per_question[qid]
+        elif best_texts[qid]:
+            score -= 1.0
+        next_is_tied = position + 1 < len(ordered) and null_odds[ordered[position + 1]] == null_odds[qid]
+        if not next_is_tied and score > best_score:
+            best_score = score
+            best_thresh = float(null_odds[qid])
+    return 100.0 * best_score / max(len(ids), 1), best_thresh
+
+
+def best_threshold(
+    examples: Sequence[SquadExample], best_texts: Mapping[str, str], null_odds: Mapping[str, float]
+) -> float:
+    """The no-answer threshold maximising EXACT on these questions (official find_best_thresh sweep)."""
+    exact, _ = _raw_scores(examples, best_texts)
+    return _threshold_sweep(examples, best_texts, null_odds, exact)[1]
+
+
+def best_f1_threshold(
+    examples: Sequence[SquadExample], best_texts: Mapping[str, str], null_odds: Mapping[str, float]
+) -> float:
+    """The no-answer threshold maximising F1 on these questions (same sweep, F1 per question)."""
+    _, f1 = _raw_scores(examples, best_texts)
+    return _threshold_sweep(examples, best_texts, null_odds, f1)[1]
+
+
+def evaluate_predictions(
+    examples: Sequence[SquadExample],
+    best_texts: Mapping[str, str],
+    null_odds: Mapping[str, float],
+    na_threshold: float | None,
+) -> dict[str, Any]:
+    """Metrics at a no-answer threshold: chosen here (max exact) when None, else applied unchanged.
+
+    Also reports exact/F1 at threshold 0 (exact_at_0, f1_at_0), the F1-maximising threshold of these
+    questions (best_f1_thresh, with best_f1) and HasAns scores when always answering.
+    """
+    exact_per_question, f1_per_question = _raw_scores(examples, best_texts)
+    best_exact, exact_thresh = _threshold_sweep(examples, best_texts, null_odds, exact_per_question)
+    best_f1, f1_thresh = _threshold_sweep(examples, best_texts, null_odds, f1_per_question)
+    chosen = na_threshold is None
+    threshold = exact_thresh if chosen else float(na_threshold)
+    metrics = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, threshold))
+    at_zero = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, 0.0))
+    always_answer = squad_v2_scores(examples, dict(best_texts))
+    metrics.update(
+        {
+            "na_threshold": threshold,
+            "na_threshold_chosen_here": chosen,
+            "exact_at_0": at_zero["exact"],
+            "f1_at_0": at_zero["f1"],
+            "best_exact": best_exact,
+            "best_exact_thresh": exact_thresh,
+            "best_f1": best_f1,
+            "best_f1_thresh": f1_thresh,
+        }
+    )
+    if "HasAns_total" in always_answer:
+        metrics["HasAns_exact_always_answer"] = always_answer["HasAns_exact"]
+        metrics["HasAns_f1_always_answer"] = always_answer["HasAns_f1"]
+        metrics["HasAns_exact_always_answer_se"] = always_answer["HasAns_exact_se"]
+        metrics["HasAns_f1_always_answer_se"] = always_answer["HasAns_f1_se"]
+    return metrics
