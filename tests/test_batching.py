@@ -21,16 +21,18 @@ from tune_distill.data import (
 ROWS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15]]
 
 
-def test_packed_column_from_lists_and_from_arrow_agree():
-    from_lists = PackedColumn.from_lists(ROWS)
-    from_arrow = PackedColumn.from_arrow(pa.chunked_array([pa.array(ROWS[:2]), pa.array(ROWS[2:])]))
-    for column in (from_lists, from_arrow):
-        assert len(column) == 4 and column.lengths.tolist() == [3, 1, 5, 2]
-        assert [column.row(i).tolist() for i in range(4)] == ROWS
+def packed(rows) -> PackedColumn:
+    return PackedColumn.from_arrow(pa.chunked_array([pa.array(rows[:2]), pa.array(rows[2:])]))  # two chunks
+
+
+def test_packed_column_rows_and_lengths():
+    column = packed(ROWS)
+    assert len(column) == 4 and column.lengths.tolist() == [3, 1, 5, 2]
+    assert [column.row(i).tolist() for i in range(4)] == ROWS
 
 
 def test_pad_rows_pads_to_the_longest_chosen_row_or_a_given_length():
-    column = PackedColumn.from_lists(ROWS)
+    column = packed(ROWS)
     padded = pad_rows(column, [1, 3], 0, torch.long)  # (2, 2): row 3 is the longest of these two
     assert padded.tolist() == [[8, 0], [14, 15]] and padded.dtype == torch.long
     wide = pad_rows(column, [0], -1.0, torch.float32, length=6)  # (1, 6)

@@ -37,13 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from tune_distill.config import ConfigError, help_text, load_config, to_dict
-
-
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (sections data, teacher, student, distill, evaluate)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one config field; repeatable")
+from tune_distill.config import ConfigError, add_config_arguments, help_text, load_config, to_dict
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -72,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     distill = commands.add_parser("distill", help="distil one student and write a run folder")
-    _add_config_arguments(distill)
+    add_config_arguments(distill)
     distill.add_argument("--out", help="run folder (default runs/distill-<time>)")
     distill.add_argument("--no-resume", action="store_true", help="start over even if the folder has a checkpoint")
 
     teacher = commands.add_parser("teacher", help="fine-tune a pretrained encoder into a QA teacher")
-    _add_config_arguments(teacher)
+    add_config_arguments(teacher)
     teacher.add_argument("--encoder", required=True, help="pretrained encoder directory or hub id")
     teacher.add_argument("--out", required=True, help="output model directory")
 
@@ -85,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multi-objective search over students on Ray Tune (tune-distill sweep --help)")
 
     config = commands.add_parser("config", help="print the resolved configuration")
-    _add_config_arguments(config)
+    add_config_arguments(config)
     config.add_argument("--help-keys", action="store_true", help="list every key with its default and help")
 
     for name, (module_name, summary) in MODULE_COMMANDS.items():

@@ -15,6 +15,7 @@ Example (CPU, instant):
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import typing
@@ -265,6 +266,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | Mapping[s
 def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
     """Plain nested dict (tuples become lists), ready for JSON or YAML."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config FILE` and repeated `--set section.field=value`: how every command takes a configuration."""
+    parser.add_argument("--config", help="YAML config file (sections data, teacher, student, distill, evaluate)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one config field; repeatable")
 
 
 def help_text() -> str:

@@ -144,9 +144,9 @@ def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teache
     return Inputs(tokenizer, teacher_config, train_features, val_features, logits)
 
 
-def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.device, pad_token_id: int,
-                   na_threshold: float | None = None) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
-    """Scores a model on the validation features (threshold chosen there unless one is given)."""
+def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.device,
+                   pad_token_id: int) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
+    """Scores a model on the validation features (the no-answer threshold is chosen there)."""
 
     def evaluator(model: torch.nn.Module, step: int) -> dict[str, Any]:
         start, end = qa_logits(model, val_features, batch_size=config.distill.eval_batch_size, device=device,
@@ -156,7 +156,7 @@ def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.de
         best_texts, null_odds = evaluate.postprocess(val_features.examples, val_features, start_rows, end_rows,
                                                      n_best_size=config.evaluate.n_best_size,
                                                      max_answer_length=config.evaluate.max_answer_length)
-        metrics = scoring.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold)
+        metrics = scoring.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold=None)
         metrics["_predictions"] = scoring.apply_threshold(best_texts, null_odds, metrics["na_threshold"])
         metrics["_null_odds"] = null_odds
         return metrics

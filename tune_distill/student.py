@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tune_distill.config import ConfigError, StudentConfig, load_config
+from tune_distill.config import ConfigError, StudentConfig, add_config_arguments, load_config
 
 log = logging.getLogger(__name__)
 
@@ -356,9 +356,7 @@ def save_student(model: nn.Module, directory: str | Path, tokenizer=None) -> Pat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tune-distill student`."""
     parser.add_argument("--teacher", required=True, help="teacher directory or hub id")
-    parser.add_argument("--config", help="YAML config file (its student and distill.seed are used)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one config field; repeatable")
+    add_config_arguments(parser)  # its student section and distill.seed are used
 
 
 def command(args: argparse.Namespace) -> dict[str, int]:

@@ -39,14 +39,6 @@ class PackedColumn:
         values = column.flatten().to_numpy(zero_copy_only=False)
         return cls(values=values, offsets=offsets - offsets[0])
 
-    @classmethod
-    def from_lists(cls, rows: Sequence[Sequence[int]]) -> "PackedColumn":
-        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        values = np.fromiter((value for row in rows for value in row), dtype=np.int64, count=int(offsets[-1]))
-        return cls(values=values, offsets=offsets)
-
     @property
     def lengths(self) -> np.ndarray:  # (rows,)
         return np.diff(self.offsets)

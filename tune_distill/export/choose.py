@@ -1,8 +1,8 @@
 """Choose the trial to export from a sweep folder's records, under exactly one rule.
 
 `read_sweep` reads a sweep folder's trials (`trials.jsonl` as the sweep wrote it, through
-report.read_trials / report.results_frame, or `results.parquet` when only that is there;
-objectives' constraints from `sweep.json`) and finds every trial's run and model folder. Only
+report.read_trials / report.results_frame, or `results.parquet` when only that is there; the
+constraints from `sweep.json`) and finds every trial's run and model folder. Only
 finished trials (complete or stopped early) whose run folder still holds a saved `model/` qualify.
 `choose_trial` rules: an explicit trial id; `smallest-at-baseline` (the smallest feasible Pareto
 student, on exact vs parameters, whose exact is at least the baseline trial's); `best-exact`; the
