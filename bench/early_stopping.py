@@ -114,7 +114,7 @@ def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[f
 
 def replay_config(config: Any, fifo_records: Sequence[Mapping[str, Any]]) -> Any:
     """`config` with the `replay` searcher re-running fifo's searched students in trial-number order."""
-    from tune_distill.sweep import SweepConfigError
+    from tune_distill.sweep.config import SweepConfigError
 
     searched = sorted((r for r in fifo_records if r.get("kind") != "baseline"), key=lambda r: r["number"])
     samples = [r.get("params") for r in searched]
@@ -128,7 +128,8 @@ def arm_configs(config: Any, arms: Sequence[str], rungs: Sequence[int] | None = 
                 reduction_factor: float | None = None) -> tuple[dict[str, Any], list[int]]:
     """One SweepConfig per arm (only the scheduler differs) and the rungs used."""
     from tune_distill.config import RunConfig, apply_overrides
-    from tune_distill.sweep import SweepConfigError, check_sweep_config, pareto_rungs
+    from tune_distill.sweep.config import SweepConfigError, check_sweep_config
+    from tune_distill.sweep.schedulers import pareto_rungs
 
     settings = config.scheduler
     if reduction_factor is not None:
@@ -208,7 +209,7 @@ def feasible(values: Mapping[str, float], constraints: Sequence[Mapping[str, Any
 def common_reference(all_rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
                      constraints: Sequence[Mapping[str, Any]]) -> list[float]:
     """report.summarise's reference point, over the union of the arms' usable trials."""
-    from tune_distill.search import hypervolume_reference
+    from tune_distill.pareto import hypervolume_reference
 
     names = [o["name"] for o in objectives]
     floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
@@ -219,7 +220,7 @@ def common_reference(all_rows: Sequence[Mapping[str, Any]], objectives: Sequence
 def arm_hypervolume(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
                     constraints: Sequence[Mapping[str, Any]], reference: Sequence[float]) -> tuple[float, int]:
     """(hypervolume of the feasible rows against `reference`, number of feasible rows)."""
-    from tune_distill.search import hypervolume
+    from tune_distill.pareto import hypervolume
 
     names = [o["name"] for o in objectives]
     points = []
@@ -279,7 +280,7 @@ def _relative_loss(value: float | None, reference: float | None) -> float | None
 
 def _comparable(config: Any) -> dict[str, Any]:
     """A sweep config as a dict without what run_sweep rewrites (absolute paths in base, storage)."""
-    from tune_distill.sweep import sweep_config_to_dict
+    from tune_distill.sweep.config import sweep_config_to_dict
 
     data = sweep_config_to_dict(config)
     data.pop("storage_path")
@@ -300,7 +301,9 @@ def finished_arm(arm_dir: Path) -> bool:
 def run_arm(arm: str, config: Any, arm_dir: Path, resume: bool) -> tuple[list[dict[str, Any]], float]:
     """Run (or reuse, or resume) one arm's sweep; returns its records and the seconds spent here."""
     from tune_distill import report
-    from tune_distill.sweep import SWEEP_FILE, SweepConfigError, run_sweep, sweep_config_from_dict
+    from tune_distill.sweep.config import SweepConfigError, sweep_config_from_dict
+    from tune_distill.sweep.driver import run_sweep
+    from tune_distill.sweep.storage import SWEEP_FILE
 
     began = time.perf_counter()
     saved_path = arm_dir / SWEEP_FILE
@@ -546,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tune_distill.config import ConfigError
     from tune_distill.search import SearcherError
-    from tune_distill.sweep import connect_ray, load_sweep_config, preset_path, with_overrides
+    from tune_distill.sweep.config import load_sweep_config, preset_path, with_overrides
+    from tune_distill.sweep.driver import connect_ray
 
     preset = args.preset or ("es" if not args.config else None)
     name = preset or Path(args.config).stem

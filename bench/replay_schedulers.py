@@ -84,7 +84,8 @@ def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any
 
 def make(name: str, rungs: Sequence[int], reduction_factor: float, objectives: Sequence[Any]):
     """The scheduler a sweep would build for `name` (through sweep.make_scheduler, the sweep's own factory)."""
-    from tune_distill.sweep import SchedulerSettings, make_scheduler
+    from tune_distill.sweep.config import SchedulerSettings
+    from tune_distill.sweep.schedulers import make_scheduler
 
     if name == "asha":  # the benchmark's asha arm: grace_period = first rung, max_t = last
         settings = SchedulerSettings(name="asha", grace_period=min(rungs), max_t=max(rungs),

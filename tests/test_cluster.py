@@ -161,7 +161,7 @@ def test_workers_have_one_gpu_each(gpu_config):
 
 
 def test_a_paper_trial_fits_a_worker_and_the_cluster_holds_its_concurrency(gpu_config):
-    from tune_distill.sweep import load_sweep_config
+    from tune_distill.sweep.config import load_sweep_config
 
     paper = load_sweep_config(ROOT / "configs" / "sweep_paper.yaml")
     need = paper.resources_per_trial
@@ -270,7 +270,7 @@ def readme_cluster_section() -> str:
 
 
 def sweep_parser() -> argparse.ArgumentParser:
-    from tune_distill.sweep import add_arguments
+    from tune_distill.sweep.cli import add_arguments
 
     parser = argparse.ArgumentParser(prog="tune-distill sweep", exit_on_error=False)
     add_arguments(parser)
@@ -329,7 +329,7 @@ def make_sweep(command: str, storage: str, tmp_path: Path) -> tuple[list[str], l
 
 def accepted_by_the_sweep(argv: list[str]):
     """Parse `tune-distill sweep` options as the CLI does and apply them to the preset (no storage access)."""
-    from tune_distill.sweep import load_sweep_config, preset_path, with_overrides
+    from tune_distill.sweep.config import load_sweep_config, preset_path, with_overrides
 
     args = sweep_parser().parse_args(argv)
     assert args.preset, argv
@@ -338,7 +338,7 @@ def accepted_by_the_sweep(argv: list[str]):
 
 
 def test_documented_make_sweep_runs_the_paper_preset_on_the_bucket(gpu_config, tmp_path, no_storage_access):
-    from tune_distill.sweep import load_sweep_config, sweep_config_to_dict
+    from tune_distill.sweep.config import load_sweep_config, sweep_config_to_dict
 
     storage = launcher_storage(gpu_config)
     assert storage == f"s3://{BUCKET}/sweeps"
@@ -370,7 +370,7 @@ def test_make_sweep_passes_storage_options_only_when_set(tmp_path):
 
 
 def test_a_bad_storage_location_is_refused_without_storage_access(no_storage_access):
-    from tune_distill.sweep import SweepConfigError
+    from tune_distill.sweep.config import SweepConfigError
 
     for argv in (["--preset", "paper", "--storage-path", "s3://"],
                  ["--preset", "paper", "--storage-path", "/tmp/x", "--storage-endpoint", "http://127.0.0.1:9000"],

@@ -28,11 +28,12 @@ ray = pytest.importorskip("ray")
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
-from test_sweep import tiny_sweep, world  # noqa: E402,F401  (world is a fixture)
+from sweep_world import tiny_sweep, world_fixture  # noqa: E402,F401  (fixture `world`)
 
 from tune_distill import cli, storage  # noqa: E402
 from tune_distill.report import read_trials  # noqa: E402
-from tune_distill.sweep import SweepConfigError, run_sweep, sweep_config_to_dict  # noqa: E402
+from tune_distill.sweep.config import SweepConfigError, sweep_config_to_dict  # noqa: E402
+from tune_distill.sweep.driver import run_sweep  # noqa: E402
 
 ENDPOINT_ENV = "TUNE_DISTILL_TEST_S3_ENDPOINT"
 SECRET = "tune-distill-test-secret"

@@ -1,0 +1,101 @@
+"""Progress lines: one log line per finished trial, as the sweep runs.
+
+What it does: `ProgressLines` (a Ray Tune callback) logs, for every trial that completes, stops or
+fails, its number and id, status, objectives (and exact and size), feasibility, a digest of its
+sampled parameters and the running best feasible value of the first objective; `params_digest`
+shortens parameters ('layers=2 lr=3.2e-04 ...'), `_short` formats a metric, `_status` names how a
+trial ended (complete, stopped, failed; trials.jsonl uses the same words).
+
+What it must not know: how trials run or are chosen; the feasibility rule is `pareto.is_feasible`.
+
+Example (CPU, a minute; its lines appear in the sweep's log):
+    tune-distill sweep --preset smoke --out sweeps/smoke --num-samples 3
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from ray.tune import Callback as RayCallback
+
+from tune_distill.pareto import is_feasible
+from tune_distill.search import Constraint, Objective
+
+log = logging.getLogger(__name__)
+
+
+def params_digest(params: Mapping[str, Any], width: int = 90) -> str:
+    """'layers=2 lr=3.2e-04 alpha_ce=0.51 ...' from the sampled parameters (short names)."""
+    short = {"num_hidden_layers": "layers", "learning_rate": "lr", "num_attention_heads": "heads",
+             "hidden_size": "hidden", "intermediate_size": "ffn"}
+    parts = []
+    # student shape first, then training knobs, auxiliary '_' values last
+    for key in sorted(params, key=lambda k: (k.startswith("_"), not k.startswith("student."), k)):
+        name = key.rsplit(".", 1)[-1]
+        name = short.get(name, name)
+        value = params[key]
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{name}={text}")
+    line = " ".join(parts) or "baseline"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _status(last_result: Mapping[str, Any], errored: bool) -> str:
+    if errored:
+        return "failed"
+    return "complete" if last_result.get("final") else "stopped"
+
+
+def _short(name: str, value: Any) -> str:
+    """A metric for a progress line: counts in millions, scores with two decimals, '-' when absent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{value / 1e6:.2f}M" if name.endswith("parameters") else f"{value:.2f}"
+
+
+class ProgressLines(RayCallback):
+    """One log line per finished trial: id, status, objectives (and exact, parameters), params digest, running best."""
+
+    def __init__(self, objectives: Sequence[Objective], constraints: Sequence[Constraint], num_samples: int):
+        self.objectives = tuple(objectives)
+        self.constraints = tuple(constraints)
+        self.num_samples = num_samples
+
+    def _line(self, trials: Sequence[Any], trial: Any, errored: bool) -> None:
+        result = trial.last_result or {}
+        number = int(trial.config.get("number", -1))
+        status = _status(result, errored)
+        first = self.objectives[0]
+        best = None
+        for other in trials:
+            other_result = other.last_result or {}
+            if other.status == "ERROR" or not other_result.get("final") or first.name not in other_result:
+                continue
+            if not is_feasible(other_result, self.constraints):
+                continue
+            value = other_result[first.name]
+            if best is None or (value > best[0] if first.direction == "max" else value < best[0]):
+                best = (value, int(other.config.get("number", -1)))
+        finished = sum(1 for t in trials if t is trial or t.status in ("TERMINATED", "ERROR"))
+        shown = [o.name for o in self.objectives]
+        shown += [name for name in ("exact", "parameters") if name not in shown]
+        values = " ".join(f"{name} {_short(name, result.get(name))}" for name in shown)
+        feasible = "" if status != "complete" else (" feasible" if is_feasible(result, self.constraints)
+                                                     else " infeasible")
+        log.info(
+            "trial %04d %s %-8s %s%s | %s | best %s %s [%d/%d finished]",
+            number, trial.trial_id, status, values, feasible,
+            params_digest(trial.config.get("params") or {}), first.name,
+            f"{best[0]:.4g} (trial {best[1]:04d})" if best else "none feasible yet", finished, self.num_samples,
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, errored=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("trial %04d %s raised (attempt %d); retrying", int(trial.config.get("number", -1)),
+                    trial.trial_id, trial.num_failures)

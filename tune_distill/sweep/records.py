@@ -1,0 +1,155 @@
+"""Trial records: what trials.jsonl says about every trial, read from the experiment as Tune saved it.
+
+What it does: `collect_trials` reads the Tune experiment (local or remote) and turns each trial into
+one record (`_record`: number, kind, status complete/stopped/failed/unfinished, params, overrides,
+metrics, error, attempts, checkpoint, run folder, node, device, seed, times, steps saved);
+`_write_trials` writes them atomically to trials.jsonl (report.read_trials reads it back);
+`repair_missing_checkpoints` fixes an experiment whose driver died between Tune's deletion of an old
+checkpoint and its next snapshot, so that it can be resumed.
+
+What it must not know: how trials ran or were chosen, the report's tables.
+
+Example (CPU, seconds; any finished sweep folder):
+    python -c "from tune_distill.sweep.records import collect_trials; print(collect_trials('sweeps/smoke/tune')[0])"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tune_distill.files import write_atomically
+from tune_distill.sweep.callbacks import _status
+from tune_distill.sweep.storage import TRIALS_FILE
+from tune_distill.sweep.trial import TRIAL_ERROR_FILE
+
+log = logging.getLogger(__name__)
+
+# Bookkeeping Tune adds to every result, and identity fields of our reports: not metrics of the run.
+_NOT_METRICS = frozenset({
+    "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "date", "hostname", "node_ip", "pid", "done", "trial_id",
+    "experiment_tag", "should_checkpoint", "config", "number", "kind", "node_id", "device", "seed", "run_dir",
+    "final", "status", "started_at", "finished_at",
+})
+
+
+def _record(trial: Any, result: Any | None) -> dict[str, Any]:
+    """One trials.jsonl line from a Tune trial (and its Result, for the error and checkpoint)."""
+    last = dict(trial.last_result or {})
+    errored = trial.status == "ERROR"
+    finished = trial.status in ("TERMINATED", "ERROR")
+    status = _status(last, errored) if finished else "unfinished"
+    config = trial.config or {}
+    metrics = {key: value for key, value in last.items() if key not in _NOT_METRICS}
+    run_dir = last.get("run_dir")
+    error = None
+    node_id, device, seed = last.get("node_id"), last.get("device"), last.get("seed")
+    if errored:
+        cause = getattr(result, "error", None) if result is not None else None
+        cause = getattr(cause, "cause", None) or cause
+        error = f"{type(cause).__name__}: {cause}".strip() if cause is not None else "error (see the trial's error.txt)"
+        error = error.splitlines()[-1] if "\n" in error else error
+    if run_dir is None and trial.path and "://" not in str(trial.path):
+        candidate = Path(trial.path) / "run"
+        run_dir = str(candidate) if candidate.exists() else None
+    if run_dir and (Path(run_dir) / TRIAL_ERROR_FILE).is_file():
+        details = json.loads((Path(run_dir) / TRIAL_ERROR_FILE).read_text())
+        node_id, device = node_id or details.get("node_id"), device or details.get("device")
+        seed = seed if seed is not None else details.get("seed")
+        if errored:
+            error = details.get("error", error)
+    checkpoint = getattr(result, "checkpoint", None) if result is not None else None
+    steps_saved = None
+    if status == "stopped" and last.get("total_steps") and last.get("step") is not None:
+        steps_saved = max(0, int(last["total_steps"]) - int(last["step"]))
+    return {
+        "trial_id": trial.trial_id,
+        "number": int(config.get("number", -1)),
+        "kind": config.get("kind", "search"),
+        "baseline": config.get("kind") == "baseline",
+        "status": status,
+        "params": config.get("params", {}),
+        "overrides": config.get("overrides", {}),
+        "metrics": metrics,
+        "error": error,
+        "attempts": int(getattr(trial, "num_failures", 0)) + (0 if errored else 1),  # every failure was one
+        "duration": last.get("time_total_s"),
+        "checkpoint": getattr(checkpoint, "path", None),
+        "run_dir": run_dir,
+        "node_id": node_id,
+        "device": device,
+        "seed": seed,
+        "started_at": last.get("started_at"),
+        "finished_at": last.get("finished_at"),
+        "steps_saved": steps_saved,
+    }
+
+
+def collect_trials(experiment_path: str, filesystem: Any = None) -> list[dict[str, Any]]:
+    """trials.jsonl records from the experiment as Tune saved it (`filesystem`: see repair_missing_checkpoints).
+
+    The saved state, not the Tuner's in-memory one: after an interrupt (Ctrl-C) Tune marks running
+    trials terminated in memory but saves them as running, and those are the ones a resume continues.
+    """
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    analysis = ExperimentAnalysis(experiment_path, storage_filesystem=filesystem)
+    results = {}
+    for result in ResultGrid(analysis):
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
+        results[trial_id] = result
+    records = [_record(trial, results.get(trial.trial_id)) for trial in analysis.trials]
+    return sorted(records, key=lambda record: record["number"])
+
+
+def _write_trials(out_dir: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    write_atomically(out_dir / TRIALS_FILE, "".join(json.dumps(record, default=str) + "\n" for record in records))
+
+
+def repair_missing_checkpoints(experiment_path: str, filesystem: Any = None) -> int:
+    """Point unfinished trials whose recorded checkpoint was deleted at the newest one that exists.
+
+    Tune records each trial's latest checkpoint in its experiment snapshot and, with num_to_keep=1,
+    deletes the previous checkpoint as soon as a new one is registered; a driver killed between that
+    deletion and the next snapshot leaves a snapshot naming a deleted checkpoint, and Tune's restore
+    then fails ("does not exist on storage anymore"). Training is deterministic, so resuming from the
+    newer checkpoint is as good: it is moved to the recorded name. Returns the number of repairs.
+    `filesystem`: the remote storage's pyarrow filesystem, `experiment_path` a path on it (None: local).
+    """
+    from pyarrow import fs as pafs
+    from ray.tune import ExperimentAnalysis
+
+    repaired = 0
+    for trial in ExperimentAnalysis(experiment_path, storage_filesystem=filesystem).trials:
+        checkpoint = trial.checkpoint
+        if trial.status == "TERMINATED" or checkpoint is None:
+            continue
+        fs, path = filesystem or checkpoint.filesystem, checkpoint.path
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            continue
+        parent = path.rstrip("/").rsplit("/", 1)[0]
+        siblings = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+                          if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        if siblings:
+            _move_folder(fs, siblings[-1], path)
+            log.warning("trial %s: its recorded checkpoint %s was deleted after the last snapshot; resuming from the "
+                        "newer %s instead", trial.trial_id, path, siblings[-1])
+        else:
+            fs.create_dir(path)  # empty: the trial starts over
+            log.warning("trial %s: no checkpoint left in %s; it starts over", trial.trial_id, parent)
+        repaired += 1
+    return repaired
+
+
+def _move_folder(filesystem: Any, source: str, target: str) -> None:
+    """Rename a folder; object stores (S3) cannot rename one, so there it is copied, then deleted."""
+    from pyarrow import fs as pafs
+
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        filesystem.move(source, target)
+        return
+    pafs.copy_files(source, target, source_filesystem=filesystem, destination_filesystem=filesystem, use_threads=False)
+    filesystem.delete_dir(source)

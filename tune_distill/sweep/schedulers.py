@@ -1,0 +1,231 @@
+"""Early stopping: Pareto successive halving (`pareto_sh`), baseline-keeping ASHA, and the factory.
+
+What it does: `ParetoSuccessiveHalving` stops trials at rungs (optimiser steps) by ranking them on
+several objectives with a `RankingRule` (sweep/ranking.py: non-dominated sorting, then hypervolume
+contribution or crowding distance within a front), so small students are not all stopped for a
+lower exact; its rung records persist to a JSON file so a resumed sweep keeps its decisions.
+`BaselineKeepingASHA` is Ray's ASHA on one metric that never stops the baseline. `pareto_rungs` turns
+the settings into rung steps and `make_scheduler` builds the scheduler a sweep config names
+(pareto_sh, asha, or fifo: no early stopping).
+
+What it must not know: how trials run, the searcher, the Pareto maths (pareto.py and ranking.py do it).
+
+Example (CPU, instant; decisions fed by hand):
+    python -c "from tune_distill.sweep.schedulers import ParetoSuccessiveHalving as P; \
+from tune_distill.search.objectives import DEFAULT_OBJECTIVES as O; s = P([2], O, 2); \
+print(s.on_result('a', {'step': 2, 'exact': 50, 'parameters': 9}), \
+s.on_result('b', {'step': 2, 'exact': 9, 'parameters': 99}))"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from tune_distill.files import write_json
+from tune_distill.search import Objective
+from tune_distill.search.objectives import DEFAULT_OBJECTIVES
+from tune_distill.sweep.config import INTERMEDIATE_METRICS, WITHIN_FRONT, SchedulerSettings, SweepConfigError
+from tune_distill.sweep.ranking import RANKING_RULES, RankingRule, ranking_rule
+
+log = logging.getLogger(__name__)
+
+CONTINUE, STOP = "CONTINUE", "STOP"  # the values of TrialScheduler.CONTINUE / STOP
+
+
+class ParetoSuccessiveHalving(FIFOScheduler):
+    """Asynchronous successive halving that ranks on several objectives.
+
+    When a trial first reports at or past a rung (an optimiser step), it is ranked among every trial
+    recorded at that rung so far (itself included) by non-dominated sorting, then within its front by
+    the ranking rule `within_front` (a `RankingRule`, or the name of one in ranking.RANKING_RULES;
+    larger first; ties go to the newcomer):
+      * 'hypervolume' (default, `HypervolumeContribution`): the exclusive hypervolume contribution of
+        each member of the front, against the rung points' nadir pushed out by 10% of each objective's
+        spread (`pareto.nadir_reference`). A point's box spans the gaps to its neighbours on the front, so a
+        student that is smaller than its neighbour by little and less accurate by much ranks low, and
+        one that opens a wide gap ranks high; an extreme of the front (the smallest, the most
+        accurate) owns a box as deep as a tenth of the spread, not an automatic place (with two points
+        the two boxes are equal, and the newcomer keeps the tie);
+      * 'crowding' (`CrowdingDistance`): NSGA-II crowding distance (every extreme of the front ranks first).
+    It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
+    it stops. The first trial at a rung always continues (nothing to compare with), like ASHA.
+    Decisions are never revisited; a resumed trial meets its recorded decision again. A report at
+    the run's last step is recorded but never stopped. Rung records persist to `state_path` (JSON)
+    so a resumed sweep keeps them.
+    """
+
+    def __init__(self, rungs: Sequence[int], objectives: Sequence[Objective], reduction_factor: float = 3.0,
+                 time_attr: str = "step", state_path: str | None = None,
+                 within_front: str | RankingRule = "hypervolume"):
+        super().__init__()
+        if not rungs:
+            raise SweepConfigError("pareto_sh: at least one rung is needed")
+        if reduction_factor <= 1:
+            raise SweepConfigError(f"pareto_sh: reduction_factor must be > 1, got {reduction_factor}")
+        if not isinstance(within_front, RankingRule) and within_front not in RANKING_RULES:
+            raise SweepConfigError(f"pareto_sh: within_front must be one of {', '.join(WITHIN_FRONT)}, "
+                                   f"got {within_front!r}")
+        self.ranking = within_front if isinstance(within_front, RankingRule) else ranking_rule(within_front)
+        self.within_front = self.ranking.name  # its name, for the state file
+        self.rungs = tuple(sorted({int(r) for r in rungs}))
+        self.objectives = tuple(objectives)
+        self.reduction_factor = float(reduction_factor)
+        self.time_attr = time_attr
+        self.state_path = state_path
+        self.records: dict[int, dict[str, dict[str, Any]]] = {rung: {} for rung in self.rungs}
+        self.num_stopped = 0
+        self.steps_saved = 0
+        self._loaded = False
+
+    # -- Ray hooks ---------------------------------------------------------------------------------
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self.on_result(trial.trial_id, result)
+
+    def debug_string(self) -> str:
+        seen = ", ".join(f"{rung}: {len(self.records[rung])}" for rung in self.rungs)
+        return (f"ParetoSuccessiveHalving: {self.num_stopped} stopped, {self.steps_saved} steps saved; "
+                f"trials per rung {seen}")
+
+    # -- the decision ------------------------------------------------------------------------------
+
+    def on_result(self, trial_id: str, result: Mapping[str, Any]) -> str:
+        """CONTINUE or STOP for one reported result (pure bookkeeping: testable without Ray)."""
+        self._load()
+        step = result.get(self.time_attr)
+        if step is None or result.get("final"):
+            return CONTINUE
+        values = [result.get(o.name) for o in self.objectives]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            log.debug("pareto_sh: trial %s reported no usable %s; continuing", trial_id,
+                      [o.name for o in self.objectives])
+            return CONTINUE
+        total = result.get("total_steps")
+        decision = CONTINUE
+        changed = False
+        for rung in self.rungs:
+            if rung > step:
+                break
+            record = self.records[rung].get(trial_id)
+            if record is not None:
+                if record["decision"] == STOP:
+                    decision = STOP
+                    break
+                continue
+            rank, quota, seen = self.rank(rung, [float(v) for v in values])
+            last_step = total is not None and step >= total
+            # the baseline is the sweep's yardstick: it is ranked (others are compared with it) but never stopped
+            protected = result.get("kind") == "baseline"
+            verdict = CONTINUE if rank < quota or last_step or protected else STOP
+            self.records[rung][trial_id] = {"values": [float(v) for v in values], "decision": verdict,
+                                            "step": int(step)}
+            changed = True
+            log.info("pareto_sh: trial %s at rung %d (step %d): rank %d of %d, keep %d -> %s", trial_id, rung, step,
+                     rank + 1, seen, quota, verdict.lower())
+            if verdict == STOP:
+                self.num_stopped += 1
+                self.steps_saved += max(0, int(total) - int(step)) if total is not None else 0
+                decision = STOP
+                break
+        if changed:
+            self._save()
+        return decision
+
+    def rank(self, rung: int, values: Sequence[float]) -> tuple[int, int, int]:
+        """(rank of `values` among the trials recorded at `rung` plus itself, quota kept, count)."""
+        points = [list(values)] + [record["values"] for record in self.records[rung].values()]
+        n = len(points)
+        quota = max(1, math.ceil(n / self.reduction_factor))
+        return self.ranking.rank(points, [o.direction for o in self.objectives]), quota, n
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"rungs": list(self.rungs), "objectives": [[o.name, o.direction] for o in self.objectives],
+                "reduction_factor": self.reduction_factor, "within_front": self.within_front,
+                "num_stopped": self.num_stopped,
+                "steps_saved": self.steps_saved,
+                "records": {str(rung): records for rung, records in self.records.items()}}
+
+    def _save(self) -> None:
+        if not self.state_path:
+            return
+        write_json(self.state_path, self.state())
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if not self.state_path or not Path(self.state_path).is_file():
+            return
+        state = json.loads(Path(self.state_path).read_text())
+        for rung, records in state.get("records", {}).items():
+            if int(rung) in self.records:
+                self.records[int(rung)].update(records)
+        self.num_stopped = int(state.get("num_stopped", 0))
+        self.steps_saved = int(state.get("steps_saved", 0))
+        log.info("pareto_sh: restored rung records from %s (%d stopped so far)", self.state_path, self.num_stopped)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A scheduler pickled before ranking rules existed (tuner.pkl of a sweep started by older code) has
+        # only the rule's name: rebuild the rule it names, so that such a sweep resumes with the same decisions.
+        if "ranking" not in state:
+            state = {**state, "ranking": ranking_rule(state.get("within_front", "hypervolume"))}
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(self.state()))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.state_path, previous = checkpoint_path, self.state_path
+        self._loaded = False
+        self._load()
+        self.state_path = previous
+
+
+def pareto_rungs(settings: SchedulerSettings) -> tuple[int, ...]:
+    """Explicit rungs, or grace_period x reduction_factor^k below max_t."""
+    if settings.rungs:
+        return tuple(sorted(set(settings.rungs)))
+    rungs, step = [], float(settings.grace_period)
+    while step < settings.max_t:
+        rungs.append(int(round(step)))
+        step *= settings.reduction_factor
+    return tuple(sorted(set(rungs)))
+
+
+class BaselineKeepingASHA(ASHAScheduler):
+    """Ray's ASHA, except that the baseline trial (the sweep's yardstick) always runs to the end."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get("kind") == "baseline":
+            return CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective], state_path: str | None = None):
+    """The Tune scheduler named in the sweep config."""
+    if settings.name == "fifo":
+        return FIFOScheduler()
+    ranked = [o for o in objectives if o.name in INTERMEDIATE_METRICS]
+    if settings.name == "asha":
+        if settings.rungs:
+            raise SweepConfigError(
+                f"scheduler asha: rungs {list(settings.rungs)} are pareto_sh's setting; asha decides at "
+                "grace_period x reduction_factor^k steps (set grace_period and max_t instead)")
+        metric = ranked[0] if ranked else DEFAULT_OBJECTIVES[0]
+        return BaselineKeepingASHA(time_attr="step", metric=metric.name, mode=metric.direction,
+                                   max_t=settings.max_t or 10**9, grace_period=max(1, settings.grace_period),
+                                   reduction_factor=settings.reduction_factor, stop_last_trials=False)
+    if not ranked:
+        raise SweepConfigError("scheduler pareto_sh: no objective is reported at evaluations "
+                               f"({', '.join(INTERMEDIATE_METRICS)})")
+    return ParetoSuccessiveHalving(pareto_rungs(settings), ranked, settings.reduction_factor, state_path=state_path,
+                                   within_front=ranking_rule(settings.within_front))
+

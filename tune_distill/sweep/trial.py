@@ -1,0 +1,192 @@
+"""The trainable: what one Ray trial runs, and how trials are named.
+
+What it does: `make_trainable(context)` is the function Tune runs for every trial (named
+`tune_distill_trial`, a closure over a `TrialContext`); `run_trial` rebuilds the trial's RunConfig
+from the base overrides plus the searcher's resolved parameters (the `--set` syntax of config.py),
+derives its seed (base seed + trial number), calls `run.run_distillation` with the run folder inside
+the trial folder, reports every evaluation to Tune with the checkpoint, resumes from
+`tune.get_checkpoint()`, and reports the final metrics (`final: True`) with node id and device; an
+exception is written to the run folder's `trial_error.json` before Tune sees it. `trial_dirname` /
+`trial_name` name trial folders `trial_NNNN_<id>` so they sort by number.
+
+What it must not know: how a run trains or evaluates (run.py does), the searcher, the scheduler.
+Ray is imported inside `run_trial` only (on the worker).
+
+Example (CPU, a minute; runs trials through this module):
+    tune-distill sweep --preset smoke --out sweeps/smoke --num-samples 2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from tune_distill.config import RunConfig
+from tune_distill.sweep.plan import trial_run_config
+
+log = logging.getLogger(__name__)
+
+TRIAL_LOG = "trial.log"
+TRIAL_ERROR_FILE = "trial_error.json"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its own overrides (pickled to the workers)."""
+
+    base: dict
+    experiment_dir: str | None  # local experiment folder (run folders go inside its trial folders), or None
+    cpus: float
+    measure_latency: bool
+
+
+def _json_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    clean = {}
+    for key, value in metrics.items():
+        if key.startswith("_"):
+            continue
+        if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+            value = value.item()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            clean[key] = value
+    return clean
+
+
+def _device_name(config: RunConfig) -> str:
+    from tune_distill.teacher import resolve_device
+
+    device = resolve_device(config.distill.device)
+    if device.type == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _total_steps(config: RunConfig, metrics: Mapping[str, Any]) -> int | None:
+    """The run's total optimiser steps, from an evaluation's step and epoch (epoch = step / steps per epoch)."""
+    if config.distill.max_steps:
+        return config.distill.max_steps
+    step, epoch = metrics.get("step"), metrics.get("epoch")
+    if not step or not epoch:
+        return None
+    per_epoch = max(1, round(step / epoch))
+    return max(1, math.ceil(config.distill.num_train_epochs * per_epoch))
+
+
+def _trim_history(run_dir: Path, step: int) -> None:
+    """Drop history lines written after the checkpoint we resume from (an attempt that died later)."""
+    path = run_dir / "history.jsonl"
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
+    """Body of one Ray trial: one `run_distillation` call, every evaluation reported to Tune."""
+    import ray
+    from ray import tune
+
+    from tune_distill.run import run_distillation
+
+    number = int(config["number"])
+    run_config = trial_run_config(context.base, config["overrides"], number, context.cpus)
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    run_dir = (Path(context.experiment_dir) / trial_dir.name if context.experiment_dir else trial_dir) / "run"
+    node_id = ray.get_runtime_context().get_node_id()
+    device = _device_name(run_config)
+    identity = {"number": number, "kind": config.get("kind", "search"), "node_id": node_id, "device": device,
+                "seed": run_config.distill.seed, "run_dir": str(run_dir), "started_at": time.time()}
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            if not (Path(directory) / "step.json").is_file():
+                checkpoint = None  # emptied by repair_missing_checkpoints: start over
+    if checkpoint is None and run_dir.exists():
+        shutil.rmtree(run_dir)  # an attempt that never reported a checkpoint: start clean
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / TRIAL_ERROR_FILE).unlink(missing_ok=True)  # from an earlier attempt
+    handler = logging.FileHandler(run_dir / TRIAL_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    package_logger = logging.getLogger("tune_distill")
+    previous_level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # weight-loading bars from every trial flood the driver's console
+        log.info("trial %04d on node %s, device %s, seed %d, overrides %s", number, node_id, device,
+                 run_config.distill.seed, json.dumps(config["overrides"], sort_keys=True))
+
+        def report(metrics: Mapping[str, Any]) -> None:
+            values = _json_scalars(metrics)
+            total = _total_steps(run_config, values)
+            if total is not None and values.get("step", 0) >= total:
+                return  # the last evaluation: the final report (with the same scores) follows at once
+            values.update(identity, total_steps=total, final=False, status="running")
+            tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
+
+        # command.txt: the command that reruns this trial outside the sweep
+        command = ["tune-distill", "distill", "--out", shlex.quote(str(run_dir))]
+        settings = {**context.base, **config["overrides"], "distill.seed": run_config.distill.seed}
+        for key, value in sorted(settings.items()):
+            text = json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
+            command += ["--set", shlex.quote(f"{key}={text}")]
+        kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                step = json.loads((Path(directory) / "step.json").read_text())["step"]
+                log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
+                _trim_history(run_dir, step)
+                metrics = run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
+        else:
+            metrics = run_distillation(run_config, run_dir, resume=False, **kwargs)
+        final = _json_scalars(metrics)
+        final.update(identity, final=True, status="complete", finished_at=time.time())
+        final.setdefault("total_steps", _total_steps(run_config, final))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
+    except Exception as error:
+        details = {**identity, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+        (run_dir / TRIAL_ERROR_FILE).write_text(json.dumps(details, indent=1))
+        log.error("trial %04d failed: %s: %s", number, type(error).__name__, error)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort only
+            pass
+        raise
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
+        handler.close()
+
+
+def make_trainable(context: TrialContext) -> Callable[[dict], None]:
+    """The function trainable Tune runs for every trial (a closure over `context`)."""
+
+    def tune_distill_trial(config: dict) -> None:
+        run_trial(config, context)
+
+    return tune_distill_trial
+
+
+def trial_dirname(trial: Any) -> str:
+    """trial_0003_<id>: trial folders sort by number."""
+    return f"trial_{int(trial.config.get('number', 0)):04d}_{trial.trial_id}"
+
+
+def trial_name(trial: Any) -> str:
+    return f"trial_{int(trial.config.get('number', 0)):04d}"
