@@ -129,7 +129,7 @@ def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     from transformers import AutoConfig
 
     from tune_distill.run import prepare_inputs
-    from tune_distill.teacher import resolve_device
+    from tune_distill.runtime import resolve_device
 
     base = absolute_base(config.base, out_dir)
     config = dataclasses.replace(config, base=base)

@@ -61,7 +61,7 @@ def _json_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _device_name(config: RunConfig) -> str:
-    from tune_distill.teacher import resolve_device
+    from tune_distill.runtime import resolve_device
 
     device = resolve_device(config.distill.device)
     if device.type == "cuda":
