@@ -107,7 +107,10 @@ TARGET_HYPERVOLUME_LOSS_PCT = 2.0
 
 
 def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
-    """The rungs Ray's ASHAScheduler (one bracket) builds: grace_period x rf^k, k < int(log(max_t/grace)/log(rf) + 1)."""
+    """The rungs Ray's ASHAScheduler (one bracket) builds.
+
+    grace_period x rf^k for k < int(log(max_t / grace) / log(rf) + 1).
+    """
     count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
     return [grace_period * reduction_factor ** k for k in range(count)]
 
@@ -214,7 +217,8 @@ def common_reference(all_rows: Sequence[Mapping[str, Any]], objectives: Sequence
     names = [o["name"] for o in objectives]
     floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
     values = np.array([[row["values"][name] for name in names] for row in all_rows], dtype=float)
-    return hypervolume_reference(values.reshape(len(all_rows), len(names)), [o["direction"] for o in objectives], floors)
+    directions = [o["direction"] for o in objectives]
+    return hypervolume_reference(values.reshape(len(all_rows), len(names)), directions, floors)
 
 
 def arm_hypervolume(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
@@ -369,7 +373,8 @@ def evaluate_arms(folders: Mapping[str, Path], seconds: Mapping[str, float]) -> 
             "hypervolume_own_reference": (own.get("hypervolume") or {}).get("value"),
             "feasible_points": count,
             "pareto_points": len(pareto),
-            "pareto_points_stopped": sum(1 for r in records[arm] if r["trial_id"] in pareto and r["status"] == "stopped"),
+            "pareto_points_stopped": sum(1 for r in records[arm]
+                                         if r["trial_id"] in pareto and r["status"] == "stopped"),
             "same_params_as_fifo": (sum(1 for r in records[arm] if r["number"] in fifo_params
                                         and fifo_params[r["number"]] == r.get("params"))
                                     if REFERENCE_ARM in records else None),
@@ -392,7 +397,8 @@ def evaluate_arms(folders: Mapping[str, Path], seconds: Mapping[str, float]) -> 
                                    "hypervolume_completed_loss_pct": None, "tune_time_saved_pct": None,
                                    "meets_target": None, "unfinished": True}
                 continue
-            saved_pct = 100.0 * (1.0 - measures["steps_trained"] / fifo["steps_trained"]) if fifo["steps_trained"] else None
+            saved_pct = (100.0 * (1.0 - measures["steps_trained"] / fifo["steps_trained"])
+                         if fifo["steps_trained"] else None)
             loss_pct = _relative_loss(measures["hypervolume"], fifo["hypervolume"])
             comparison[arm] = {
                 "steps_saved_pct": saved_pct,
@@ -435,7 +441,8 @@ def print_results(results: Mapping[str, Any]) -> None:
         c = comparison.get(arm, {})
         print(f"{arm:<10} {m['trials']:>6} {m['complete']:>4} {m['stopped']:>4} {m['failed']:>4} "
               f"{m['steps_trained']:>7} {_fmt(c.get('steps_saved_pct')):>6} {_fmt(m['steps_saved_within_pct']):>5} "
-              f"{m['tune_seconds'] / 60:>8.1f} {m['hypervolume']:>12.5g} {_fmt(c.get('hypervolume_loss_pct'), '.2f'):>8} "
+              f"{m['tune_seconds'] / 60:>8.1f} {m['hypervolume']:>12.5g} "
+              f"{_fmt(c.get('hypervolume_loss_pct'), '.2f'):>8} "
               f"{m['hypervolume_completed']:>12.5g} {m['pareto_points']:>6} "
               f"{_fmt(m['same_params_as_fifo'], 'd'):>4}")
     print("(saved%: steps fewer than fifo; own%: steps fewer than the arm's own trials trained to the end; "

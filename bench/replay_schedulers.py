@@ -29,7 +29,8 @@ Input: a sweep folder (its Tune trial folders `tune/trial_*/result.json` hold th
 
 Commands (CPU, seconds):
   python bench/replay_schedulers.py results/early-stopping-v3/fifo/curves.jsonl
-  python bench/replay_schedulers.py sweeps/early-stopping-v3/fifo --save-curves results/early-stopping-v3/fifo/curves.jsonl
+  python bench/replay_schedulers.py sweeps/early-stopping-v3/fifo \
+      --save-curves results/early-stopping-v3/fifo/curves.jsonl
   python bench/replay_schedulers.py CURVES --rungs 40 80 --reduction-factors 2 3 --schedulers pareto_sh single asha
   python bench/replay_schedulers.py results/early-stopping-teacher*/fifo/curves.jsonl   # replicates: mean, range,
                                                                 # and how many runs meet the target per scheduler
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,7 +66,8 @@ def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any
     else:
         files = sorted((source / "tune").glob("trial_*/result.json"))
         if not files:
-            raise FileNotFoundError(f"{source}: no tune/trial_*/result.json (expected a sweep folder or a curves.jsonl)")
+            raise FileNotFoundError(f"{source}: no tune/trial_*/result.json "
+                                    "(expected a sweep folder or a curves.jsonl)")
         for path in files:
             for line in path.read_text().splitlines():
                 if not line.strip():
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in summary:
             saved, loss = row["steps_saved_pct"], row["hypervolume_loss_pct"]
             print(f"{row['scheduler']:<26} {saved['mean']:>8.1f} [{saved['min']:5.1f}, {saved['max']:5.1f}]"
-                  f" {loss['mean']:>10.2f} [{loss['min']:6.2f}, {loss['max']:6.2f}] {row['meets_target']:>3}/{row['runs']}")
+                  f" {loss['mean']:>10.2f} [{loss['min']:6.2f}, {loss['max']:6.2f}]"
+                  f" {row['meets_target']:>3}/{row['runs']}")
         output = {"runs": runs, "summary": summary, "target": {"steps_saved_pct": args.target_steps,
                                                               "hypervolume_loss_pct": args.target_loss},
                   "command": command}

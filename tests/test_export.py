@@ -1,6 +1,6 @@
 """Export: trial choice rules on a sweep folder, pruned heads padded into a vanilla BERT, ONNX checked.
 
-The sweep folders are written here in the format sweep.py writes (trials.jsonl records with run_dir
+The sweep folders are written here in the format the sweep package writes (trials.jsonl records with run_dir
 and checkpoint, sweep.json with constraints, run folders under tune/trial_NNNN_<id>/run). The pick
 rule tests use hand-written scores (they test selection only); the export tests use real tiny
 students (pruned and not) scored on the tiny SQuAD file.

@@ -381,6 +381,7 @@ def test_a_sweep_survives_losing_a_node_and_counts_every_trial_once(two_node_clu
     history = [json.loads(line)["step"] for line in (victim / "run" / "history.jsonl").read_text().splitlines()
                if line.strip()]
     assert history == list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY)), history
-    print(f"\nmultinode: cluster up in {cluster['up_seconds']:.1f}s; worker node killed {killed_at - began:.1f}s into the sweep while trial "
+    print(f"\nmultinode: cluster up in {cluster['up_seconds']:.1f}s; "
+          f"worker node killed {killed_at - began:.1f}s into the sweep while trial "
           f"{record['number']:04d} was at step {max(victim_steps_before_kill)}; it resumed on the head node from "
           f"step {resumed_step}; sweep done {finished - began:.1f}s after start")

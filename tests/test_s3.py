@@ -2,7 +2,7 @@
 
 The server is the one CI started (TUNE_DISTILL_TEST_S3_ENDPOINT, see .ci/run) or, when that is not set,
 one this module starts on a free port of 127.0.0.1 and stops at the end. The tiny sweeps of
-test_sweep.py (its `world` fixture and `tiny_sweep`) run with storage_path s3://<bucket>/<prefix>:
+tests/sweep_world.py (its `world` and `tiny_sweep`) run with storage_path s3://<bucket>/<prefix>:
 checkpoints and results land in the bucket, results.parquet reads from it, a killed driver resumes
 from it, and a missing bucket or refused / missing credentials are SweepConfigErrors before any work.
 """

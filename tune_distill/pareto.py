@@ -16,7 +16,7 @@ What it must not know: models, data, Ray, searchers or configuration files. Cons
 with `name`, `op` ('>=' or '<=') and `bound` (a `search.Constraint` or a mapping with those keys).
 
 Example (CPU, instant):
-    python -c "from tune_distill.pareto import hypervolume; print(hypervolume([[1, 2], [2, 1]], ['min', 'min'], [3, 3]))"
+    python -c "from tune_distill.pareto import hypervolume as h; print(h([[1, 2], [2, 1]], ['min', 'min'], [3, 3]))"
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from tune_distill.data import FeatureSet, PackedColumn, load_features, pad_rows
-from tune_distill.runtime import qa_logits, resolve_device  # sweep.py still imports resolve_device from here
+from tune_distill.runtime import qa_logits, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -298,7 +298,7 @@ def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds:
     return {
         "trials": len(records),
         "finished": finished,
-        # trials left unfinished, or fewer created than planned (search.py's searchers never run dry)
+        # trials left unfinished, or fewer created than planned (the search package's searchers never run dry)
         "interrupted": bool(counts.get("unfinished")) or len(records) < config.num_samples,
         "status_counts": counts,
         "steps_saved": sum(record["steps_saved"] or 0 for record in records),
