@@ -41,6 +41,7 @@ import numpy as np
 from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_table, prepare_eval_features
 from tune_distill.evaluate import NO_SPAN_NULL_ODDS, postprocess, predict_logits
 from tune_distill.export import EXPORT_INFO_FILE
+from tune_distill.files import read_json_object
 from tune_distill.scoring import apply_threshold
 from tune_distill.student import PRUNED_HEADS_KEY, load_student
 
@@ -48,16 +49,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64}
 LENGTH_KEYS = tuple(DEFAULT_LENGTHS)
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def saved_threshold(model_dir: str | Path) -> tuple[float, str]:
@@ -68,7 +59,7 @@ def saved_threshold(model_dir: str | Path) -> tuple[float, str]:
         candidates.append(model_dir.parent / "metrics.json")
     for path in candidates:
         if path.is_file():
-            value = _json_object(path).get("na_threshold")
+            value = read_json_object(path).get("na_threshold")
             if value is None:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -82,7 +73,7 @@ def saved_lengths(model_dir: str | Path) -> dict[str, int]:
     path = Path(model_dir) / EXPORT_INFO_FILE
     lengths = dict(DEFAULT_LENGTHS)
     if path.is_file():
-        recorded = _json_object(path).get("tokenization") or {}
+        recorded = read_json_object(path).get("tokenization") or {}
         for key in LENGTH_KEYS:
             if key in recorded:
                 if not isinstance(recorded[key], int) or isinstance(recorded[key], bool):

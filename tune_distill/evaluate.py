@@ -282,14 +282,8 @@ def evaluate_model_dir(
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
     features = load_features(
-        [str(data_file)],
-        tokenizer,
-        kind="eval",
-        max_seq_length=max_seq_length,
-        doc_stride=doc_stride,
-        max_query_length=max_query_length,
-        max_examples=max_examples,
-        cache_dir=cache_dir,
+        [str(data_file)], tokenizer, kind="eval", max_seq_length=max_seq_length, doc_stride=doc_stride,
+        max_query_length=max_query_length, max_examples=max_examples, cache_dir=cache_dir,
     )
     logger.info(
         "evaluate: %s on %s: %d questions, %d windows, device %s",
@@ -383,20 +377,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as the parsed options say; print and return the metrics."""
     metrics = evaluate_model_dir(
-        args.model,
-        args.data,
-        args.out,
-        na_threshold=args.na_threshold,
-        max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride,
-        max_query_length=args.max_query_length,
-        batch_size=args.batch_size,
-        n_best_size=args.n_best_size,
-        max_answer_length=args.max_answer_length,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        max_examples=args.max_examples,
-        latency=args.latency,
+        args.model, args.data, args.out, na_threshold=args.na_threshold,
+        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+        batch_size=args.batch_size, n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
+        device=args.device, cache_dir=args.cache_dir, max_examples=args.max_examples, latency=args.latency,
         precision=args.precision,
     )
     json.dump(metrics, sys.stdout, indent=1, default=str)

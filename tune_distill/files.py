@@ -4,7 +4,8 @@ What it does: `write_atomically(path, data)` writes bytes or text to a temporary
 folder, flushes it to disk (fsync), then renames it over the target (`os.replace`, atomic on POSIX
 and Windows within one file system), and removes the temporary file if anything fails.
 `atomic_path(path)` does the same for writers that need a path of their own (Arrow, numpy).
-`write_json` is the JSON form used for records, summaries and scheduler states.
+`write_json` is the JSON form used for records, summaries and scheduler states; `read_json_object` reads
+one back, refusing a file that is not a JSON object with an error that names it.
 
 Decided once: always fsync. The files written this way are records a resumed sweep trusts (sweep.json,
 trials.jsonl, scheduler states, cached features); a rename that reaches the disk before its data
@@ -50,6 +51,17 @@ def write_atomically(path: str | Path, data: bytes | str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_bytes(payload)
     return Path(path)
+
+
+def read_json_object(path: str | Path, what: str = "file", error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A JSON file that must hold an object (what this package writes with `write_json`), or `error` naming it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as problem:
+        raise error(f"{path}: {what} is not valid JSON ({problem})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: {what} should be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def write_json(path: str | Path, payload: Any, *, indent: int | None = 1) -> Path:

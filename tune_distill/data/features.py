@@ -295,14 +295,8 @@ def command(args: argparse.Namespace) -> FeatureSet:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     feature_set = load_features(
-        args.data,
-        tokenizer,
-        kind=args.kind,
-        max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride,
-        max_query_length=args.max_query_length,
-        max_examples=args.max_examples,
-        cache_dir=args.cache_dir,
+        args.data, tokenizer, kind=args.kind, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+        max_query_length=args.max_query_length, max_examples=args.max_examples, cache_dir=args.cache_dir,
     )
     window_lengths = lengths(feature_set)
     unanswerable = sum(example.is_impossible for example in feature_set.examples)

@@ -14,14 +14,13 @@ trial, resolved run config, training environment, git SHA, export time, version)
 Must not know: Ray, the sweep module or searchers, how students were trained, how a trial was chosen
 (it takes a TrialChoice).
 
-Example (CPU, under a minute on the smoke sweep's tiny students):
-    tune-distill export --sweep sweeps/smoke --pick smallest-at-baseline --out exports/smoke-small \
-        --latency-seq-length 96
+Example (CPU, under a minute on the smoke sweep's tiny students; the same as `tune-distill export --trial`):
+    python -c "from tune_distill.export import choose_trial, export_trial; \
+        export_trial(choose_trial('sweeps/smoke', pick='best-exact'), 'exports/smoke-best', onnx=False)"
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from tune_distill.export.onnx import (
 )
 from tune_distill.export.pad import PADDING_TOLERANCE, kept_heads_per_layer, pad_pruned_heads
 from tune_distill.export.verify import max_diff, torch_logits, verification_batch
-from tune_distill.files import write_json
+from tune_distill.files import read_json_object, write_json
 from tune_distill.run import git_sha
 from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
 
@@ -58,15 +57,7 @@ EXPORT_FORMAT_VERSION = 1
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ExportError(f"{path}: {what} is not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise ExportError(f"{path}: {what} should be a JSON object, got {type(value).__name__}")
-    return value
+    return read_json_object(path, what, ExportError) if path.is_file() else {}
 
 
 def _tokenizer(choice: TrialChoice, run_config: Mapping[str, Any]):

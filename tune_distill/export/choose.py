@@ -231,12 +231,8 @@ def choose_trial(sweep: str | Path | SweepTrials, *, trial_id: str | None = None
     if max_params is not None:
         if max_params <= 0:
             raise ExportError(f"--max-params {max_params}: expected a positive parameter count")
-        within = exportable[exportable[SIZE] <= max_params]
-        if within.empty:
-            smallest = exportable.sort_values(SIZE).iloc[0]
-            raise ExportError(f"{where}: no exportable trial has at most {max_params:,} parameters (the smallest is "
-                              f"trial {smallest['trial_id']} with {int(smallest[SIZE]):,}); the trials are:\n{table}")
-        row = _best_exact(within)
+        row = _best_within(exportable, SIZE, max_params, f"{where}: no exportable trial has at most {max_params:,} "
+                           "parameters (the smallest is trial {trial} with {value:,.0f})", table)
         return _choice(trials, row, "max-params",
                        f"highest exact ({row[ACCURACY]:.2f}) with at most {max_params:,} parameters")
     if max_latency_ms <= 0:
@@ -245,14 +241,20 @@ def choose_trial(sweep: str | Path | SweepTrials, *, trial_id: str | None = None
     if timed.empty:
         raise ExportError(f"{where}: no exportable trial recorded {LATENCY} (was the sweep run with "
                           f"measure_latency off?); the trials are:\n{table}")
-    within = timed[timed[LATENCY] <= max_latency_ms]
-    if within.empty:
-        fastest = timed.sort_values(LATENCY).iloc[0]
-        raise ExportError(f"{where}: no exportable trial has {LATENCY} <= {max_latency_ms:g} ms (the fastest is trial "
-                          f"{fastest['trial_id']} at {fastest[LATENCY]:.2f} ms); the trials are:\n{table}")
-    row = _best_exact(within)
+    row = _best_within(timed, LATENCY, max_latency_ms, f"{where}: no exportable trial has {LATENCY} <= "
+                       f"{max_latency_ms:g} ms (the fastest is trial {{trial}} at {{value:.2f}} ms)", table)
     return _choice(trials, row, "max-latency-ms",
                    f"highest exact ({row[ACCURACY]:.2f}) with {LATENCY} <= {max_latency_ms:g} ms ({row[LATENCY]:.2f})")
+
+
+def _best_within(candidates, column: str, limit: float, refusal: str, table: str):
+    """The highest-exact row with `column` <= `limit`; else ExportError(`refusal` naming the closest, the table)."""
+    within = candidates[candidates[column] <= limit]
+    if within.empty:
+        closest = candidates.sort_values(column).iloc[0]
+        message = refusal.format(trial=closest["trial_id"], value=float(closest[column]))
+        raise ExportError(f"{message}; the trials are:\n{table}")
+    return _best_exact(within)
 
 
 def _choice(trials: SweepTrials, row, rule: str, reason: str) -> TrialChoice:
