@@ -7,12 +7,15 @@ Loss (per batch, start and end averaged):
 
 Padding positions are masked out of both terms. AdamW takes betas, epsilon and weight decay from
 the config (no decay on biases and LayerNorm); the learning rate warms up linearly and then decays
-linearly to zero; gradients are clipped; bf16/fp16 autocast on GPU; batches are length-bucketed and
-padded only to their own longest row. Every `eval_every_steps` an `evaluator` scores the model and
+linearly to zero; gradients are clipped; bf16/fp16 autocast where it pays (precision auto: measured
+once per GPU and student shape, runtime.training_precision); batches are length-bucketed and padded
+to the smallest of a few fixed widths (distill.pad_multiple). Every `eval_every_steps` an `evaluator` scores the model and
 a `callback` receives the metrics (the sweep reports them to Ray; returning True stops the run).
 Checkpoints hold model, optimiser, scheduler, scaler, every RNG state and the step, written
-atomically, so a killed run resumes where it stopped and ends with the same weights as a run that
-was never interrupted. The batch order is a pure function of (seed, epoch), so resuming replays it.
+atomically (checkpoint.py: loaded without running code, checked against the run's settings, recovered
+after a kill), so a killed run resumes where it stopped and ends with the same weights as a run that
+was never interrupted; history.jsonl is cut back to the resumed step. The batch order is a pure
+function of (seed, epoch), so resuming replays it.
 
 `fine_tune` is the same loop with alpha_ce = 0 and no teacher: it turns a pretrained encoder into
 a teacher (`tune-distill teacher`).
@@ -31,9 +34,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -42,16 +43,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tune_distill.checkpoint import (
+    CHECKPOINT_NAME,
+    append_history,
+    check_settings,
+    find_checkpoint,
+    load_checkpoint,
+    reconcile_history,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tune_distill.config import DistillConfig
-from tune_distill.data import FeatureSet, bucketed_batches, collate, model_inputs
+from tune_distill.data import FeatureSet, bucketed_batches, collate, model_inputs, pad_widths, padded_width
 from tune_distill.progress import Progress
-from tune_distill.runtime import autocast_dtype, to_device
+from tune_distill.runtime import autocast_dtype, to_device, training_precision
 from tune_distill.teacher import TeacherLogits
 
 log = logging.getLogger(__name__)
 
 MASKED_LOGIT = -1.0e4  # logit given to padding positions (both models), so they carry no probability
-CHECKPOINT_NAME = "checkpoint"
 
 Evaluator = Callable[[torch.nn.Module, int], dict[str, Any]]
 Callback = Callable[[dict[str, Any]], Any]
@@ -159,52 +170,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(directory: Path, model, optimizer, scheduler, scaler, step: int, history: list[dict]) -> Path:
-    """Write `directory/checkpoint` atomically (staging folder, then rename)."""
-    target = directory / CHECKPOINT_NAME
-    staging = directory / f".{CHECKPOINT_NAME}.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(),
-            "step": step,
-            "history": history,
-        },
-        staging / "state.pt",
-    )
-    (staging / "step.json").write_text(json.dumps({"step": step}))
-    previous = directory / f".{CHECKPOINT_NAME}.old{os.getpid()}"
-    if target.exists():
-        os.replace(target, previous)
-    os.replace(staging, target)
-    shutil.rmtree(previous, ignore_errors=True)
-    return target
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-
-
 @dataclasses.dataclass
 class TrainResult:
     step: int
@@ -213,6 +178,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     train_seconds: float
     features_per_second: float
+    precision: str = "fp32"  # what the run trained in ("auto" resolved)
 
 
 def train(
@@ -227,8 +193,17 @@ def train(
     pad_token_id: int = 0,
     resume: bool = True,
     resume_from: str | Path | None = None,
+    settings: dict[str, Any] | None = None,
+    on_step: Callable[[int], Any] | None = None,
+    precision_cache: str | Path | None = None,
 ) -> TrainResult:
-    """Train `model` in place. Checkpoints go to out_dir/checkpoint; resumes from it when present."""
+    """Train `model` in place. Checkpoints go to out_dir/checkpoint; resumes from it when present.
+
+    `settings`: what the run was configured with (run.training_settings), recorded in every checkpoint;
+    resuming from one recorded with other settings raises CheckpointError. `on_step(step)` is called
+    after every optimiser step (a trial's time limit raises there). `precision_cache`: the folder
+    where distill.precision=auto keeps its measured choice (runtime.training_precision).
+    """
     validate(config)
     if config.alpha_ce > 0 and teacher is None:
         raise ValueError("distill.alpha_ce > 0 needs cached teacher logits (teacher=None given)")
@@ -237,13 +212,16 @@ def train(
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     device = next(model.parameters()).device
-    cast = autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler("cuda") if cast == torch.float16 else None
 
     columns = model_inputs(features)
     starts = np.asarray(features.table.column("start_positions").to_numpy(), dtype=np.int64)
     ends = np.asarray(features.table.column("end_positions").to_numpy(), dtype=np.int64)
     lengths = columns["input_ids"].lengths
+    widths = pad_widths(lengths, config.pad_multiple)  # the run's few batch shapes
+    precision = training_precision(config.precision, model, device, batch_size=config.train_batch_size,
+                                   width=padded_width(int(np.median(lengths)), widths), cache_dir=precision_cache)
+    cast = autocast_dtype(precision, device)
+    scaler = torch.amp.GradScaler("cuda") if cast == torch.float16 else None
     batches_per_epoch = math.ceil(len(lengths) / config.train_batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.num_train_epochs * batches_per_epoch))
     optimizer = make_optimizer(model, config)
@@ -251,17 +229,19 @@ def train(
 
     seed_everything(config.seed)
     step, history = 0, []
-    checkpoint_path = Path(resume_from) if resume_from else out_dir / CHECKPOINT_NAME
+    checkpoint_path = Path(resume_from) if resume_from else find_checkpoint(out_dir) or out_dir / CHECKPOINT_NAME
     if resume and (checkpoint_path / "state.pt").exists():
+        check_settings(checkpoint_path, settings)
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         step, history = state["step"], state["history"]
         log.info("resumed from %s at step %d of %d", checkpoint_path, step, total_steps)
+    reconcile_history(out_dir, step)  # evaluations after the checkpoint (or all, on a fresh start) are redone
 
     eval_every = config.eval_every_steps
     checkpoint_every = config.checkpoint_every_steps or eval_every
@@ -278,7 +258,7 @@ def train(
             epoch_cache = {epoch: bucketed_batches(lengths, config.train_batch_size, seed=config.seed, epoch=epoch,
                                                    bucketing=config.length_bucketing)}
         indices = epoch_cache[epoch][position]
-        batch = to_device(collate(columns, indices, pad_token_id), device)
+        batch = to_device(collate(columns, indices, pad_token_id, widths=widths), device)
         width = batch["input_ids"].shape[1]
         positions = to_device({"start": torch.from_numpy(starts[indices]),  # (batch,)
                                "end": torch.from_numpy(ends[indices])}, device)  # (batch,)
@@ -315,6 +295,8 @@ def train(
         running_count += 1
         progress.update(1)
         progress.set_postfix(loss=f"{running_loss / running_count:.3f}")
+        if on_step is not None:
+            on_step(step)
 
         at_eval = (eval_every and step % eval_every == 0) or step == total_steps
         at_checkpoint = (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
@@ -335,12 +317,19 @@ def train(
                 record.update({k: v for k, v in evaluator(model, step).items() if not k.startswith("_")})
                 model.train()
             history.append(record)
-            with open(out_dir / "history.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_history(out_dir, record)
             log.info("step %d/%d: %s", step, total_steps,
                      ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
         if at_checkpoint:
-            save_checkpoint(out_dir, model, optimizer, scheduler, scaler, step, history)
+            save_checkpoint(out_dir, {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rng_state(),
+                "step": step,
+                "history_json": json.dumps(history),  # plain text: loads under weights_only whatever the metrics
+            }, step, settings)
         if at_eval and callback is not None and callback(history[-1]) is True:
             stopped_early = step < total_steps
             break
@@ -348,7 +337,8 @@ def train(
     seconds = time.perf_counter() - began
     model.eval()
     return TrainResult(step=step, total_steps=total_steps, stopped_early=stopped_early, history=history,
-                       train_seconds=seconds, features_per_second=features_seen / seconds if seconds > 0 else 0.0)
+                       train_seconds=seconds, features_per_second=features_seen / seconds if seconds > 0 else 0.0,
+                       precision=precision)
 
 
 def fine_tune(model: torch.nn.Module, features: FeatureSet, config: DistillConfig, *, out_dir: str | Path,
