@@ -72,6 +72,26 @@ def test_rerun_of_a_finished_folder_resumes_instead_of_retraining(tiny_qa_model_
     assert again["train_seconds"] < 1.0  # nothing left to train
 
 
+def test_a_folder_trained_with_other_settings_is_refused_and_left_as_it_was(tiny_qa_model_dir, tiny_squad_file,
+                                                                           tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = _overrides(tiny_qa_model_dir, tiny_squad_file, tmp_path / "cache")
+    run_distillation(load_config(None, overrides), out, measure_latency=False)
+    header = {name: (out / name).read_text() for name in ("config.yaml", "command.txt", "environment.json")}
+    args = ["distill", "--out", str(out)]
+    for override in [*overrides, "distill.learning_rate=2e-3", "student.num_hidden_layers=1"]:
+        args += ["--set", override]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "distill.learning_rate: 0.001 in the checkpoint, 0.002 now" in error and "student.num_hidden_layers" in error
+    assert "--no-resume" in error and "Traceback" not in error
+    assert {name: (out / name).read_text() for name in header} == header  # the folder does not lie
+    # settings that change neither the weights nor the history's scores may differ: the run resumes
+    again = run_distillation(load_config(None, [*overrides, "distill.device=cpu", "evaluate.latency_repeats=5",
+                                                "distill.eval_batch_size=2"]), out, measure_latency=False)
+    assert again["step"] == 4
+
+
 def test_distill_command_reports_config_errors(capsys):
     assert main(["distill", "--set", "student.num_layers=3"]) == 2
     assert "unknown field 'num_layers'" in capsys.readouterr().err

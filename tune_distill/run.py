@@ -8,7 +8,10 @@ teacher logits) once so that trials only read caches.
 
 The run folder holds: `config.yaml` (resolved), `command.txt`, `environment.json` (versions, git
 SHA, device), `history.jsonl` (one line per evaluation), `metrics.json` (final), `checkpoint/`
-(for resume) and `model/` (the student with its tokenizer).
+(for resume) and `model/` (the student with its tokenizer). A folder with a checkpoint resumes only
+with the settings it was trained with (`training_settings`: every key that changes the trained
+weights or the scores in its history; not the device, threads, cache folder, evaluation batch size,
+evaluation/checkpoint cadence or latency settings); the header is written after that check.
 
 Must not know: Ray, searchers, sweeps, reports.
 
@@ -34,7 +37,8 @@ import torch
 import yaml
 
 from tune_distill import distill, evaluate, scoring
-from tune_distill.config import DataConfig, RunConfig, to_dict
+from tune_distill.checkpoint import CHECKPOINT_NAME, check_settings, find_checkpoint
+from tune_distill.config import DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
 from tune_distill.files import write_atomically
 from tune_distill.runtime import qa_logits, resolve_device
@@ -101,6 +105,19 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+# Keys that change neither the trained weights nor the scores of the history a resumed run keeps.
+NOT_TRAINING_SETTINGS = frozenset({
+    "data.cache_dir", "teacher.batch_size", "distill.device", "distill.num_threads", "distill.eval_batch_size",
+    "distill.eval_every_steps", "distill.checkpoint_every_steps", "evaluate.latency_seq_length",
+    "evaluate.latency_batch_sizes", "evaluate.latency_repeats", "evaluate.latency_warmup",
+})
+
+
+def training_settings(config: RunConfig) -> dict[str, Any]:
+    """The config's keys a checkpoint is tied to ('section.field': value): all but NOT_TRAINING_SETTINGS."""
+    return {key: value for key, value in flatten(to_dict(config)).items() if key not in NOT_TRAINING_SETTINGS}
 
 
 def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | None,
@@ -171,10 +188,18 @@ def _public(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distill.Callback | None = None,
                      resume: bool = True, inputs: Inputs | None = None, resume_from: str | Path | None = None,
-                     measure_latency: bool = True, command: list[str] | None = None) -> dict[str, Any]:
-    """Distil one student as `config` says, write the run folder, return the final metrics."""
+                     measure_latency: bool = True, command: list[str] | None = None,
+                     on_step: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    """Distil one student as `config` says, write the run folder, return the final metrics.
+
+    `on_step(step)` runs after every optimiser step (distill.train); a sweep trial's time limit raises there.
+    """
     out_dir = Path(out_dir)
     device = resolve_device(config.distill.device)
+    settings = training_settings(config)
+    if resume:  # a checkpoint of other settings is refused before anything in the folder changes
+        check_settings(Path(resume_from) if resume_from else find_checkpoint(out_dir) or out_dir / CHECKPOINT_NAME,
+                       settings)
     write_run_header(out_dir, config, device, command)
     began = time.perf_counter()
     needs_teacher_weights = config.student.init != "random"
@@ -201,7 +226,8 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
 
     result = distill.train(model, inputs.train_features, config.distill, teacher=inputs.teacher_logits,
                            out_dir=out_dir, evaluator=evaluator, callback=callback,
-                           pad_token_id=pad_token_id, resume=resume, resume_from=resume_from)
+                           pad_token_id=pad_token_id, resume=resume, resume_from=resume_from, settings=settings,
+                           on_step=on_step)
     final = last_evaluation if last_evaluation.get("_step") == result.step else score(model, result.step)
     model_dir = save_student(model, out_dir / "model", inputs.tokenizer)
     metrics = _public(final)
