@@ -110,6 +110,9 @@ class DistillConfig:
     device: str = _f("auto", "auto, cpu, cuda, cuda:N.")
     num_threads: int = _f(0, "CPU threads for torch (0 = leave torch's default).")
     length_bucketing: bool = _f(True, "Group features of similar length into batches (dynamic padding).")
+    pad_multiple: int = _f(64, "Batches (training, evaluation, teacher logits) are padded to a multiple of this, "
+                               "capped at the longest window: a run sees at most max_seq_length / N + 1 shapes "
+                               "(a GPU sets up kernels per shape). 8 = the old finer padding (up to 48 shapes).")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from tune_distill.config import EvaluateConfig
-from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
+from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, SquadExample, file_fingerprint, load_features
 from tune_distill.files import write_atomically
 from tune_distill.runtime import (
     PRECISIONS,
@@ -76,6 +76,7 @@ def predict_logits(
     batch_size: int,
     device: torch.device | str,
     precision: str = "fp32",
+    pad_multiple: int = RUN_PAD_MULTIPLE,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window, each a float32 array of that window's own length.
 
@@ -84,7 +85,7 @@ def predict_logits(
     """
     pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
     start, end = qa_logits(model, features, batch_size=batch_size, device=device, precision=precision,
-                           pad_token_id=pad_id, desc="predicting")
+                           pad_token_id=pad_id, desc="predicting", pad_multiple=pad_multiple)
     return [start.row(i) for i in range(len(start))], [end.row(i) for i in range(len(end))]
 
 
@@ -265,6 +266,7 @@ def evaluate_model_dir(
     latency: bool = False,
     latency_config: EvaluateConfig | None = None,
     precision: str = "fp32",
+    pad_multiple: int = RUN_PAD_MULTIPLE,
 ) -> dict[str, Any]:
     """Evaluate a Hugging Face QA model (folder or hub id) on a SQuAD 2.0 file.
 
@@ -290,7 +292,7 @@ def evaluate_model_dir(
         model_dir, data_file, len(features.examples), len(features), device,
     )
     predict_started = time.perf_counter()
-    start_logits, end_logits = predict_logits(model, features, batch_size, device, precision)
+    start_logits, end_logits = predict_logits(model, features, batch_size, device, precision, pad_multiple)
     predict_seconds = time.perf_counter() - predict_started
     best_texts, null_odds = postprocess(
         features.examples, features, start_logits, end_logits, n_best_size, max_answer_length

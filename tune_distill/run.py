@@ -157,7 +157,8 @@ def prepare_inputs(config: RunConfig, device: torch.device | str = "cpu", teache
     if teacher_logits_needed if teacher_logits_needed is not None else config.distill.alpha_ce > 0:
         logits = teacher_logits(config.teacher.path, train_features, cache_dir=data.cache_dir,
                                 batch_size=config.teacher.batch_size, dtype=config.teacher.logits_dtype,
-                                device=device, model=teacher_model, pad_token_id=tokenizer.pad_token_id or 0)
+                                device=device, model=teacher_model, pad_token_id=tokenizer.pad_token_id or 0,
+                                pad_multiple=config.distill.pad_multiple)
     return Inputs(tokenizer, teacher_config, train_features, val_features, logits)
 
 
@@ -167,7 +168,8 @@ def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.de
 
     def evaluator(model: torch.nn.Module, step: int) -> dict[str, Any]:
         start, end = qa_logits(model, val_features, batch_size=config.distill.eval_batch_size, device=device,
-                               precision=config.distill.precision, pad_token_id=pad_token_id, desc="evaluate")
+                               precision=config.distill.precision, pad_token_id=pad_token_id, desc="evaluate",
+                               pad_multiple=config.distill.pad_multiple)
         start_rows = [start.row(index) for index in range(len(start))]
         end_rows = [end.row(index) for index in range(len(end))]
         best_texts, null_odds = evaluate.postprocess(val_features.examples, val_features, start_rows, end_rows,
@@ -227,7 +229,7 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
     result = distill.train(model, inputs.train_features, config.distill, teacher=inputs.teacher_logits,
                            out_dir=out_dir, evaluator=evaluator, callback=callback,
                            pad_token_id=pad_token_id, resume=resume, resume_from=resume_from, settings=settings,
-                           on_step=on_step)
+                           on_step=on_step, precision_cache=config.data.cache_dir)
     final = last_evaluation if last_evaluation.get("_step") == result.step else score(model, result.step)
     model_dir = save_student(model, out_dir / "model", inputs.tokenizer)
     metrics = _public(final)

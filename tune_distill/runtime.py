@@ -1,11 +1,15 @@
 """Where and how models run: device, precision (autocast), batches onto the device, batched inference.
 
 `resolve_device` turns "auto" into cuda or cpu; `resolve_precision` turns "auto" into bf16 on a GPU
-that has it, fp16 on other GPUs and fp32 on CPU; `autocast` is the matching context (weights stay
-fp32). `to_device` moves a batch of CPU tensors to the device (through pinned memory on CUDA).
-`qa_logits` runs any question-answering model over a feature set in length-sorted batches and
-returns unpadded start/end logits in feature order: the one batched inference behind the teacher's
-cached logits, evaluation and answering.
+that has it, fp16 on other GPUs and fp32 on CPU (the static rule, for inference); `autocast` is the
+matching context (weights stay fp32). Training's "auto" is measured instead: `training_precision`
+times a few forward+backward steps of the student in each candidate precision (`step_timer`) once
+per (device, student shape, batch, length) and keeps the fastest in a small JSON cache
+(`fastest_precision`: fp32 unless another is clearly faster); on CPU it is fp32 without timing.
+`to_device` moves a batch of CPU tensors to the device (through pinned memory on CUDA).
+`qa_logits` runs any question-answering model over a feature set in length-sorted batches padded to
+a few fixed widths (data.pad_widths) and returns unpadded start/end logits in feature order: the one
+batched inference behind the teacher's cached logits, evaluation and answering.
 
 Must not know: teachers, students, losses, training, metrics, Ray or searchers.
 
@@ -16,13 +20,30 @@ device = resolve_device('auto'); print(device, resolve_precision('auto', device)
 
 from __future__ import annotations
 
+import copy
 import inspect
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from tune_distill.data import FeatureSet, PackedColumn, collate, model_inputs, sorted_batches
+from tune_distill.data import (
+    RUN_PAD_MULTIPLE,
+    FeatureSet,
+    PackedColumn,
+    collate,
+    model_inputs,
+    pad_widths,
+    sorted_batches,
+)
+from tune_distill.files import read_json_object, write_json
 from tune_distill.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: torch.device | str = "auto") -> torch.device:
@@ -57,6 +78,100 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+PRECISION_CACHE = "precision_choices.json"  # under the cache dir: {cache key: {"choice", "seconds"}}
+AUTO_MARGIN = 0.95  # a reduced precision is chosen only when its step takes under 95% of fp32's
+
+
+def precision_candidates(device: torch.device) -> tuple[str, ...]:
+    """What training's "auto" chooses among: fp32 only on CPU (bf16 autocast there is slower for these
+    students: bench/results/padding_cpu.md), else fp32, bf16 where the GPU has it, and fp16."""
+    if device.type != "cuda":
+        return ("fp32",)
+    return ("fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
+
+
+def fastest_precision(key: Mapping[str, Any], candidates: Sequence[str], seconds_per_step: Callable[[str], float],
+                      cache_file: str | Path | None = None) -> str:
+    """The fastest of `candidates` by `seconds_per_step(precision)`; fp32 (the first) unless another takes
+    under AUTO_MARGIN of its time. The choice is kept in `cache_file` under `key` and read back from there
+    (no timing) the next time the same key is asked for."""
+    text = json.dumps(dict(key), sort_keys=True)
+    cache_file = Path(cache_file) if cache_file else None
+    cached = read_json_object(cache_file, "precision cache") if cache_file and cache_file.is_file() else {}
+    if text in cached and cached[text].get("choice") in candidates:
+        return cached[text]["choice"]
+    if len(candidates) == 1:
+        return candidates[0]
+    seconds = {precision: float(seconds_per_step(precision)) for precision in candidates}
+    choice = candidates[0]
+    for precision in candidates[1:]:
+        if seconds[precision] < AUTO_MARGIN * seconds[choice]:
+            choice = precision
+    log.info("precision auto: %s (seconds per step %s)", choice,
+             ", ".join(f"{name} {value * 1000:.1f} ms" for name, value in seconds.items()))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fresh = read_json_object(cache_file, "precision cache") if cache_file.is_file() else {}
+        write_json(cache_file, {**fresh, text: {"choice": choice, "seconds": seconds, "measured_at": time.time()}})
+    return choice
+
+
+def step_timer(model: torch.nn.Module, *, batch_size: int, width: int, device: torch.device, steps: int = 5,
+               warmup: int = 2) -> Callable[[str], float]:
+    """seconds_per_step(precision): median forward+backward time of a copy of `model` on random tokens of
+    shape (batch_size, width) under that precision's autocast. The model and every RNG stay untouched."""
+
+    def seconds_per_step(precision: str) -> float:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            probe = copy.deepcopy(model).to(device).train()
+            torch.manual_seed(0)
+            input_ids = torch.randint(0, int(probe.config.vocab_size), (batch_size, width)).to(device)  # (batch, len)
+            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}  # (batch, seq_len)
+            timings = []
+            for index in range(warmup + steps):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                began = time.perf_counter()
+                with autocast(device, precision):
+                    output = probe(**inputs)
+                (output.start_logits.float().sum() + output.end_logits.float().sum()).backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if index >= warmup:
+                    timings.append(time.perf_counter() - began)
+                probe.zero_grad(set_to_none=True)
+            del probe
+        return float(np.median(timings))
+
+    return seconds_per_step
+
+
+def precision_key(model: torch.nn.Module, device: torch.device, batch_size: int, width: int) -> dict[str, Any]:
+    """What a measured precision choice depends on: device name, student shape, batch, length, torch."""
+    config = getattr(model, "config", None)
+    shape = {name: getattr(config, name, None) for name in
+             ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {"device": name, "model": type(model).__name__, **shape,
+            "parameters": sum(parameter.numel() for parameter in model.parameters()),
+            "batch": batch_size, "length": width, "torch": torch.__version__}
+
+
+def training_precision(precision: str, model: torch.nn.Module, device: torch.device, *, batch_size: int, width: int,
+                       cache_dir: str | Path | None = None,
+                       seconds_per_step: Callable[[str], float] | None = None) -> str:
+    """Training's precision: a fixed setting is checked and returned; "auto" is fp32 on CPU and on CUDA the
+    fastest candidate measured for this student (cached under cache_dir/PRECISION_CACHE)."""
+    if precision != "auto":
+        return resolve_precision(precision, device)
+    candidates = precision_candidates(device)
+    if len(candidates) == 1:
+        return candidates[0]
+    timer = seconds_per_step or step_timer(model, batch_size=batch_size, width=width, device=device)
+    cache_file = Path(cache_dir) / PRECISION_CACHE if cache_dir else None
+    return fastest_precision(precision_key(model, device, batch_size, width), candidates, timer, cache_file)
+
+
 def accepts_token_type_ids(model: torch.nn.Module) -> bool:
     """DistilBERT-like models take no token_type_ids; BERT-like ones do."""
     return "token_type_ids" in inspect.signature(model.forward).parameters
@@ -71,11 +186,12 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 @torch.inference_mode()
 def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torch.device | str = "cpu",
-              precision: str = "fp32", pad_token_id: int = 0,
-              desc: str = "logits") -> tuple[PackedColumn, PackedColumn]:
+              precision: str = "fp32", pad_token_id: int = 0, desc: str = "logits",
+              pad_multiple: int = RUN_PAD_MULTIPLE) -> tuple[PackedColumn, PackedColumn]:
     """Start and end logits of a QA model for every feature, unpadded, as packed float32 columns.
 
-    Rows are run in length-sorted batches (least padding) and written back in feature order.
+    Rows are run in length-sorted batches padded to the fixed widths `pad_widths(lengths, pad_multiple)`
+    and written back in feature order.
     """
     device = resolve_device(device)
     model.eval()
@@ -86,9 +202,10 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
     start_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     end_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     pass_token_types = accepts_token_type_ids(model)
+    widths = pad_widths(lengths, pad_multiple)
     with Progress(len(lengths), desc, unit="feat") as progress, autocast(device, precision):
         for batch_indices in sorted_batches(lengths, batch_size):
-            batch = collate(columns, batch_indices, pad_token_id)
+            batch = collate(columns, batch_indices, pad_token_id, widths=widths)
             if not pass_token_types:
                 batch.pop("token_type_ids")
             output = model(**to_device(batch, device))

@@ -19,11 +19,14 @@ Example (CPU, about a minute):
 
 from tune_distill.data.batching import (
     PAD_MULTIPLE,
+    RUN_PAD_MULTIPLE,
     PackedColumn,
     bucketed_batches,
     collate,
     model_inputs,
     pad_rows,
+    pad_widths,
+    padded_width,
     sorted_batches,
 )
 from tune_distill.data.features import (
@@ -46,9 +49,11 @@ from tune_distill.data.windows import (
 )
 
 __all__ = [
-    "EVAL_COLUMNS", "FORMAT_VERSION", "HUB_PREFIX", "NON_CONTEXT_OFFSET", "PAD_MULTIPLE", "TRAIN_COLUMNS",
+    "EVAL_COLUMNS", "FORMAT_VERSION", "HUB_PREFIX", "NON_CONTEXT_OFFSET", "PAD_MULTIPLE", "RUN_PAD_MULTIPLE",
+    "TRAIN_COLUMNS",
     "DataError", "FeatureSet", "PackedColumn", "SquadExample",
     "bucketed_batches", "collate", "features_fingerprint", "features_to_table", "file_fingerprint", "lengths",
-    "load_examples", "load_features", "load_many", "model_inputs", "pad_rows", "prepare_eval_features",
+    "load_examples", "load_features", "load_many", "model_inputs", "pad_rows", "pad_widths", "padded_width",
+    "prepare_eval_features",
     "prepare_train_features", "sorted_batches", "tokenizer_fingerprint",
 ]

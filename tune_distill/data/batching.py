@@ -3,7 +3,9 @@
 Each column is packed as one flat array plus row offsets (`PackedColumn`); `bucketed_batches` gives
 an epoch's batch order as a pure function of (seed, epoch), grouping windows of similar length;
 `sorted_batches` orders inference batches by length; `pad_rows` pads a batch only to its own
-longest row, and `collate` makes the model inputs of a batch (width rounded up to PAD_MULTIPLE).
+longest row, and `collate` makes the model inputs of a batch (width rounded up to PAD_MULTIPLE, or to
+the smallest of a run's fixed set of widths, `pad_widths`: multiples of 64 up to the longest window, so
+a run sees a handful of shapes and a GPU sets up its kernels and autocast casts for each only once).
 
 Must not know: models, devices, teachers, students, training or metrics.
 
@@ -13,6 +15,7 @@ Example (CPU, instant):
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +25,7 @@ import torch
 from tune_distill.data.features import FeatureSet
 
 PAD_MULTIPLE = 8  # batch widths are rounded up to this: fewer distinct shapes (allocator reuse, kernels)
+RUN_PAD_MULTIPLE = 64  # default step of a run's fixed widths (distill.pad_multiple): 6 shapes at 384 tokens
 
 
 @dataclass(frozen=True)
@@ -102,12 +106,31 @@ def model_inputs(features: FeatureSet) -> dict[str, PackedColumn]:
             for name in ("input_ids", "token_type_ids", "attention_mask")}
 
 
-def collate(columns: dict[str, PackedColumn], indices, pad_token_id: int,
-            length: int | None = None) -> dict[str, torch.Tensor]:
-    """Model inputs for rows `indices`, padded to the longest row rounded up to PAD_MULTIPLE (or to `length`)."""
+def pad_widths(lengths: Sequence[int] | np.ndarray, multiple: int = RUN_PAD_MULTIPLE) -> tuple[int, ...]:
+    """A run's fixed set of batch widths: multiples of `multiple` below its longest row, then that row's
+    length rounded up to PAD_MULTIPLE. multiple=8 is plain rounding to 8 (up to 48 widths at 384 tokens);
+    64 gives 6 (64, 128, ..., 384). Padding is masked, so the width changes speed, not results (up to
+    float rounding)."""
+    if multiple < 1:
+        raise ValueError(f"distill.pad_multiple: must be >= 1, got {multiple}")
+    top = -(-int(np.max(lengths, initial=1)) // PAD_MULTIPLE) * PAD_MULTIPLE
+    return (*range(multiple, top, multiple), top)
+
+
+def padded_width(longest: int, widths: Sequence[int]) -> int:
+    """The smallest of the sorted `widths` that holds `longest` tokens."""
+    if longest > widths[-1]:
+        raise ValueError(f"a row of {longest} tokens is longer than the widest pad width {widths[-1]}")
+    return widths[bisect.bisect_left(widths, longest)]
+
+
+def collate(columns: dict[str, PackedColumn], indices, pad_token_id: int, length: int | None = None,
+            widths: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs for rows `indices`, padded to `length`; else to the smallest of `widths` (sorted, from
+    `pad_widths`) that holds the longest row; else to the longest row rounded up to PAD_MULTIPLE."""
     if length is None:
         longest = int(columns["input_ids"].lengths[np.asarray(indices)].max())
-        length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+        length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE if widths is None else padded_width(longest, widths)
     return {
         "input_ids": pad_rows(columns["input_ids"], indices, pad_token_id, torch.long, length),  # (batch, seq_len)
         "token_type_ids": pad_rows(columns["token_type_ids"], indices, 0, torch.long, length),  # (batch, seq_len)
