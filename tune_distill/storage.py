@@ -7,8 +7,9 @@ What it does:
     the path on it (`bucket/prefix`), the form Ray Tune takes with `RunConfig(storage_filesystem=...)`.
     Credentials are never part of the filesystem object (it is pickled to Ray workers and into the
     experiment's tuner.pkl): the AWS SDK's usual chain finds them on each node (AWS_ACCESS_KEY_ID /
-    AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and ~/.aws files, an instance role);
-    the region comes from AWS_REGION / AWS_DEFAULT_REGION.
+    AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and ~/.aws files, an instance role, IRSA);
+    the region comes from AWS_REGION / AWS_DEFAULT_REGION. The driver passes joined workers only the
+    endpoint and region (WORKER_ENV); its credentials (CREDENTIAL_ENV) only when asked to, see there.
   * `probe`: the bucket exists and a marker object can be written and deleted under the prefix;
     errors say which (missing bucket, refused or missing credentials, unreachable endpoint).
   * `upload_files` / `download_file` / `exists`: copies of a sweep's own files (sweep.json,
@@ -35,10 +36,14 @@ from tune_distill.files import write_atomically
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
-# What Ray workers of a joined cluster need to reach the bucket as the driver does, when the driver has them
-# set: credentials travel in the job's runtime_env (never in pickles or files); nodes with their own
-# credentials (instance role, ~/.aws) need none of them.
-WORKER_ENV = (*ENDPOINT_ENV, *REGION_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Non-secret settings Ray workers of a joined cluster get from the driver (when set there) through the job's
+# runtime_env, so that they reach the same endpoint in the same region. Credentials never travel by default:
+# each node finds its own through the AWS SDK's chain (instance role, IRSA / Pod Identity, ~/.aws).
+WORKER_ENV = (*ENDPOINT_ENV, *REGION_ENV)
+# Static credentials, forwarded only on explicit request (sweep option forward_aws_credentials): Ray writes a
+# job's runtime_env in plain text into the logs of every node (session_*/logs/runtime_env_agent.log) and its
+# job API returns it, so whoever reads a node's logs or reaches the dashboard gets the keys.
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 _CREDENTIAL_ERRORS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "EXPIRED_TOKEN",
                       "INVALID_TOKEN", "UNRECOGNIZED_CLIENT", "MISSING_AUTHENTICATION_TOKEN", "INVALID_CLIENT_TOKEN_ID",
                       "AccessDenied", "Forbidden", "Unauthorized")

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-endpoint", metavar="URL",
                         help="S3-compatible endpoint for an s3:// storage path, e.g. http://127.0.0.1:9000 "
                              "(default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--forward-aws-credentials", action="store_true",
+                        help="pass this machine's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN to "
+                             "the workers of a joined cluster (default: each node uses its own role or ~/.aws). "
+                             "Risky: Ray writes them in plain text into every node's logs and its job API shows them")
 
 
 def out_folder(args: argparse.Namespace) -> Path:
@@ -75,14 +79,16 @@ def command(args: argparse.Namespace) -> int:
         config = None
         if args.resume and (out / SWEEP_FILE).is_file():
             if args.set_base or args.data or args.teacher or args.num_samples or args.max_concurrent \
-                    or args.storage_path or args.storage_endpoint:
+                    or args.storage_path or args.storage_endpoint or args.forward_aws_credentials:
                 log.warning("--resume: the sweep's saved settings (%s) are used; --set-base, --data, --teacher, "
-                            "--num-samples, --max-concurrent and --storage-* are ignored", out / SWEEP_FILE)
+                            "--num-samples, --max-concurrent, --storage-* and --forward-aws-credentials are ignored",
+                            out / SWEEP_FILE)
         elif path is not None:
             config = with_overrides(load_sweep_config(path), base=dict(parse_override(t) for t in args.set_base),
                                     data_dir=args.data, teacher=args.teacher, num_samples=args.num_samples,
                                     max_concurrent=args.max_concurrent, storage_path=args.storage_path,
-                                    storage_endpoint=args.storage_endpoint)
+                                    storage_endpoint=args.storage_endpoint,
+                                    forward_aws_credentials=args.forward_aws_credentials or None)
         elif args.storage_path:  # --resume without the local folder: the sweep's files are kept with the experiment
             fetch_sweep(out.expanduser().resolve(), args.storage_path, args.storage_endpoint or "")
         records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address)

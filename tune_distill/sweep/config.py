@@ -98,6 +98,10 @@ class SweepConfig:
     resources_per_trial: Resources = _f(Resources(), "Resources of one trial.")
     scheduler: SchedulerSettings = _f(SchedulerSettings(), "Early stopping.")
     max_failures: int = _f(1, "Retries of a trial that raised (then it is recorded as failed).")
+    trial_timeout_s: float = _f(0.0, "Time limit of one attempt of a trial, in seconds (0 = none), checked after "
+                                     "every optimiser step: an attempt past it raises TrialTimeout, which counts "
+                                     "as a failure (retried from its checkpoint up to max_failures, then recorded "
+                                     "as failed with 'timed out after N s').")
     storage_path: str = _f("", "Where Tune keeps the experiment: a local folder or a pyarrow URI such as "
                                "s3://bucket/sweeps/cpu (empty = the sweep's output folder). A remote one also gets "
                                "a copy of the sweep's files (sweep.json, trials.jsonl, results.*), so it can be "
@@ -106,6 +110,10 @@ class SweepConfig:
                                    "(MinIO, moto); empty = AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS. "
                                    "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
                                    "~/.aws, the region from AWS_REGION/AWS_DEFAULT_REGION.")
+    forward_aws_credentials: bool = _f(False, "Pass the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+                                              "AWS_SESSION_TOKEN to the workers of a joined cluster. Off: nodes use "
+                                              "their own (instance role, IRSA, ~/.aws). Risky: Ray writes them in "
+                                              "plain text into every node's logs and its job API returns them.")
     name: str = _f("tune", "Name of the Tune experiment folder under storage_path.")
     baseline: bool = _f(True, "Trial 0 is the DistilBERT-like baseline: half the teacher's layers (every other), "
                               "teacher width, init=teacher, default distillation settings.")
@@ -291,6 +299,9 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
         raise SweepConfigError(f"{source}: max_concurrent: must be >= 1, got {config.max_concurrent}")
     if config.max_failures < 0:
         raise SweepConfigError(f"{source}: max_failures: must be >= 0, got {config.max_failures}")
+    if not math.isfinite(config.trial_timeout_s) or config.trial_timeout_s < 0:
+        raise SweepConfigError(f"{source}: trial_timeout_s: must be a number of seconds >= 0 (0 = no limit), "
+                               f"got {config.trial_timeout_s}")
     resources = config.resources_per_trial
     if resources.cpu < 0 or resources.gpu < 0 or resources.cpu + resources.gpu <= 0:
         raise SweepConfigError(f"{source}: resources_per_trial: cpu and gpu must be >= 0 and not both 0")
@@ -369,7 +380,7 @@ def sweep_config_to_dict(config: SweepConfig) -> dict[str, Any]:
 def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None, data_dir: str | None = None,
                    teacher: str | None = None, num_samples: int | None = None,
                    max_concurrent: int | None = None, storage_path: str | None = None,
-                   storage_endpoint: str | None = None) -> SweepConfig:
+                   storage_endpoint: str | None = None, forward_aws_credentials: bool | None = None) -> SweepConfig:
     """The CLI's changes: extra base overrides, a data folder, a teacher, trial counts, storage."""
     merged = dict(config.base)
     if data_dir:
@@ -393,6 +404,8 @@ def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None
         changes["storage_path"] = storage_path
     if storage_endpoint is not None:
         changes["storage_endpoint"] = storage_endpoint
+    if forward_aws_credentials is not None:
+        changes["forward_aws_credentials"] = forward_aws_credentials
     updated = dataclasses.replace(config, **changes)
     check_sweep_config(updated, "command line")
     return updated

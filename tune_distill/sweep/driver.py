@@ -1,16 +1,18 @@
 """The sweep driver: prepare once, start or join Ray, run (or resume) the Tuner, write the sweep's records.
 
-What it does: `prepare_sweep` checks everything that needs files (data, teacher, space, baseline,
-scheduler against evaluation steps) and computes features and teacher logits once on the driver
+What it does: `plan_sweep` checks everything that needs files (data, teacher, space, baseline,
+scheduler against evaluation steps) and `build_search` makes the searcher and scheduler, both before
+anything is written; `prepare_sweep_inputs` computes features and teacher logits once on the driver
 (cached under data.cache_dir, which every trial reads); `connect_ray` joins a cluster (RAY_ADDRESS)
 or starts a local Ray with its dashboard; `run_sweep` runs a fresh sweep or resumes an interrupted
 one (finished trials kept, unfinished ones resumed from their checkpoints, the searcher's state
 restored), logs a progress line per finished trial, and writes `trials.jsonl` (one line per trial)
 and `sweep.json` (the resolved sweep and a summary) in the output folder.
 
-Output folder: `sweep.json`, `trials.jsonl`, `cache/` (features, teacher logits), `scheduler_state.json`
-(pareto_sh) and, unless `storage_path` points elsewhere, the Tune experiment `tune/` whose trial
-folders `trial_NNNN_<id>/` hold Tune's checkpoints and the trial's run folder `run/`. A remote
+Output folder: `sweep.json`, `trials.jsonl`, `space.yaml` (the space, copied), `cache/` (features, teacher
+logits), `scheduler_state.json` (pareto_sh), `.sweep.claim` (while a sweep runs in it) and, unless
+`storage_path` points elsewhere, the Tune experiment `tune/` whose trial folders `trial_NNNN_<id>/` hold
+Tune's checkpoints and the trial's run folder `run/`. A remote
 `storage_path` (see sweep/storage.py) holds the experiment and copies of the sweep's files.
 
 What it must not know: how a run trains or evaluates (run.py), how searchers model anything
@@ -28,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +41,8 @@ from tune_distill import storage as storage_io
 from tune_distill.config import RunConfig, apply_overrides
 from tune_distill.files import write_json
 from tune_distill.search import SearchSpace, make_searcher
-from tune_distill.sweep.callbacks import ProgressLines
+from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
+from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
 from tune_distill.sweep.config import (
     SweepConfig,
     SweepConfigError,
@@ -52,9 +56,12 @@ from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs
 from tune_distill.sweep.searcher import SweepSearcher
 from tune_distill.sweep.storage import (
     SCHEDULER_STATE_FILE,
+    SPACE_FILE,
     SWEEP_FILE,
     TRIALS_FILE,
+    claim_folder,
     fetch_sweep,
+    relocate_saved,
     sweep_storage,
     upload_sweep_files,
 )
@@ -71,12 +78,15 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray with its dashboard on 127.0.0.1.
 
     A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
-    runtime_env; a local Ray's workers inherit this process's environment. Returns (whether we started
-    Ray here and must shut it down, the dashboard URL if any). An already initialised Ray (e.g. in
-    tests) is used as it is.
+    runtime_env, which Ray logs in plain text on every node: nothing secret belongs there unless the user
+    asked for it (storage.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment.
+    Returns (whether we started Ray here and must shut it down, the dashboard URL if any). An already
+    initialised Ray (e.g. in tests) is used as it is.
     """
     import ray
 
+    forward_credentials = bool(set(storage_io.CREDENTIAL_ENV) & set(extra_env))
+    _tune_forwards_credentials(forward_credentials)
     if ray.is_initialized():
         return False, None
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -87,10 +97,14 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
             context = ray.init(address=address, runtime_env=runtime_env)
         except ConnectionError as error:
             raise ConnectionError(
-                f"{error}. If the cluster uses token authentication (the default for clusters Ray starts), set "
-                "RAY_AUTH_MODE=token and provide its token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                f"{error}. If the cluster requires token authentication (a `ray start` with RAY_AUTH_MODE=token, "
+                "as cluster/gpu.yaml and cluster/kuberay.yaml do), set RAY_AUTH_MODE=token here and provide the "
+                "cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (make cluster-up writes it there)"
             ) from error
         log.info("joined the Ray cluster at %s", address)
+        if any(name in os.environ for name in storage_io.CREDENTIAL_ENV) and not forward_credentials:
+            log.info("the AWS credentials set here are not passed to the cluster's workers: each node uses its own "
+                     "(instance role, IRSA, ~/.aws); sweep option forward_aws_credentials passes them")
     else:
         # address="local": a new instance here, never a cluster someone else `ray start`ed on this machine
         try:
@@ -104,7 +118,41 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
         url = url if "://" in url else f"http://{url}"
         log.info("Ray dashboard: %s", url)
         print(f"Ray dashboard: {url}", file=sys.stderr, flush=True)
+        if _token_auth_enabled():
+            # how to get in, never the token itself: logs outlive the session
+            hint = ("  it asks for Ray's authentication token: `ray get-auth-token` prints it (it is kept in "
+                    "~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH when set); paste it there")
+            log.info(hint.strip())
+            print(hint, file=sys.stderr, flush=True)
     return not address, url
+
+
+def _token_auth_enabled() -> bool:
+    """Whether this Ray process uses token authentication (True when Ray cannot say: the hint does no harm)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        return bool(is_token_auth_enabled())
+    except Exception:  # noqa: BLE001 - a private Ray API: absent or changed in another Ray version
+        return True
+
+
+def _tune_forwards_credentials(enabled: bool) -> None:
+    """Ray Tune itself copies the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN into
+    every trial actor's runtime_env (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE), which Ray logs on
+    the node that runs it: keep them out of that set unless the sweep asks for forwarding."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # another Ray layout: nothing of ours to adjust
+        return
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if not isinstance(propagated, set):
+        log.warning("Ray Tune's ENV_VARS_TO_PROPAGATE is not a set here: it may pass AWS credentials to trials")
+        return
+    if enabled:
+        propagated.update(storage_io.CREDENTIAL_ENV)
+    else:
+        propagated.difference_update(storage_io.CREDENTIAL_ENV)
 
 
 def no_answer_score(examples: Sequence[Any]) -> float:
@@ -126,13 +174,20 @@ class _Prepared:
 
 def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     """Check everything, then tokenise and compute teacher logits once (cached under data.cache_dir)."""
+    prepared = plan_sweep(config, out_dir)
+    prepare_sweep_inputs(prepared)
+    return prepared
+
+
+def plan_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
+    """Check everything that needs files (data, teacher, space, baseline, scheduler against evaluation steps) and
+    resolve the constraints; reads the validation questions, writes nothing."""
     from transformers import AutoConfig
 
-    from tune_distill.run import prepare_inputs
-    from tune_distill.runtime import resolve_device
+    from tune_distill.data import load_many
 
     base = absolute_base(config.base, out_dir)
-    config = dataclasses.replace(config, base=base)
+    config = dataclasses.replace(config, base=base, space=str(Path(config.space).expanduser().resolve()))
     run_config = apply_overrides(RunConfig(), base)
     teacher_path = run_config.teacher.path
     if not Path(teacher_path).exists() and teacher_path.startswith("/"):
@@ -164,6 +219,20 @@ def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     if varying:
         log.warning("the space varies %s: trials build their own caches (written atomically) on first use", varying)
     shared = apply_overrides(run_config, dict(space.fixed))
+    no_answer = no_answer_score(load_many([shared.data.val_file], shared.data.max_val_examples))
+    constraints = resolve_constraints(config.constraints, no_answer)
+    log.info("no-answer score of the validation split: %.2f; constraints: %s", no_answer,
+             ", ".join(f"{c.name} {c.op} {c.bound:.4g}" for c in constraints) or "none")
+    return _Prepared(config, space, context, constraints, baseline, no_answer)
+
+
+def prepare_sweep_inputs(prepared: _Prepared) -> None:
+    """Tokenise and compute the teacher's logits once on the driver (cached under data.cache_dir)."""
+    from tune_distill.run import prepare_inputs
+    from tune_distill.runtime import resolve_device
+
+    space = prepared.space
+    shared = apply_overrides(apply_overrides(RunConfig(), prepared.config.base), dict(space.fixed))
     alpha_varies = "distill.alpha_ce" in space.names or "distill.alpha_ce" in space.derived
     needs_logits = alpha_varies or shared.distill.alpha_ce > 0
 
@@ -174,11 +243,16 @@ def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     inputs = prepare_inputs(shared, device, teacher_logits_needed=needs_logits)
     log.info("inputs ready in %.1fs: %d train windows, %d validation questions", time.perf_counter() - began,
              len(inputs.train_features), len(inputs.val_features.examples))
-    no_answer = no_answer_score(inputs.val_features.examples)
-    constraints = resolve_constraints(config.constraints, no_answer)
-    log.info("no-answer score of the validation split: %.2f; constraints: %s", no_answer,
-             ", ".join(f"{c.name} {c.op} {c.bound:.4g}" for c in constraints) or "none")
-    return _Prepared(config, space, context, constraints, baseline, no_answer)
+
+
+def build_search(config: SweepConfig, prepared: _Prepared, out_dir: Path) -> tuple[Any, Any]:
+    """The searcher (wrapped for Tune) and the scheduler of a fresh sweep: built before anything is written, so
+    a bad option leaves no half-made sweep behind."""
+    inner = make_searcher(config.searcher.name, prepared.space, config.objectives, prepared.constraints,
+                          seed=config.searcher.seed, **config.searcher.options)
+    searcher = SweepSearcher(inner, prepared.space, config.objectives, prepared.constraints, config.num_samples,
+                             prepared.baseline)
+    return searcher, make_scheduler(config.scheduler, config.objectives, str(out_dir / SCHEDULER_STATE_FILE))
 
 
 def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: bool = False,
@@ -188,8 +262,24 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     A fresh sweep needs an output folder without a sweep in it. Resuming reads the sweep's own
     `sweep.json` (the `sweep_config` argument may be None; a different one is ignored with a warning),
     keeps finished trials, resumes unfinished ones from their checkpoints, retries errored ones from
-    theirs, and restores the searcher's state; every trial appears once in trials.jsonl.
+    theirs, and restores the searcher's state; every trial appears once in trials.jsonl. The folder is
+    claimed for the whole call (storage.claim_folder: a second sweep on it is refused); a sweep folder
+    copied or moved since it started resumes where it is now, from any working directory. A sweep
+    that fails its checks before it starts leaves no folder behind.
     """
+    out_dir = Path(out_dir).expanduser().resolve()
+    existed = out_dir.exists()
+    claim = claim_folder(out_dir)
+    try:
+        return _run_sweep(sweep_config, out_dir, resume=resume, ray_address=ray_address)
+    finally:
+        claim.release()
+        if not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
+               ray_address: str | None) -> list[dict[str, Any]]:
     from ray import tune
 
     # num_to_keep=1 makes Tune snapshot the experiment at every checkpoint (what resume needs); not a problem.
@@ -201,7 +291,8 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
             fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
         if not saved_path.is_file():
             raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
-        saved = json.loads(saved_path.read_text())
+        saved = relocate_saved(json.loads(saved_path.read_text()), out_dir)
+        write_json(saved_path, saved)
         stored = sweep_config_from_dict(saved["config"], str(saved_path))
         if sweep_config is not None and sweep_config_to_dict(sweep_config) != sweep_config_to_dict(stored):
             log.warning("resuming with the sweep's saved configuration (%s); the one given now is ignored", saved_path)
@@ -215,14 +306,21 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     location = sweep_storage(sweep_config, out_dir, fresh=not resume)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    prepared = prepare_sweep(sweep_config, out_dir)
+    prepared = plan_sweep(sweep_config, out_dir)
     storage, experiment_path, local_experiment = location.tune_path, location.experiment, location.local_experiment
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
-    started_ray, dashboard = connect_ray(ray_address, extra_env=storage_io.WORKER_ENV if location.filesystem else ())
+    search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
+    prepare_sweep_inputs(prepared)
+    forwarded = (*storage_io.WORKER_ENV, *(storage_io.CREDENTIAL_ENV if config.forward_aws_credentials else ()))
+    started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else ())
     try:
         if not resume:
+            if Path(config.space) != out_dir / SPACE_FILE:  # the sweep keeps its space: it resumes from anywhere
+                shutil.copyfile(config.space, out_dir / SPACE_FILE)
+                config = dataclasses.replace(config, space=str(out_dir / SPACE_FILE))
             write_json(saved_path, {
                 "config": sweep_config_to_dict(config),
+                "out_dir": str(out_dir),
                 "no_answer": prepared.no_answer,
                 # resolved, in the form report.py reads: [{name, direction}], [{name, op, bound}]
                 "objectives": [dataclasses.asdict(o) for o in config.objectives],
@@ -232,11 +330,16 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                 "experiment_path": location.uri_of(experiment_path),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
-            upload_sweep_files(location, out_dir, (SWEEP_FILE,))  # what a resume from the bucket alone needs
+            upload_sweep_files(location, out_dir, (SWEEP_FILE, SPACE_FILE))  # what a resume from the bucket needs
         resources = {"cpu": config.resources_per_trial.cpu, "gpu": config.resources_per_trial.gpu}
         context = TrialContext(base=config.base, experiment_dir=local_experiment, cpus=config.resources_per_trial.cpu,
-                               measure_latency=config.measure_latency)
+                               measure_latency=config.measure_latency, timeout_s=config.trial_timeout_s)
         trainable = tune.with_resources(make_trainable(context), resources)
+        distributions = space_distributions(prepared.space)
+        recorder = StudyRecorder(str(out_dir / STUDY_FILE), out_dir.name, distributions, config.objectives,
+                                 prepared.constraints)
+        print(f"Optuna dashboard (the search, live): make dashboard SWEEP={out_dir}\n"
+              f"  or: {dashboard_command(out_dir / STUDY_FILE)}", file=sys.stderr, flush=True)
         began = time.perf_counter()
         if resume:
             if not tune.Tuner.can_restore(experiment_path, storage_filesystem=location.filesystem):
@@ -245,12 +348,10 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
             repair_missing_checkpoints(experiment_path, location.filesystem)
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
                                        storage_filesystem=location.filesystem)
+            _scheduler_state_here(tuner, out_dir)
+            _record_into(tuner, recorder)
         else:
-            inner = make_searcher(config.searcher.name, prepared.space, config.objectives, prepared.constraints,
-                                  seed=config.searcher.seed, **config.searcher.options)
-            searcher = SweepSearcher(inner, prepared.space, config.objectives, prepared.constraints,
-                                     config.num_samples, prepared.baseline)
-            scheduler = make_scheduler(config.scheduler, config.objectives, str(out_dir / SCHEDULER_STATE_FILE))
+            searcher, scheduler = search
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.num_samples,
@@ -261,7 +362,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
                     failure_config=tune.FailureConfig(max_failures=config.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     sync_config=tune.SyncConfig(sync_artifacts=local_experiment is None),
-                    callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples)],
+                    callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples), recorder],
                     verbose=0,
                 ),
             )
@@ -275,6 +376,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
 
             ray.shutdown()
     _write_trials(out_dir, records)
+    sync_study(out_dir, records, distributions)  # trials the callback missed (a sweep older than the study)
     summary = _summary(records, config, time.perf_counter() - began)
     saved = json.loads(saved_path.read_text())
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
@@ -288,6 +390,31 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     else:
         log.info("sweep done: %s -> %s", counts, out_dir / TRIALS_FILE)
     return records
+
+
+def _record_into(tuner: Any, recorder: StudyRecorder) -> None:
+    """A restored Tuner's study callback writes to this folder's study (the folder may have moved since);
+    a sweep that started without one gets `recorder`. Tune has no public way to change a restored
+    Tuner's callbacks: its run config is reached through private attributes, and where those are
+    absent the study is still brought up to date when the sweep ends."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None:
+        log.info("resume: the Optuna study is updated when the sweep ends, not as trials finish")
+        return
+    callbacks = list(run_config.callbacks or [])
+    held = [callback for callback in callbacks if isinstance(callback, StudyRecorder)]
+    for callback in held:
+        callback.retarget(recorder.study_path)
+    if not held:
+        run_config.callbacks = [*callbacks, recorder]
+
+
+def _scheduler_state_here(tuner: Any, out_dir: Path) -> None:
+    """A restored scheduler writes its state into this folder (tuner.pkl names the folder the sweep started in,
+    which it may have left). Tune has no public way to reach a restored Tuner's scheduler: private attributes."""
+    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
+    if getattr(scheduler, "state_path", None):
+        scheduler.state_path = str(out_dir / SCHEDULER_STATE_FILE)
 
 
 def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds: float) -> dict[str, Any]:
