@@ -106,7 +106,9 @@ class DistillConfig:
     eval_every_steps: int = _f(0, "Evaluate every N steps (0 = only at the end).")
     checkpoint_every_steps: int = _f(0, "Checkpoint every N steps (0 = at evaluations and the end).")
     seed: int = _f(0, "Seed for initialisation, dropout and batch order.")
-    precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.")
+    precision: str = _f("auto", "auto, fp32, bf16, fp16. auto: fp32 on CPU; on a GPU training times fp32, bf16 and "
+                                "fp16 steps of the student once (cached per GPU, shape, batch and length) and keeps the "
+                                "fastest; evaluation takes bf16 where the GPU has it, else fp16.")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N.")
     num_threads: int = _f(0, "CPU threads for torch (0 = leave torch's default).")
     length_bucketing: bool = _f(True, "Group features of similar length into batches (dynamic padding).")

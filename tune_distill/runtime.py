@@ -6,12 +6,15 @@ matching context (weights stay fp32). Training's "auto" is measured instead: `tr
 times a few forward+backward steps of the student in each candidate precision (`step_timer`) once
 per (device, student shape, batch, length) and keeps the fastest in a small JSON cache
 (`fastest_precision`: fp32 unless another is clearly faster); on CPU it is fp32 without timing.
-`to_device` moves a batch of CPU tensors to the device (through pinned memory on CUDA).
-`qa_logits` runs any question-answering model over a feature set in length-sorted batches padded to
-a few fixed widths (data.pad_widths) and returns unpadded start/end logits in feature order: the one
-batched inference behind the teacher's cached logits, evaluation and answering.
+`bound_gpu_memory` caps a process's CUDA allocator at its share of a GPU (trials packed on one GPU);
+`is_out_of_memory` recognises a CUDA out-of-memory error. `to_device` moves a batch of CPU tensors
+to the device (through pinned memory on CUDA). `qa_logits` runs any question-answering model over
+a feature set in length-sorted batches padded to a few fixed widths (data.pad_widths) and returns
+unpadded start/end logits in feature order: the one batched inference behind the teacher's cached
+logits, evaluation and answering.
 
-Must not know: teachers, students, losses, training, metrics, Ray or searchers.
+Must not know: teachers, students, losses, the training loop (step_timer's probe steps are a plain
+forward and backward), metrics, Ray or searchers.
 
 Example (CPU, instant):
     python -c "from tune_distill.runtime import resolve_device, resolve_precision; \
@@ -170,6 +173,32 @@ def training_precision(precision: str, model: torch.nn.Module, device: torch.dev
     timer = seconds_per_step or step_timer(model, batch_size=batch_size, width=width, device=device)
     cache_file = Path(cache_dir) / PRECISION_CACHE if cache_dir else None
     return fastest_precision(precision_key(model, device, batch_size, width), candidates, timer, cache_file)
+
+
+GPU_MEMORY_HEADROOM = 0.9  # of a trial's GPU share, what its allocator may take (CUDA contexts live outside it)
+
+
+def gpu_memory_fraction(share: float) -> float | None:
+    """The fraction of a GPU's memory a process holding `share` of that GPU may allocate: share x headroom
+    for a fractional share (trials packed on one GPU), None (no bound) for a whole GPU or none."""
+    return share * GPU_MEMORY_HEADROOM if 0 < share < 1 else None
+
+
+def bound_gpu_memory(share: float, device: torch.device) -> float | None:
+    """Bound this process's CUDA allocator on `device` to its `share` of the GPU, so that trials packed on
+    one GPU cannot run each other out of memory (one that outgrows its share fails alone). Returns the
+    fraction set, or None where nothing was bounded (CPU, a whole GPU)."""
+    fraction = gpu_memory_fraction(share)
+    if fraction is None or device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA out-of-memory error (torch.cuda.OutOfMemoryError, or the RuntimeError of older torch)."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error))
 
 
 def accepts_token_type_ids(model: torch.nn.Module) -> bool:

@@ -5,7 +5,10 @@ What it does: `make_trainable(context)` is the function Tune runs for every tria
 from the base overrides plus the searcher's resolved parameters (the `--set` syntax of config.py),
 derives its seed (base seed + trial number), calls `run.run_distillation` with the run folder inside
 the trial folder, reports every evaluation to Tune with the checkpoint, resumes from
-`tune.get_checkpoint()`, and reports the final metrics (`final: True`) with node id and device; an
+`tune.get_checkpoint()`, and reports the final metrics (`final: True`) with node id and device. With
+a fractional GPU share the trial's CUDA allocator is bounded to that share (runtime.bound_gpu_memory);
+a CUDA out-of-memory error becomes `TrialOutOfMemory` ("CUDA out of memory at batch N (GPU share X)"),
+recorded as a failure and not retried at a smaller batch: the batch is a searched setting. An
 exception is written to the run folder's `trial_error.json` before Tune sees it. `trial_dirname` /
 `trial_name` name trial folders `trial_NNNN_<id>` so they sort by number.
 
@@ -36,6 +39,20 @@ log = logging.getLogger(__name__)
 
 TRIAL_LOG = "trial.log"
 TRIAL_ERROR_FILE = "trial_error.json"
+
+
+class TrialOutOfMemory(RuntimeError):
+    """A trial ran out of GPU memory; the message names its batch size and GPU share."""
+
+
+def out_of_memory(error: BaseException, batch_size: int, gpu_share: float) -> TrialOutOfMemory | None:
+    """The TrialOutOfMemory to report for `error`, when it is a CUDA out-of-memory error (else None)."""
+    from tune_distill.runtime import is_out_of_memory
+
+    if not is_out_of_memory(error):
+        return None
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return TrialOutOfMemory(f"CUDA out of memory at batch {batch_size} (GPU share {gpu_share:g}): {first_line}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = (Path(context.experiment_dir) / trial_dir.name if context.experiment_dir else trial_dir) / "run"
     node_id = ray.get_runtime_context().get_node_id()
+    gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     device = _device_name(run_config)
     identity = {"number": number, "kind": config.get("kind", "search"), "node_id": node_id, "device": device,
                 "seed": run_config.distill.seed, "run_dir": str(run_dir), "started_at": time.time()}
@@ -126,6 +144,11 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars from every trial flood the driver's console
+        from tune_distill.runtime import bound_gpu_memory, resolve_device
+
+        bound = bound_gpu_memory(gpu_share, resolve_device(run_config.distill.device))
+        if bound is not None:
+            log.info("trial %04d: GPU share %g, CUDA allocator bounded to %.3f of the GPU", number, gpu_share, bound)
         log.info("trial %04d on node %s, device %s, seed %d, overrides %s", number, node_id, device,
                  run_config.distill.seed, json.dumps(config["overrides"], sort_keys=True))
 
@@ -156,7 +179,8 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         final.update(identity, final=True, status="complete", finished_at=time.time())
         final.setdefault("total_steps", _total_steps(run_config, final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
-    except Exception as error:
+    except Exception as failure:
+        error = out_of_memory(failure, run_config.distill.train_batch_size, gpu_share) or failure
         details = {**identity, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
         (run_dir / TRIAL_ERROR_FILE).write_text(json.dumps(details, indent=1))
         log.error("trial %04d failed: %s: %s", number, type(error).__name__, error)
@@ -167,7 +191,9 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                 torch.cuda.empty_cache()
         except Exception:  # pragma: no cover - best effort only
             pass
-        raise
+        if error is failure:
+            raise
+        raise error from failure
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(previous_level)
