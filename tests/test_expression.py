@@ -55,3 +55,38 @@ def test_bounds_are_numbers_or_expressions_over_known_values():
         _constant_or_expression("{student.x}", "high", env)
     with pytest.raises(SearchSpaceError, match="expected a number or an expression"):
         _constant_or_expression([1], "high", env)
+
+
+def test_strings_are_neither_repeated_nor_formatted_and_only_joined_up_to_a_bound():
+    for text in ["'x' * 100000 * 100000", "100000 * 'x'", "'%s%s' % (1, 2)", "'%d' % 1"]:
+        with pytest.raises(SearchSpaceError, match=r"where: string repetition and formatting"):
+            _Expression(text, "where")
+    # through references, the same operations fail when evaluated, before anything is built
+    with pytest.raises(SearchSpaceError, match=r"where: .* failed with .*: Mult needs two numbers"):
+        _Expression("{s} * {n}", "where").evaluate({"s": "x", "n": 10**9})
+    with pytest.raises(SearchSpaceError, match=r"where: .* failed with .*: Mod needs two numbers"):
+        _Expression("{s} % {n}", "where").evaluate({"s": "%s", "n": 1})
+    assert _Expression("{s} + '-b'", "where").evaluate({"s": "a"}) == "a-b"
+    joined = " + ".join(["{s}"] * 48)
+    with pytest.raises(SearchSpaceError, match=r"where: .* makes a string of 1001 characters; at most 1000"):
+        _Expression(joined, "where").evaluate({"s": "x" * 21})
+
+
+def test_numbers_are_finite_and_bounded():
+    with pytest.raises(SearchSpaceError, match=r"where: .* makes the number 1e\+16; numbers must be finite"):
+        _Expression("{a} * {a} * {a} * {a}", "where").evaluate({"a": 10**4})
+    with pytest.raises(SearchSpaceError, match=r"where: .* makes the number inf"):
+        _Expression("{a} / {b}", "where").evaluate({"a": 1e15, "b": 1e-320})
+    with pytest.raises(SearchSpaceError, match=r"where: .* makes the number"):
+        _Expression("1000000000000000000", "where")
+    assert _Expression("{a} * {a}", "where").evaluate({"a": 10**7}) == 10**14
+
+
+def test_deep_or_long_expressions_are_search_space_errors_not_recursion_errors():
+    with pytest.raises(SearchSpaceError, match=r"where: .* nested too deeply \(at most 50 levels\)"):
+        _Expression("-" * 500 + "1", "where")
+    with pytest.raises(SearchSpaceError, match=r"where: .*nested too deeply|where: .*not a valid expression"):
+        _Expression("(" * 990 + "1" + ")" * 990, "where")
+    with pytest.raises(SearchSpaceError, match=r"where: expression of 2001 characters; at most 2000"):
+        _Expression("1" + " " * 2000, "where")
+    assert _Expression(" + ".join(["{a}"] * 40), "where").evaluate({"a": 1}) == 40

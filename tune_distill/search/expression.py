@@ -57,14 +57,21 @@ def _round_half_up(value: float, ndigits: int | None = None) -> float | int:
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "round": _round_half_up, "int": int}
+# Resource bounds: an expression is a line of a YAML file, its values are layer counts, widths and rates.
+MAX_TEXT = 2000  # characters of an expression
+MAX_DEPTH = 50  # nesting of its syntax tree
+MAX_STRING = 1000  # characters of any string it holds or makes
+MAX_MAGNITUDE = 10**15  # largest absolute number it may make (far above any width, count or step)
 
 
 class _Expression:
     """An arithmetic expression over `{name}` references, checked at load time, evaluated safely.
 
-    Allowed: numbers, quoted strings, {references}, + - * / // %, unary minus, min(), max(),
-    round() (halves up), int() (truncates), comparisons and `a if condition else b`.
-    Anything else (attribute access, other calls, bare names, **) is rejected when the space loads.
+    Allowed: numbers, quoted strings, {references}, + - * / // % on numbers (+ also joins two strings),
+    unary minus, min(), max(), round() (halves up), int() (truncates), comparisons and
+    `a if condition else b`. Anything else (attribute access, other calls, bare names, **) is rejected
+    when the space loads; string repetition and %-formatting, numbers beyond MAX_MAGNITUDE (or not
+    finite), strings longer than MAX_STRING and trees deeper than MAX_DEPTH are errors too.
     """
 
     def __init__(self, text: str, where: str) -> None:
@@ -76,6 +83,8 @@ class _Expression:
             name = match.group(1)
             return placeholders.setdefault(name, f"__ref{len(placeholders)}__")
 
+        if len(text) > MAX_TEXT:
+            raise SearchSpaceError(f"{where}: expression of {len(text)} characters; at most {MAX_TEXT} allowed")
         python_text = _REFERENCE.sub(substitute, text)
         if "{" in python_text or "}" in python_text:
             raise SearchSpaceError(f"{where}: malformed reference in {text!r}; write references as {{section.field}}")
@@ -83,6 +92,8 @@ class _Expression:
             self._tree = ast.parse(python_text.strip(), mode="eval")
         except SyntaxError:
             raise SearchSpaceError(f"{where}: {text!r} is not a valid expression") from None
+        except (RecursionError, MemoryError):
+            raise SearchSpaceError(f"{where}: {text!r} is nested too deeply (at most {MAX_DEPTH} levels)") from None
         self._names = {placeholder: name for name, placeholder in placeholders.items()}
         self._check(self._tree.body)
 
@@ -90,10 +101,14 @@ class _Expression:
     def references(self) -> set[str]:
         return set(self._names.values())
 
-    def _check(self, node: ast.AST) -> None:
+    def _check(self, node: ast.AST, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise SearchSpaceError(f"{self.where}: {self.text!r} is nested too deeply (at most {MAX_DEPTH} levels)")
+        check = lambda child: self._check(child, depth + 1)  # noqa: E731
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float, str)):
                 raise SearchSpaceError(f"{self.where}: constant {node.value!r} is not allowed in {self.text!r}")
+            self._bounded(node.value)
         elif isinstance(node, ast.Name):
             if node.id not in self._names:
                 raise SearchSpaceError(
@@ -104,14 +119,18 @@ class _Expression:
                 raise SearchSpaceError(
                     f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}"
                 )
-            self._check(node.left)
-            self._check(node.right)
+            texts = [isinstance(side, ast.Constant) and isinstance(side.value, str) for side in (node.left, node.right)]
+            if any(texts) and not isinstance(node.op, ast.Add):
+                raise SearchSpaceError(f"{self.where}: string repetition and formatting ({type(node.op).__name__} "
+                                       f"on a string) are not allowed in {self.text!r}")
+            check(node.left)
+            check(node.right)
         elif isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, (ast.USub, ast.UAdd)):
                 raise SearchSpaceError(
                     f"{self.where}: operator {type(node.op).__name__} is not allowed in {self.text!r}"
                 )
-            self._check(node.operand)
+            check(node.operand)
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
                 raise SearchSpaceError(
@@ -120,23 +139,35 @@ class _Expression:
             if not node.args or any(isinstance(arg, ast.Starred) for arg in node.args):
                 raise SearchSpaceError(f"{self.where}: {node.func.id}() needs plain arguments in {self.text!r}")
             for arg in node.args:
-                self._check(arg)
+                check(arg)
         elif isinstance(node, ast.Compare):
             if any(type(op) not in _COMPARE_OPS for op in node.ops):
                 raise SearchSpaceError(f"{self.where}: only == != < <= > >= comparisons are allowed in {self.text!r}")
             for child in (node.left, *node.comparators):
-                self._check(child)
+                check(child)
         elif isinstance(node, ast.IfExp):
             for child in (node.test, node.body, node.orelse):
-                self._check(child)
+                check(child)
         else:
             raise SearchSpaceError(f"{self.where}: {type(node).__name__} is not allowed in {self.text!r}")
+
+    def _bounded(self, value: Any) -> Any:
+        """`value` if within the resource bounds, else a SearchSpaceError naming the expression."""
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise SearchSpaceError(f"{self.where}: {self.text!r} makes a string of {len(value)} characters; at most "
+                                   f"{MAX_STRING} allowed")
+        if _is_number(value) and not (math.isfinite(value) and abs(value) <= MAX_MAGNITUDE):
+            raise SearchSpaceError(f"{self.where}: {self.text!r} makes the number {value:.6g}; numbers must be finite "
+                                   f"and at most {MAX_MAGNITUDE:.0e} in size")
+        return value
 
     def evaluate(self, env: Mapping[str, Any]) -> Any:
         try:
             return self._eval(self._tree.body, env)
         except SearchSpaceError:
             raise
+        except RecursionError:
+            raise SearchSpaceError(f"{self.where}: {self.text!r} is nested too deeply to evaluate") from None
         except Exception as error:  # ZeroDivisionError, TypeError (e.g. "a" * 1.5), ...
             values = {name: env.get(name) for name in sorted(self.references)}
             raise SearchSpaceError(f"{self.where}: {self.text!r} failed with {values}: {error}") from None
@@ -148,14 +179,21 @@ class _Expression:
             name = self._names[node.id]
             if name not in env:
                 raise SearchSpaceError(f"{self.where}: {{{name}}} has no value here")
-            return env[name]
+            return self._bounded(env[name])
         if isinstance(node, ast.BinOp):
-            return _BINARY_OPS[type(node.op)](self._eval(node.left, env), self._eval(node.right, env))
+            left, right = self._eval(node.left, env), self._eval(node.right, env)
+            strings = isinstance(left, str) and isinstance(right, str) and isinstance(node.op, ast.Add)
+            if not strings and not (_is_number(left) and _is_number(right)):
+                raise TypeError(f"{type(node.op).__name__} needs two numbers (or + two strings), got "
+                                f"{str(left)[:50]!r} and {str(right)[:50]!r}")  # evaluate() names the expression
+            if strings and len(left) + len(right) > MAX_STRING:
+                return self._bounded(left + right[: MAX_STRING + 1 - len(left)])  # the error, without building it
+            return self._bounded(_BINARY_OPS[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp):
             operand = self._eval(node.operand, env)
-            return -operand if isinstance(node.op, ast.USub) else +operand
+            return self._bounded(-operand if isinstance(node.op, ast.USub) else +operand)
         if isinstance(node, ast.Call):
-            return _FUNCTIONS[node.func.id](*(self._eval(arg, env) for arg in node.args))
+            return self._bounded(_FUNCTIONS[node.func.id](*(self._eval(arg, env) for arg in node.args)))
         if isinstance(node, ast.Compare):
             left = self._eval(node.left, env)
             for op, comparator in zip(node.ops, node.comparators):
