@@ -174,6 +174,37 @@ def test_a_paper_trial_fits_a_worker_and_the_cluster_holds_its_concurrency(gpu_c
     assert min(capacity, gpu_config["max_workers"]) >= paper.max_concurrent
 
 
+def test_the_documented_paper_preset_stops_trials_early_within_its_budget():
+    """`make sweep PRESET=paper` (the README's cluster sweep) runs pareto_sh; every trial, whatever its searched
+    batch size, evaluates at or past the rung before its last step, after the same data (its first epoch)."""
+    import math
+
+    from tune_distill.search import EXAMPLE_TEACHER_CONTEXT
+    from tune_distill.sweep.config import load_sweep_config, preset_path
+    from tune_distill.sweep.plan import load_sweep_space
+    from tune_distill.sweep.schedulers import pareto_rungs
+
+    assert "make sweep PRESET=paper" in (ROOT / "README.md").read_text()
+    paper = load_sweep_config(preset_path("paper"))
+    assert paper.scheduler.name == "pareto_sh"
+    rungs = pareto_rungs(paper.scheduler)
+    assert rungs
+    space = load_sweep_space(paper, EXAMPLE_TEACHER_CONTEXT)
+    (batch,) = [p for p in space.params if p.name == "distill.train_batch_size"]
+    one_sample = {p.name: p.low for p in space.params}
+    windows = space.resolve({**one_sample, batch.name: 1})["distill.eval_every_steps"]  # one epoch at batch 1
+    ranked_after = set()
+    for size in range(int(batch.low), int(batch.high) + 1):
+        overrides = space.resolve({**one_sample, batch.name: size})
+        total = math.ceil(overrides["distill.num_train_epochs"] * math.ceil(windows / size))
+        evaluations = range(overrides["distill.eval_every_steps"], total + 1, overrides["distill.eval_every_steps"])
+        for rung in rungs:
+            first = min(step for step in evaluations if step >= rung)  # where the trial is ranked at this rung
+            assert rung <= first < total, (size, rung, first, total)  # within the budget, before the end
+            ranked_after.add((rung, round(first * size / windows)))
+    assert ranked_after == {(rung, 1) for rung in rungs}  # every batch size ranked after one epoch
+
+
 def test_setup_installs_the_project_with_torch_and_ray_pinned(gpu_config):
     config = prepared(gpu_config)
     for kind in ("head_setup_commands", "worker_setup_commands"):

@@ -35,7 +35,7 @@ def test_presets_load_and_their_spaces_resolve():
     space = load_sweep_space(cpu, EXAMPLE_TEACHER_CONTEXT)
     assert space.param("student.num_hidden_layers").high <= 3  # small students only
     paper = load_sweep_config(preset_path("paper"))
-    assert paper.scheduler.name == "fifo" and paper.resources_per_trial.gpu == 1 and paper.num_samples >= 400
+    assert paper.scheduler.name == "pareto_sh" and paper.resources_per_trial.gpu == 1 and paper.num_samples >= 400
     with pytest.raises(SweepConfigError, match="no configs/sweep_nope.yaml"):
         preset_path("nope")
 
