@@ -29,8 +29,11 @@ RESUME ?=
 STORAGE ?=
 STORAGE_ENDPOINT ?=
 SMOKE_TEACHER := .cache/smoke-teacher
+SWEEP ?= $(or $(OUT),sweeps/$(PRESET))
+DASHBOARD_PORT ?= 8080
 
-.PHONY: help env install cluster-up lint test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher
+.PHONY: help env install cluster-up lint test test-slow bench-throughput bench-searchers distill-cpu sweep smoke-teacher \
+	dashboard
 
 help:
 	@echo "make env             create $(VENV) with torch (TORCH=cpu|cuda) and this package (+ tests); other targets do it"
@@ -43,6 +46,8 @@ help:
 	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts;"
 	@echo "                     STORAGE keeps the Tune experiment and the sweep's files there (--storage-path),"
 	@echo "                     STORAGE_ENDPOINT is an S3-compatible endpoint such as MinIO (--storage-endpoint)"
+	@echo "make dashboard [SWEEP=sweeps/smoke] [DASHBOARD_PORT=8080]"
+	@echo "                     the Optuna dashboard on a sweep's study (SWEEP/study.journal), on 127.0.0.1 only"
 	@echo "make cluster-up      make the cluster's Ray token if missing (~/.ray/auth_token), then ray up cluster/gpu.yaml"
 	@echo "make bench-throughput  training throughput: ours vs the reference-style loop"
 	@echo "make bench-searchers   searchers on standard two-objective problems"
@@ -98,3 +103,10 @@ sweep: $(ENV_READY) $(if $(and $(filter smoke,$(PRESET)),$(if $(TEACHER),,1)),$(
 	$(BIN)/tune-distill sweep --preset $(PRESET) $(if $(DATA),--data $(DATA)) $(if $(TEACHER),--teacher $(TEACHER)) \
 		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume) \
 		$(if $(STORAGE),--storage-path $(STORAGE)) $(if $(STORAGE_ENDPOINT),--storage-endpoint $(STORAGE_ENDPOINT))
+
+# The Optuna dashboard on a sweep's study (SWEEP, default sweeps/$(PRESET)), served on this machine only; it follows
+# the study as trials finish. Another machine: ssh -L $(DASHBOARD_PORT):127.0.0.1:$(DASHBOARD_PORT) that-host.
+dashboard: $(ENV_READY)
+	@test -f $(SWEEP)/study.journal || { echo "$(SWEEP)/study.journal: no study yet (make sweep writes it; for a sweep" \
+		"made before the study existed: $(BIN)/tune-distill report --sweep $(SWEEP))"; exit 1; }
+	$(BIN)/optuna-dashboard $(SWEEP)/study.journal --host 127.0.0.1 --port $(DASHBOARD_PORT)

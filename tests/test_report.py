@@ -117,5 +117,62 @@ def test_report_command_rewrites_a_sweep_folder_with_its_own_objectives(tmp_path
     assert cli.main(["report", "--sweep", str(sweep), "--out", str(tmp_path / "elsewhere")]) == 0
     elsewhere = json.loads((tmp_path / "elsewhere" / "summary.json").read_text())
     assert elsewhere["constraints"] == CONSTRAINTS and "t4" not in elsewhere["pareto_trials"]  # t4 is under the floor
-    assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == sorted(
-        ["results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json"])  # no temporary files left
+    assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == sorted(  # no temporary files left
+        ["results.parquet", "results.csv", "pareto.csv", "frontier.png", "importance.png", "hypervolume.png",
+         "summary.json"])  # no curves.png: these records have no evaluation steps
+    assert (sweep / "study.journal").is_file()  # in place: the sweep's Optuna study, for the dashboard
+
+
+def _curve_trials(tmp_path):
+    """TRIALS with varied shapes, each with a run folder whose history.jsonl holds its learning curve."""
+    trials = []
+    for index, trial in enumerate(TRIALS):
+        trial = {**trial, "params": {"student.num_hidden_layers": 1 + index % 3, "distill.learning_rate": 1e-4 * index}}
+        if trial["metrics"] is not None:
+            run = tmp_path / f"run{index}"
+            run.mkdir()
+            last = 2 if trial["status"] == "stopped" else 4
+            run.joinpath("history.jsonl").write_text("".join(
+                json.dumps({"step": step, "exact": trial["metrics"]["exact"] * step / last}) + "\n"
+                for step in range(1, last + 1)))
+            trial.update(run_dir=str(run), metrics={**trial["metrics"], "step": last, "exact_se": 1.0})
+        trials.append(trial)
+    return trials
+
+
+def test_pictures_importance_and_findings_are_written(tmp_path):
+    summary = write_report(_curve_trials(tmp_path), tmp_path / "out", objectives=OBJECTIVES, constraints=CONSTRAINTS)
+    for name in ("frontier.png", "importance.png", "hypervolume.png", "curves.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG", name
+        assert summary["files"][name].endswith(name)
+    importance = summary["importance"]
+    assert importance["evaluator"].startswith("fANOVA") and set(importance["by_objective"]) == {"exact", "parameters"}
+    assert importance["params"] == ["distill.learning_rate", "student.num_hidden_layers"]
+    findings = summary["findings"]
+    assert findings["smaller_at_no_loss"]["trial_id"] == "t1"
+    assert "22.0% smaller than the baseline" in findings["smaller_at_no_loss"]["statement"]
+    assert findings["more_accurate_at_about_the_same_size"]["gain_over_baseline"] == pytest.approx(3.5)
+    assert findings["share_smaller_and_at_least_as_accurate"]["value"] == pytest.approx(1 / 6)  # t1 of 6 others
+    top = findings["most_important_parameters"]
+    assert top["evaluator"] == importance["evaluator"] and set(top["by_objective"]) == {"exact", "parameters"}
+    assert "most important parameters" in top["statement"]
+
+
+def test_findings_say_so_when_no_student_beats_the_baseline(tmp_path):
+    trials = [_trial(0, 60.0, 100, baseline=True), _trial(1, 55.0, 90), _trial(2, 50.0, 300)]
+    findings = write_report(trials, tmp_path, objectives=OBJECTIVES)["findings"]
+    assert findings["smaller_at_no_loss"] == {"statement": "no student smaller than the baseline reaches its exact "
+                                                           "(60.00)"}
+    assert "beats its exact" in findings["more_accurate_at_about_the_same_size"]["statement"]
+    assert findings["share_smaller_and_at_least_as_accurate"]["value"] == 0.0
+
+
+def test_frontier_draws_each_points_standard_error(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, x, y, yerr=None, **kw: drawn.append(yerr) or original(self, x, y, yerr=yerr, **kw))
+    write_report(_curve_trials(tmp_path), tmp_path / "out", objectives=OBJECTIVES, constraints=CONSTRAINTS)
+    assert drawn and all(errors is not None and (errors == 1.0).all() for errors in drawn)

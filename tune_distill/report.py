@@ -7,16 +7,23 @@ sweep folder (and, when the sweep's `storage_path` is remote, e.g. s3://bucket/p
 - `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
   duration, checkpoint.
 - `pareto.csv`: the completed, feasible trials on the Pareto front of the objectives.
-- `frontier.png`: parameters against exact; every trial, the Pareto points, the baseline, the
-  no-answer floor.
+- the pictures (plots.py): `frontier.png` (parameters against exact: every trial with its standard
+  error, the Pareto points, the baseline, the no-answer floor), `importance.png`, `hypervolume.png`,
+  `curves.png` (learning curves, early stops marked), each where there is something to draw.
 - `summary.json`: the reference experiment's figures, computed from the rows above: the smallest
   Pareto student at or above the baseline's exact and how much smaller it is; the best exact within
   the baseline's size + 5% and by how much it beats the baseline; the share of trials smaller or
   more accurate than the baseline; the hypervolume (with the reference point it used). Where the
   evaluations reported standard errors (`exact_se`, ...), each compared student carries its own and
-  the gain over the baseline one too, so that a gain inside the noise reads as such.
+  the gain over the baseline one too, so that a gain inside the noise reads as such. `importance`:
+  each parameter's importance for each objective (fANOVA, study.py); `findings`: the reference
+  experiment's three findings stated in words for this sweep (see `findings`).
 
-Must not know: Ray, searchers' internals, how trials were trained. It reads records only, so it
+The learning curves and importance come from the sweep's Optuna study (study.py): its `study.journal`
+where the sweep wrote one, completed from the records; `tune-distill report` on a sweep folder also
+brings that journal up to date (so `make dashboard` works on sweeps older than it).
+
+Must not know: Ray, searchers' internals, how trials were trained. It reads records (and the study) only, so it
 can be re-run on any sweep folder: `tune-distill report --sweep DIR`.
 
 Example (CPU, seconds, on a finished smoke sweep):
@@ -38,12 +45,15 @@ import numpy as np
 from tune_distill import storage
 from tune_distill.files import atomic_path, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
+from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
 
 SIZE_SLACK = 0.05  # "a small size increase": within the baseline's size + 5%
-REPORT_FILES = ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "summary.json")
+PICTURES = ("frontier.png", "importance.png", "hypervolume.png", "curves.png")
+REPORT_FILES = ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "summary.json")
+TOP_PARAMETERS = 3  # the findings name this many most important parameters per objective
 
 
 def read_trials(path: str | Path) -> list[dict[str, Any]]:
@@ -181,50 +191,16 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
     return summary
 
 
-def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size: str = "parameters",
-                  floor: float | None = None, title: str = "") -> Path:
-    """Size (millions of parameters) against accuracy: every trial, the Pareto front, the baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    done = frame[frame["status"].isin(["complete", "stopped"])] if len(frame) else frame
-    if len(done) and accuracy in done and size in done:
-        for status, marker, label in (("complete", "o", "trial"), ("stopped", "x", "stopped early")):
-            rows = done[done["status"] == status]
-            if len(rows):
-                axes.scatter(rows[size] / 1e6, rows[accuracy], s=18, c="0.6", marker=marker, label=label)
-        if len(pareto):
-            axes.step(pareto[size] / 1e6, pareto[accuracy], where="post", c="tab:blue", lw=1.2)
-            axes.scatter(pareto[size] / 1e6, pareto[accuracy], s=36, c="tab:blue", label="Pareto front", zorder=3)
-        baseline = done[done["baseline"]]
-        if len(baseline):
-            axes.scatter(baseline[size] / 1e6, baseline[accuracy], s=140, marker="*", c="tab:red", label="baseline",
-                         zorder=4)
-    if floor is not None:
-        axes.axhline(floor, ls="--", c="0.4", lw=0.8, label=f"no-answer floor {floor:.1f}")
-    axes.set_xlabel("parameters (millions, embeddings included)")
-    axes.set_ylabel(f"validation {accuracy}")
-    axes.set_title(title or "tune_distill frontier")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
-    return path
-
-
 def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
                  objectives: Sequence[Mapping[str, str]] | None = None,
-                 constraints: Sequence[Mapping[str, Any]] = (), title: str = "") -> dict[str, Any]:
-    """Write results.parquet/.csv, pareto.csv, frontier.png and summary.json; return the summary.
+                 constraints: Sequence[Mapping[str, Any]] = (), title: str = "", study: Any = None) -> dict[str, Any]:
+    """Write results.parquet/.csv, pareto.csv, the pictures (PICTURES) and summary.json; return the summary.
 
     Each file is replaced atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES.
+    `study`: the sweep's Optuna study (learning curves, importance); default: one built from `trials`.
     """
+    from tune_distill import study as studies
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if objectives is None:
@@ -244,11 +220,104 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     floor = next((float(c["bound"]) for c in constraints if c["name"] == accuracy and c["op"] == ">="), None)
     plot_frontier(frame, pareto, out_dir / "frontier.png", accuracy=accuracy, size=size, floor=floor, title=title)
     summary = summarise(frame, objectives, constraints, accuracy=accuracy, size=size)
+    if study is None:
+        study = studies.load_or_build(None, trials, objectives, constraints)
+    summary["importance"] = studies.param_importances(study, objectives)
+    summary["findings"] = findings(summary, accuracy, size)
+    _pictures(study, summary, objectives, out_dir, accuracy)
     summary["files"] = {name: str(out_dir / name) for name in
-                        ("results.parquet", "results.csv", "pareto.csv", "frontier.png", "trials.jsonl")}
+                        ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "trials.jsonl")
+                        if name == "trials.jsonl" or (out_dir / name).exists()}
     write_atomically(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     log.info("report: %d trials, %d on the Pareto front -> %s", len(frame), len(pareto), out_dir)
     return json.loads(json.dumps(summary, default=_json_default))
+
+
+def _pictures(study: Any, summary: Mapping[str, Any], objectives: Sequence[Mapping[str, str]], out_dir: Path,
+              accuracy: str) -> None:
+    """importance.png, hypervolume.png and curves.png, each where there is something to draw (else removed,
+    so that a stale one does not outlive its data)."""
+    from tune_distill import study as studies
+
+    importance = summary["importance"]
+    drawable = {
+        "importance.png": len(importance["by_objective"]) > len(importance.get("constant", ())),
+        "hypervolume.png": "hypervolume" in summary and any(trial.state.name == "COMPLETE" for trial in study.trials),
+        "curves.png": any(trial.intermediate_values for trial in study.trials),
+    }
+    for name, wanted in drawable.items():
+        if not wanted:
+            (out_dir / name).unlink(missing_ok=True)
+        elif name == "importance.png":
+            shown = [o["name"] for o in objectives if o["name"] not in importance.get("constant", ())]
+            plot_importance(study, [o["name"] for o in objectives], shown, studies.importance_evaluator(),
+                            studies.IMPORTANCE_EVALUATOR, importance["params"], out_dir / name)
+        elif name == "hypervolume.png":
+            reference = summary["hypervolume"]["reference_point"]
+            plot_hypervolume(study, [reference[o["name"]] for o in objectives], out_dir / name)
+        else:
+            plot_curves(study, out_dir / name, metric=accuracy)
+
+
+def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "parameters") -> dict[str, Any]:
+    """The reference experiment's three findings, stated for this sweep from the summary's figures.
+
+    1. smaller at no loss: the smallest Pareto student at or above the baseline's accuracy;
+    2. more accurate at about the same size: the best accuracy within the baseline's size + 5%, and
+       the share of other trials smaller and at least as accurate as the baseline;
+    3. the most important parameters for each objective (TOP_PARAMETERS of them, with the evaluator).
+    Each entry has a `statement` in words; a figure the sweep cannot give says why instead.
+    """
+    base = summary.get("baseline")
+    result: dict[str, Any] = {}
+    if base is None:
+        reason = "no completed baseline trial to compare with"
+        result["smaller_at_no_loss"] = {"statement": reason}
+        result["more_accurate_at_about_the_same_size"] = {"statement": reason}
+        result["share_smaller_and_at_least_as_accurate"] = {"statement": reason}
+    else:
+        smallest = summary.get("smallest_at_baseline_accuracy")
+        if smallest and smallest["trial_id"] == base["trial_id"]:
+            smallest = None  # the baseline itself: no student is smaller at no loss
+        best = summary.get("best_accuracy_within_baseline_size_plus_5pct")
+        if best and best["trial_id"] == base["trial_id"]:
+            best = None
+        result["smaller_at_no_loss"] = {**smallest, "statement": (
+            f"trial {smallest['trial_id']} is {smallest['smaller_than_baseline_pct']:.1f}% smaller than the "
+            f"baseline ({smallest[size]:,} against {base[size]:,} {size}) at {accuracy} {smallest[accuracy]:.2f} "
+            f"(baseline {base[accuracy]:.2f})" + _noise(smallest, base, accuracy))} if smallest else {
+            "statement": f"no student smaller than the baseline reaches its {accuracy} ({base[accuracy]:.2f})"}
+        result["more_accurate_at_about_the_same_size"] = {**best, "statement": (
+            f"trial {best['trial_id']} scores {accuracy} {best[accuracy]:.2f}, {best['gain_over_baseline']:+.2f} "
+            f"over the baseline, at {best[size]:,} {size} (baseline {base[size]:,}, within +{100 * SIZE_SLACK:.0f}%)"
+            + (f"; the gain's standard error is about {best['gain_over_baseline_se']:.2f}"
+               if "gain_over_baseline_se" in best else ""))} if best else {
+            "statement": f"no student within the baseline's size + {100 * SIZE_SLACK:.0f}% beats its {accuracy} "
+                         f"({base[accuracy]:.2f})"}
+        share = summary.get("share_smaller_and_at_least_as_accurate")
+        result["share_smaller_and_at_least_as_accurate"] = {"value": share, "statement": (
+            f"{100 * share:.0f}% of the other finished trials are smaller than the baseline and at least as "
+            f"accurate") if share is not None else "no other finished trials"}
+    importance = summary.get("importance") or {}
+    top = {name: [param for param, share in sorted(shares.items(), key=lambda item: -item[1])[:TOP_PARAMETERS]
+                  if share > 0]
+           for name, shares in (importance.get("by_objective") or {}).items()
+           if name not in importance.get("constant", ())}
+    words = "; ".join([f"{name}: {', '.join(params)}" for name, params in top.items()]
+                      + [f"{name}: none (every trial scored the same)" for name in importance.get("constant", ())])
+    result["most_important_parameters"] = {
+        "evaluator": importance.get("evaluator"), "by_objective": top,
+        "statement": (f"most important parameters ({importance.get('evaluator')}, {importance.get('trials')} "
+                      f"complete trials): {words}") if top else
+        (importance.get("skipped") or f"every trial scored the same on {', '.join(importance.get('constant', []))}"),
+    }
+    return result
+
+
+def _noise(row: Mapping[str, Any], base: Mapping[str, Any], accuracy: str) -> str:
+    """'; standard errors 1.20 and 1.50' when both evaluations reported one."""
+    key = f"{accuracy}_se"
+    return f"; standard errors {row[key]:.2f} and {base[key]:.2f}" if key in row and key in base else ""
 
 
 def _json_default(value: Any) -> Any:
@@ -267,11 +336,19 @@ def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, 
     Written into `out` (default: the sweep folder); when written into the sweep folder itself, also
     copied to the sweep's remote storage_path, if it has one.
     """
+    from tune_distill import study as studies
+
     sweep = Path(sweep)
     settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").exists() else {}
-    summary = write_report(read_trials(sweep), out or sweep, objectives=settings.get("objectives") or None,
-                           constraints=settings.get("constraints") or ())
-    if out is None or Path(out).resolve() == sweep.resolve():
+    records = read_trials(sweep)
+    in_place = out is None or Path(out).resolve() == sweep.resolve()
+    if in_place:
+        studies.sync_study(sweep, records)  # the dashboard's study, for sweeps that started without one
+    objectives = settings.get("objectives") or [dataclasses.asdict(o) for o in DEFAULT_OBJECTIVES]
+    constraints = settings.get("constraints") or ()
+    study = studies.load_or_build(sweep, records, objectives, constraints)
+    summary = write_report(records, out or sweep, objectives=objectives, constraints=constraints, study=study)
+    if in_place:
         copy_to_storage(sweep, settings.get("config") or {})
     return summary
 
@@ -300,7 +377,8 @@ def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
     endpoint = str(config.get("storage_endpoint") or "")
     try:
         filesystem, path = storage.open_location(uri, endpoint)
-        written = storage.upload_files(sweep, (*REPORT_FILES, "trials.jsonl"), filesystem, path)
+        names = [name for name in (*REPORT_FILES, "trials.jsonl", "study.journal") if (sweep / name).exists()]
+        written = storage.upload_files(sweep, names, filesystem, path)
     except (OSError, ValueError) as failure:
         log.error("report: could not copy the results to %s (%s); they are in %s", uri,
                   storage.explain(failure, uri, storage.resolve_endpoint(endpoint)), sweep)

@@ -1,10 +1,13 @@
-"""Progress lines: one log line per finished trial, as the sweep runs.
+"""Progress lines and the Optuna study: what the sweep tells people as trials finish.
 
 What it does: `ProgressLines` (a Ray Tune callback) logs, for every trial that completes, stops or
 fails, its number and id, status, objectives (and exact and size), feasibility, a digest of its
 sampled parameters and the running best feasible value of the first objective; `params_digest`
 shortens parameters ('layers=2 lr=3.2e-04 ...'), `_short` formats a metric, `_status` names how a
-trial ended (complete, stopped, failed; trials.jsonl uses the same words).
+trial ended (complete, stopped, failed; trials.jsonl uses the same words). `StudyRecorder` (another
+callback) keeps each trial's accuracy at every evaluation and, when the trial completes, stops or
+fails, adds it to the sweep's Optuna study (`study.journal`, see tune_distill/study.py), which the
+Optuna dashboard shows live.
 
 What it must not know: how trials run or are chosen; the feasibility rule is `pareto.is_feasible`.
 
@@ -99,3 +102,57 @@ class ProgressLines(RayCallback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.warning("trial %04d %s raised (attempt %d); retrying", int(trial.config.get("number", -1)),
                     trial.trial_id, trial.num_failures)
+
+
+class StudyRecorder(RayCallback):
+    """Adds every trial that completes, stops or fails to the sweep's Optuna study, as it happens.
+
+    The learning curve comes from the results the trial reported (so it works when the run folder
+    is on another node). A failure to write is logged, never raised: the study is for watching.
+    """
+
+    def __init__(self, study_path: str, study_name: str, distributions: Mapping[str, Any],
+                 objectives: Sequence[Objective], constraints: Sequence[Constraint]):
+        self.study_path = str(study_path)
+        self.study_name = study_name
+        self.distributions = dict(distributions)
+        self.objectives = tuple(objectives)
+        self.constraints = tuple(constraints)
+        self.metric = next((o.name for o in self.objectives if o.direction == "max"), self.objectives[0].name)
+        self.curves: dict[str, dict[int, float]] = {}
+        self._study: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with the Tuner (resume): without the open study, which is reopened on first use."""
+        return {**self.__dict__, "_study": None}
+
+    def retarget(self, study_path: str) -> None:
+        """Write to `study_path` from now on (a resumed sweep whose folder moved)."""
+        self.study_path, self._study = str(study_path), None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: Mapping[str, Any], **info: Any) -> None:
+        value, step = result.get(self.metric), result.get("step")
+        if isinstance(value, (int, float)) and step is not None:
+            self.curves.setdefault(trial.trial_id, {})[int(step)] = float(value)
+
+    def _add(self, trial: Any, errored: bool) -> None:
+        from tune_distill.study import record_trials
+        from tune_distill.sweep.records import _record
+
+        try:
+            if self._study is None:
+                from tune_distill.study import open_study
+
+                self._study = open_study(self.study_path, self.study_name, self.objectives)
+            record = _record(trial, None)
+            record["status"] = _status(trial.last_result or {}, errored)  # Tune may not have set its status yet
+            record_trials(self._study, [record], self.distributions, self.objectives, self.constraints, self.curves)
+        except Exception as failure:  # noqa: BLE001 - the study must never stop the sweep
+            log.warning("trial %s: not added to the Optuna study (%s: %s)", trial.trial_id, type(failure).__name__,
+                        failure)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._add(trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._add(trial, errored=True)

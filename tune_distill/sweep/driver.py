@@ -9,7 +9,8 @@ one (finished trials kept, unfinished ones resumed from their checkpoints, the s
 restored), logs a progress line per finished trial, and writes `trials.jsonl` (one line per trial)
 and `sweep.json` (the resolved sweep and a summary) in the output folder.
 
-Output folder: `sweep.json`, `trials.jsonl`, `space.yaml` (the space, copied), `cache/` (features, teacher
+Output folder: `sweep.json`, `trials.jsonl`, `study.journal` (the Optuna study, written as trials finish by
+callbacks.StudyRecorder; `make dashboard` serves it), `space.yaml` (the space, copied), `cache/` (features, teacher
 logits), `scheduler_state.json` (pareto_sh), `.sweep.claim` (while a sweep runs in it) and, unless
 `storage_path` points elsewhere, the Tune experiment `tune/` whose trial folders `trial_NNNN_<id>/` hold
 Tune's checkpoints and the trial's run folder `run/`. A remote

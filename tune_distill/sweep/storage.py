@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tune_distill import storage as storage_io
+from tune_distill.study import STUDY_FILE  # the Optuna study
 from tune_distill.sweep.config import SweepConfig, SweepConfigError
 from tune_distill.sweep.plan import _absolute
 
@@ -33,7 +34,7 @@ SWEEP_FILE = "sweep.json"
 TRIALS_FILE = "trials.jsonl"
 SCHEDULER_STATE_FILE = "scheduler_state.json"
 # The sweep's own files, copied next to a remote experiment (the report adds its results files).
-SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE)
+SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE, STUDY_FILE)
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,15 @@ def upload_sweep_files(location: SweepStorage, out_dir: Path, names: Sequence[st
 
 
 def fetch_sweep(out_dir: Path, storage_path: str, storage_endpoint: str = "") -> None:
-    """Resume without the local folder: copy sweep.json (and trials.jsonl, the scheduler's state) from a remote
-    storage_path into out_dir."""
+    """Resume without the local folder: copy sweep.json (and trials.jsonl, the scheduler's state, the Optuna
+    study, which the resumed sweep continues) from a remote storage_path into out_dir."""
     if not storage_io.is_remote(storage_path):
         raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
     filesystem, path = storage_io.open_location(storage_path.rstrip("/"), storage_endpoint, SweepConfigError)
     endpoint = storage_io.resolve_endpoint(storage_endpoint) if storage_path.startswith("s3://") else ""
     try:
         found = storage_io.download_file(filesystem, f"{path}/{SWEEP_FILE}", out_dir / SWEEP_FILE)
-        for name in (TRIALS_FILE, SCHEDULER_STATE_FILE) if found else ():
+        for name in SWEEP_FILES[1:] if found else ():  # trials.jsonl, the scheduler's state, the Optuna study
             storage_io.download_file(filesystem, f"{path}/{name}", out_dir / name)
     except OSError as failure:
         raise SweepConfigError(f"--resume: {storage_io.explain(failure, storage_path, endpoint)}") from None
