@@ -79,12 +79,21 @@ class StudentConfig:
     init: str = _f(
         "teacher",
         "teacher: copy embeddings, chosen layers and QA head from the teacher (widths must match); "
-        "prune: like teacher, then keep the most important heads; random: fresh weights.",
+        "prune: like teacher, then keep the num_attention_heads most important heads and intermediate_size "
+        "most important feed-forward neurons of each copied layer (see prune_score); random: fresh weights.",
     )
     layer_selection: str = _f(
         "every_other",
         "Which teacher layers to copy: every_other, spread, first, last, or a list like '0,2,4'.",
     )
+    prune_score: str = _f(
+        "magnitude",
+        "How init=prune ranks heads and feed-forward neurons: magnitude (data-free weight norms, the default, as "
+        "before), gradient (mean |dLoss/dmask| over training windows, Michel et al. 2019) or fisher (mean "
+        "squared gradient, Kwon et al. 2022); the measured ones use the KL to the teacher's logits and are "
+        "cached per teacher, layer choice and data (importance.py).",
+    )
+    prune_windows: int = _f(512, "Training windows the measured prune_score (gradient, fisher) is computed on.")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from tune_distill.checkpoint import CHECKPOINT_NAME, check_settings, find_checkp
 from tune_distill.config import DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
 from tune_distill.files import write_atomically
+from tune_distill.importance import importance_for_student
 from tune_distill.runtime import qa_logits, resolve_device
 from tune_distill.student import build_student, count_parameters, save_student
 from tune_distill.teacher import (
@@ -116,8 +117,15 @@ NOT_TRAINING_SETTINGS = frozenset({
 
 
 def training_settings(config: RunConfig) -> dict[str, Any]:
-    """The config's keys a checkpoint is tied to ('section.field': value): all but NOT_TRAINING_SETTINGS."""
-    return {key: value for key, value in flatten(to_dict(config)).items() if key not in NOT_TRAINING_SETTINGS}
+    """The config's keys a checkpoint is tied to ('section.field': value): all but NOT_TRAINING_SETTINGS.
+
+    student.prune_score / prune_windows count only where they change the student (a measured score under
+    init=prune), so checkpoints written before they existed still resume."""
+    settings = {key: value for key, value in flatten(to_dict(config)).items() if key not in NOT_TRAINING_SETTINGS}
+    if config.student.init != "prune" or config.student.prune_score == "magnitude":
+        settings.pop("student.prune_score", None)
+        settings.pop("student.prune_windows", None)
+    return settings
 
 
 def write_run_header(out_dir: Path, config: RunConfig, device: torch.device | None,
@@ -214,7 +222,13 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
             teacher_model.to("cpu")
     pad_token_id = inputs.tokenizer.pad_token_id or 0
 
-    model = build_student(config.student, inputs.teacher_config, teacher_model, seed=config.distill.seed)
+    importance = importance_for_student(config.student, config.teacher.path, teacher_model, inputs.train_features,
+                                        teacher_logits=inputs.teacher_logits, cache_dir=config.data.cache_dir,
+                                        pad_token_id=pad_token_id,
+                                        pad_multiple=config.distill.pad_multiple, device=device) \
+        if teacher_model is not None else None
+    model = build_student(config.student, inputs.teacher_config, teacher_model, seed=config.distill.seed,
+                          importance=importance)
     del teacher_model
     model.to(device)
     score = make_evaluator(config, inputs.val_features, device, pad_token_id)

@@ -9,10 +9,12 @@ initialisations:
   head. Widths must match the teacher's.
 - `prune`: like `teacher`, then keep the `num_attention_heads` most important heads of every layer
   (and the most important feed-forward neurons when `intermediate_size` is smaller than the
-  teacher's). Importance is data-free: the product of the norms of a head's value rows and its
-  output-projection columns (for neurons: input row norm x output column norm). The hidden width
-  stays the teacher's. transformers 5 dropped `prune_heads`, so pruned attention is done here by
-  slicing the projections; `load_student` rebuilds that shape from the saved config.
+  teacher's). `student.prune_score` picks the importance: `magnitude` is data-free (the product
+  of the norms of a head's value rows and its output-projection columns; for neurons: input row
+  norm x output column norm); `gradient` and `fisher` are measured on training windows
+  (importance.py, passed in as `importance`). The hidden width stays the teacher's. transformers 5
+  dropped `prune_heads`, so pruned attention is done here by slicing the projections; `load_student`
+  rebuilds that shape from the saved config.
 - `random`: fresh weights from `initializer_range` (any shape whose heads divide the width).
 
 Parameter counts are exact: all trainable parameters (embeddings included, as the reference
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PRUNED_HEADS_KEY = "tune_distill_heads_per_layer"
 INIT_CHOICES = ("teacher", "prune", "random")
+PRUNE_SCORE_CHOICES = ("magnitude", "gradient", "fisher")
 SELECTION_CHOICES = ("every_other", "spread", "first", "last")
 
 
@@ -105,6 +108,9 @@ def resolve_shape(student: StudentConfig, teacher_config: Any) -> ResolvedShape:
     """Fill in 0 = teacher's values and reject impossible shapes with a message naming the field."""
     if student.init not in INIT_CHOICES:
         raise StudentShapeError(f"student.init: expected one of {INIT_CHOICES}, got {student.init!r}")
+    if student.prune_score not in PRUNE_SCORE_CHOICES:
+        raise StudentShapeError(
+            f"student.prune_score: expected one of {PRUNE_SCORE_CHOICES}, got {student.prune_score!r}")
     teacher_hidden = teacher_config.hidden_size
     teacher_heads = teacher_config.num_attention_heads
     hidden = student.hidden_size or teacher_hidden
@@ -255,8 +261,12 @@ def neuron_importance(layer: nn.Module) -> torch.Tensor:
     return up.norm(dim=1) * down.norm(dim=0)
 
 
-def _copy_from_teacher(student_model: nn.Module, teacher_model: nn.Module, shape: ResolvedShape) -> None:
-    """Copy embeddings, chosen layers (pruned to the student's heads/neurons) and the QA head."""
+def _copy_from_teacher(student_model: nn.Module, teacher_model: nn.Module, shape: ResolvedShape,
+                       importance: Any = None, score: str = "magnitude") -> None:
+    """Copy embeddings, chosen layers (pruned to the student's heads/neurons) and the QA head.
+
+    Heads and neurons are kept by `importance` (importance.Importance, its `score`) when given, else by magnitude.
+    """
     student_bert, teacher_bert = student_model.bert, teacher_model.bert
     student_bert.embeddings.load_state_dict(teacher_bert.embeddings.state_dict())
     for student_index, teacher_index in enumerate(shape.teacher_layers):
@@ -264,32 +274,49 @@ def _copy_from_teacher(student_model: nn.Module, teacher_model: nn.Module, shape
         student_layer = student_bert.encoder.layer[student_index]
         state = {name: tensor.clone() for name, tensor in teacher_layer.state_dict().items()}
         if shape.intermediate_size < teacher_layer.intermediate.dense.out_features:
-            keep = torch.topk(neuron_importance(teacher_layer), shape.intermediate_size).indices.sort().values
+            scores = (importance.neuron_scores(score, student_index) if importance is not None
+                      else neuron_importance(teacher_layer))
+            keep = torch.topk(scores, shape.intermediate_size).indices.sort().values
             state["intermediate.dense.weight"] = state["intermediate.dense.weight"][keep]
             state["intermediate.dense.bias"] = state["intermediate.dense.bias"][keep]
             state["output.dense.weight"] = state["output.dense.weight"][:, keep]
         student_layer.load_state_dict(state)
         total_heads = shape.hidden_size // shape.head_size
         if shape.num_attention_heads < total_heads:
-            scores = head_importance(teacher_layer, shape.head_size)
+            scores = (importance.head_scores(score, student_index) if importance is not None
+                      else head_importance(teacher_layer, shape.head_size))
             keep_heads = torch.topk(scores, shape.num_attention_heads).indices.tolist()
             shrink_attention_heads(student_layer, keep_heads, shape.head_size)
     student_model.qa_outputs.weight.data.copy_(teacher_model.qa_outputs.weight.data)
     student_model.qa_outputs.bias.data.copy_(teacher_model.qa_outputs.bias.data)
 
 
-def build_student(student: StudentConfig, teacher_config: Any, teacher_model: nn.Module | None = None, seed: int = 0):
-    """A BertForQuestionAnswering student. `teacher_model` is needed for init=teacher/prune."""
+def build_student(student: StudentConfig, teacher_config: Any, teacher_model: nn.Module | None = None, seed: int = 0,
+                  importance: Any = None):
+    """A BertForQuestionAnswering student. `teacher_model` is needed for init=teacher/prune.
+
+    `importance` (importance.Importance of the same teacher layers): required by init=prune with a measured
+    `prune_score` (gradient, fisher); see importance.importance_for_student.
+    """
     from transformers import BertForQuestionAnswering
 
     shape = resolve_shape(student, teacher_config)
     if shape.teacher_layers and teacher_model is None:
         raise StudentShapeError(f"student.init={student.init} needs the teacher model's weights")
+    measured = student.init == "prune" and student.prune_score != "magnitude"
+    if measured and importance is None:
+        raise StudentShapeError(
+            f"student.prune_score={student.prune_score} needs importance measured on training windows "
+            "(tune-distill distill measures it; importance.importance_for_student); use student.prune_score=magnitude "
+            "for a data-free student")
+    if measured and tuple(importance.teacher_layers) != shape.teacher_layers:
+        raise StudentShapeError(f"student.layer_selection: the measured importance is of teacher layers "
+                                f"{list(importance.teacher_layers)}, the student copies {list(shape.teacher_layers)}")
     torch.manual_seed(seed)
     config = _hf_config(student, shape, teacher_config)
     model = BertForQuestionAnswering(config)
     if shape.teacher_layers:
-        _copy_from_teacher(model, teacher_model, shape)
+        _copy_from_teacher(model, teacher_model, shape, importance if measured else None, student.prune_score)
     _attach_qa_dropout(model, student.qa_dropout)
     log.info(
         "student: %d layers, hidden %d, %d heads, intermediate %d, init=%s %s -> %s parameters",

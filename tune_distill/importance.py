@@ -1,0 +1,228 @@
+"""Measured importance of attention heads and feed-forward neurons, for `student.init=prune`.
+
+What it does: copies the chosen teacher layers into an unpruned student (every head, the whole
+feed-forward width), puts a mask of ones on every head's output and every feed-forward neuron
+(forward pre-hooks on the attention output projection and the feed-forward down projection, so
+the model's code is untouched), and runs a pass over `windows` training windows with the
+distillation loss against the teacher's logits: KL(teacher || student) of the start and end
+distributions at temperature 1 (distill.distillation_loss with alpha_ce = 1). The score of a head
+or neuron is
+
+    gradient: mean over batches of |dL / d mask|  (Michel, Levy and Neubig, 2019, "Are Sixteen Heads
+              Really Better than One?"; per batch of `batch_size` windows rather than per window);
+    fisher:   mean over batches of (dL / d mask)^2  (the diagonal Fisher information of the mask,
+              Kwon et al., 2022, "A Fast Post-Training Pruning Framework for Transformers").
+
+Both come from the same pass. The loss does not depend on a trial's alpha_ce or temperature, so the
+scores depend only on (teacher, layer choice, training windows, number of windows, seed) and are
+computed once per such key and cached under `<cache_dir>/importance/<key>.npz` (written atomically,
+files.atomic_path), as the teacher logits are: every trial of a sweep that prunes the same copy
+reads them. The teacher's logits come from its cached logits when the run has them, else from the
+teacher itself on the scored windows.
+
+A head whose output cannot change the loss (its output projection zeroed, or mapping onto the
+constant direction a LayerNorm removes) scores 0 here, whatever its weights' norms say.
+
+Must not know: trials, searchers, Ray, evaluation metrics, run folders.
+
+Example (CPU, about a minute on the shared teacher's layers 0, 2, 4 and 256 windows of 256 tokens):
+    python -c "from tune_distill.importance import importance_for_student; help(importance_for_student)"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, collate, model_inputs, pad_widths, sorted_batches
+from tune_distill.distill import MASKED_LOGIT, distillation_loss
+from tune_distill.files import atomic_path
+from tune_distill.teacher import TeacherLogits, teacher_fingerprint
+
+log = logging.getLogger(__name__)
+
+IMPORTANCE_FORMAT_VERSION = 1
+MEASURED_SCORES = ("gradient", "fisher")
+SCORE_CHOICES = ("magnitude", *MEASURED_SCORES)
+
+
+@dataclasses.dataclass(frozen=True)
+class Importance:
+    """Measured scores of the copied layers, one row per student layer (teacher layer `teacher_layers[i]`)."""
+
+    teacher_layers: tuple[int, ...]
+    heads: dict[str, np.ndarray]  # score name -> (layers, heads)
+    neurons: dict[str, np.ndarray]  # score name -> (layers, intermediate)
+    windows: int
+    path: Path | None = None
+
+    def head_scores(self, score: str, layer: int) -> torch.Tensor:
+        """(heads,) scores of student layer `layer`."""
+        return torch.from_numpy(np.asarray(self.heads[score][layer], dtype=np.float64))
+
+    def neuron_scores(self, score: str, layer: int) -> torch.Tensor:
+        """(intermediate,) scores of student layer `layer`."""
+        return torch.from_numpy(np.asarray(self.neurons[score][layer], dtype=np.float64))
+
+
+@contextlib.contextmanager
+def masked(model: nn.Module, head_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Head and neuron masks of ones (requiring grad) multiplied into every layer of a BERT model.
+
+    Yields (head_mask (layers, heads), neuron_mask (layers, intermediate)); the hooks are removed on exit.
+    """
+    layers = model.bert.encoder.layer
+    heads = layers[0].attention.output.dense.in_features // head_size
+    intermediate = layers[0].output.dense.in_features
+    head_mask = torch.ones(len(layers), heads, requires_grad=True)  # (layers, heads)
+    neuron_mask = torch.ones(len(layers), intermediate, requires_grad=True)  # (layers, intermediate)
+    handles = []
+    for index, layer in enumerate(layers):
+        def mask_heads(module, inputs, index=index):
+            context = inputs[0]  # (batch, seq_len, heads * head_size)
+            shaped = context.view(*context.shape[:-1], heads, head_size)  # (batch, seq_len, heads, head_size)
+            return ((shaped * head_mask[index].to(context.dtype)[:, None]).view_as(context),)
+
+        def mask_neurons(module, inputs, index=index):
+            return (inputs[0] * neuron_mask[index].to(inputs[0].dtype),)  # (batch, seq_len, intermediate)
+
+        handles.append(layer.attention.output.dense.register_forward_pre_hook(mask_heads))
+        handles.append(layer.output.dense.register_forward_pre_hook(mask_neurons))
+    try:
+        yield head_mask, neuron_mask
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: TeacherLogits | nn.Module,
+                       windows: int = 512, batch_size: int = 8, seed: int = 0, pad_token_id: int = 0,
+                       pad_multiple: int = RUN_PAD_MULTIPLE, device: torch.device | str = "cpu",
+                       teacher_layers: tuple[int, ...] = ()) -> Importance:
+    """Gradient and Fisher scores of `model`'s heads and neurons over `windows` training windows (all if fewer).
+
+    `model`: an unpruned BERT QA model (a copy of teacher layers); it is left unchanged. `teacher`: the
+    teacher's cached logits over `features`, or the teacher model (run on the scored windows).
+    """
+    if windows < 1:
+        raise ValueError(f"student.prune_windows: must be >= 1, got {windows}")
+    device = torch.device(device)
+    head_size = model.config.hidden_size // model.config.num_attention_heads
+    rows = np.arange(len(features))
+    if windows < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
+    columns = model_inputs(features)
+    lengths = columns["input_ids"].lengths
+    widths = pad_widths(lengths, pad_multiple)
+    was_training = model.training
+    model.eval()
+    requires_grad = [parameter.requires_grad for parameter in model.parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    sums: dict[str, list[torch.Tensor]] = {}
+    try:
+        with masked(model, head_size) as (head_mask, neuron_mask):
+            gradient = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
+            fisher = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
+            batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
+            for indices in batches:
+                batch = {name: tensor.to(device) for name, tensor in
+                         collate(columns, indices, pad_token_id, widths=widths).items()}
+                width = batch["input_ids"].shape[1]
+                if isinstance(teacher, TeacherLogits):
+                    teacher_start, teacher_end = (t.to(device) for t in teacher.batch(indices, width, MASKED_LOGIT))
+                else:
+                    with torch.no_grad():
+                        output = teacher(**batch)
+                    teacher_start, teacher_end = output.start_logits, output.end_logits  # 2 x (batch, seq_len)
+                output = model(**batch)
+                zeros = torch.zeros(len(indices), dtype=torch.long, device=device)  # gold spans unused at alpha 1
+                loss, _ = distillation_loss(output.start_logits, output.end_logits, teacher_start, teacher_end,
+                                            zeros, zeros, batch["attention_mask"], alpha_ce=1.0, temperature=1.0)
+                grads = torch.autograd.grad(loss, [head_mask, neuron_mask])
+                for total, grad in zip(gradient, grads):
+                    total += grad.abs()
+                for total, grad in zip(fisher, grads):
+                    total += grad.pow(2)
+            sums = {"gradient": [t / len(batches) for t in gradient], "fisher": [t / len(batches) for t in fisher]}
+    finally:
+        for parameter, flag in zip(model.parameters(), requires_grad):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+    return Importance(
+        teacher_layers=tuple(teacher_layers),
+        heads={name: values[0].numpy() for name, values in sums.items()},
+        neurons={name: values[1].numpy() for name, values in sums.items()},
+        windows=len(rows),
+    )
+
+
+def _cache_file(cache_dir: str | Path, teacher_path: str, teacher_layers: tuple[int, ...], features: FeatureSet,
+                windows: int, seed: int) -> Path:
+    key = hashlib.sha256(json.dumps([IMPORTANCE_FORMAT_VERSION, teacher_fingerprint(teacher_path),
+                                     list(teacher_layers), features.fingerprint, windows, seed]).encode())
+    return Path(cache_dir) / "importance" / f"{key.hexdigest()[:20]}.npz"
+
+
+def _save(path: Path, importance: Importance) -> None:
+    arrays = {f"heads_{name}": values for name, values in importance.heads.items()}
+    arrays.update({f"neurons_{name}": values for name, values in importance.neurons.items()})
+    arrays["meta"] = np.array(json.dumps({"teacher_layers": list(importance.teacher_layers),
+                                          "windows": importance.windows}))
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _load(path: Path) -> Importance:
+    with np.load(path) as stored:
+        meta = json.loads(str(stored["meta"]))
+        heads = {name: stored[f"heads_{name}"] for name in MEASURED_SCORES}
+        neurons = {name: stored[f"neurons_{name}"] for name in MEASURED_SCORES}
+    return Importance(tuple(meta["teacher_layers"]), heads, neurons, int(meta["windows"]), path)
+
+
+def importance_for_student(student: Any, teacher_path: str, teacher_model: nn.Module, features: FeatureSet, *,
+                           teacher_logits: TeacherLogits | None = None, cache_dir: str | Path | None = None,
+                           seed: int = 0, pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                           device: torch.device | str = "cpu") -> Importance | None:
+    """The measured importance a `StudentConfig` needs (None unless init=prune with a measured prune_score).
+
+    Read from the cache when `cache_dir` holds it for (teacher, layer choice, windows, seed); else
+    measured on `features` (training windows) and cached.
+    """
+    from tune_distill.student import build_student, resolve_shape
+
+    if student.init != "prune" or student.prune_score == "magnitude":
+        return None
+    if student.prune_score not in MEASURED_SCORES:
+        raise ValueError(f"student.prune_score: expected one of {SCORE_CHOICES}, got {student.prune_score!r}")
+    shape = resolve_shape(student, teacher_model.config)
+    target = (_cache_file(cache_dir, teacher_path, shape.teacher_layers, features, student.prune_windows, seed)
+              if cache_dir else None)
+    if target is not None and target.is_file():
+        log.info("importance: cache hit %s", target)
+        return _load(target)
+    full = dataclasses.replace(student, init="teacher", num_attention_heads=0, intermediate_size=0,
+                               layer_selection=",".join(map(str, shape.teacher_layers)),
+                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, qa_dropout=0.0)
+    copy = build_student(full, teacher_model.config, teacher_model, seed=seed).to(device)
+    teacher = teacher_logits if teacher_logits is not None else teacher_model.to(device).eval()
+    log.info("importance: scoring %d heads and %d neurons per layer of teacher layers %s on %d windows",
+             teacher_model.config.num_attention_heads, teacher_model.config.intermediate_size,
+             list(shape.teacher_layers), min(student.prune_windows, len(features)))
+    importance = measure_importance(copy, features, teacher=teacher, windows=student.prune_windows, seed=seed,
+                                    pad_token_id=pad_token_id, pad_multiple=pad_multiple, device=device,
+                                    teacher_layers=shape.teacher_layers)
+    if target is None:
+        return importance
+    _save(target, importance)
+    return dataclasses.replace(importance, path=target)
