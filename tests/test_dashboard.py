@@ -1,5 +1,6 @@
 """`make dashboard`: optuna-dashboard serves a real tiny sweep's study; its HTTP API lists every trial with both
 objectives and the constraint, and (where Chromium is installed) the page renders the study and its Pareto front.
+The Ray dashboard's URL comes with how to authenticate, never with the token.
 
 One tiny sweep (3 trials, a few optimiser steps each, on the module's local Ray) writes the study as
 trials finish; optuna-dashboard runs as a subprocess on a free port of 127.0.0.1, as `make dashboard` runs it.
@@ -118,3 +119,21 @@ def test_the_dashboard_page_renders_the_study_and_its_pareto_front(swept, dashbo
     pareto = page[page.index("Pareto Front"):]
     pareto = pareto[:pareto.index("History")] if "History" in pareto else pareto  # the Pareto-front card
     assert "exact" in pareto and "parameters" in pareto and "main-svg" in pareto  # its pickers and a Plotly chart
+
+
+def test_the_ray_dashboard_url_comes_with_how_to_authenticate_and_never_the_token(monkeypatch, capsys, caplog):
+    from types import SimpleNamespace
+
+    from tune_distill.sweep import driver
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **options: SimpleNamespace(dashboard_url="127.0.0.1:8265"))
+    monkeypatch.setattr(driver, "_token_auth_enabled", lambda: True)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-token-never-printed")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with caplog.at_level("INFO", logger="tune_distill"):
+        assert driver.connect_ray() == (True, "http://127.0.0.1:8265")
+    printed = capsys.readouterr().err
+    assert "Ray dashboard: http://127.0.0.1:8265" in printed
+    assert "ray get-auth-token" in printed and "~/.ray/auth_token" in printed and "ray get-auth-token" in caplog.text
+    assert "secret-token-never-printed" not in printed + caplog.text
