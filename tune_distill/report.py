@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tune_distill import storage
+from tune_distill import claims, storage
 from tune_distill.files import atomic_path, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
@@ -224,6 +224,7 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
         study = studies.load_or_build(None, trials, objectives, constraints)
     summary["importance"] = studies.param_importances(study, objectives)
     summary["findings"] = findings(summary, accuracy, size)
+    summary["paired"] = claims.paired_summary(trials, summary, accuracy, size)  # claims judged with paired errors
     _pictures(study, summary, objectives, out_dir, accuracy)
     summary["files"] = {name: str(out_dir / name) for name in
                         ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "trials.jsonl")

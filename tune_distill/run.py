@@ -38,6 +38,7 @@ import yaml
 
 from tune_distill import distill, evaluate, scoring
 from tune_distill.checkpoint import CHECKPOINT_NAME, check_settings, find_checkpoint
+from tune_distill.claims import write_per_question
 from tune_distill.config import DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
 from tune_distill.files import write_atomically
@@ -186,6 +187,8 @@ def make_evaluator(config: RunConfig, val_features: FeatureSet, device: torch.de
         metrics = scoring.evaluate_predictions(val_features.examples, best_texts, null_odds, na_threshold=None)
         metrics["_predictions"] = scoring.apply_threshold(best_texts, null_odds, metrics["na_threshold"])
         metrics["_null_odds"] = null_odds
+        metrics["_per_question"] = scoring.per_question_scores(val_features.examples, best_texts, null_odds,
+                                                               metrics["na_threshold"])
         return metrics
 
     return evaluator
@@ -238,6 +241,7 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
         metrics = {**score(model, step), **count_parameters(model)}
         last_evaluation.clear()
         last_evaluation.update(metrics, _step=step)  # the final one is written out, not recomputed
+        write_per_question(out_dir, metrics.pop("_per_question"), step=step, na_threshold=metrics["na_threshold"])
         return metrics
 
     result = distill.train(model, inputs.train_features, config.distill, teacher=inputs.teacher_logits,
@@ -245,6 +249,8 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
                            pad_token_id=pad_token_id, resume=resume, resume_from=resume_from, settings=settings,
                            on_step=on_step, precision_cache=config.data.cache_dir)
     final = last_evaluation if last_evaluation.get("_step") == result.step else score(model, result.step)
+    if "_per_question" in final:
+        write_per_question(out_dir, final.pop("_per_question"), step=result.step, na_threshold=final["na_threshold"])
     model_dir = save_student(model, out_dir / "model", inputs.tokenizer)
     metrics = _public(final)
     metrics.update(count_parameters(model))

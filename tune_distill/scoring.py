@@ -7,6 +7,9 @@ unanswerable (NoAns) questions, each with its standard error. `best_threshold` i
 find_best_thresh sweep maximising EXACT (the threshold chosen on the validation split, given
 unchanged for any other split); `best_f1_threshold` maximises F1 instead and is reported as
 best_f1_thresh. `evaluate_predictions` gathers all of it for one set of predictions.
+`per_question_scores` keeps each question's score under every metric, and `paired_difference` turns
+two models' per-question scores on the same questions into a gain with its paired standard error
+(and optionally a paired bootstrap interval).
 
 Must not know: models, logits, windows, devices, how a model was built or trained, Ray, searchers.
 It imports only SquadExample from `data`.
@@ -110,6 +113,61 @@ def standard_error(scores: Sequence[float]) -> float:
     mean = sum(scores) / n
     variance = sum((score - mean) ** 2 for score in scores) / (n - 1)
     return 100.0 * math.sqrt(variance / n)
+
+
+def paired_difference(scores: Mapping[str, float], baseline: Mapping[str, float], *, bootstrap: int = 0,
+                      level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The gain of `scores` over `baseline` on the same questions (per-question scores in [0, 1], by id).
+
+    gain: mean of the per-question differences, in percentage points (= the difference of the two
+    scores); gain_se: their sample standard deviation / sqrt(n), the paired standard error: a question's
+    difficulty moves both scores alike and cancels in the difference, so it is usually well below the
+    independent sqrt(se_a^2 + se_b^2). With `bootstrap` > 0, also the percentile interval (`level`) of
+    the mean difference over that many resamples of the questions (seeded). Both sides must score the
+    same question ids.
+    """
+    if set(scores) != set(baseline):
+        only = len(set(scores) ^ set(baseline))
+        raise ValueError(f"paired difference: the two score sets differ in {only} question id(s); "
+                         "paired errors need the same questions")
+    ids = sorted(scores)
+    differences = [scores[qid] - baseline[qid] for qid in ids]
+    n = len(differences)
+    result: dict[str, Any] = {"gain": 100.0 * sum(differences) / n if n else 0.0,
+                              "gain_se": standard_error(differences), "questions": n}
+    if bootstrap > 0 and n:
+        import random
+
+        generator = random.Random(seed)
+        means = sorted(sum(generator.choices(differences, k=n)) / n for _ in range(bootstrap))
+        tail = (1.0 - level) / 2
+        low = means[min(bootstrap - 1, int(math.floor(tail * bootstrap)))]
+        high = means[min(bootstrap - 1, int(math.ceil((1.0 - tail) * bootstrap)) - 1)]
+        result["gain_interval"] = [100.0 * low, 100.0 * high]
+        result["gain_interval_level"] = level
+    return result
+
+
+def per_question_scores(examples: Sequence[SquadExample], best_texts: Mapping[str, str],
+                        null_odds: Mapping[str, float], threshold: float) -> dict[str, dict[str, float]]:
+    """Each question's score in [0, 1] under every metric `evaluate_predictions` reports as a mean, by id.
+
+    exact / f1 (at `threshold`, all questions), HasAns_* / NoAns_* (their questions only) and
+    HasAns_exact_always_answer / HasAns_f1_always_answer: 100 x the mean of a metric's entries is the
+    metric. The input of `paired_difference`.
+    """
+    exact, f1 = _raw_scores(examples, apply_threshold(best_texts, null_odds, threshold))
+    always_exact, always_f1 = _raw_scores(examples, dict(best_texts))
+    answerable = {example.id for example in examples if gold_answers(example) != [""]}
+    result = {"exact": exact, "f1": f1}
+    for prefix, chosen in (("HasAns_", answerable), ("NoAns_", {e.id for e in examples} - answerable)):
+        if chosen:
+            result[f"{prefix}exact"] = {qid: exact[qid] for qid in exact if qid in chosen}
+            result[f"{prefix}f1"] = {qid: f1[qid] for qid in f1 if qid in chosen}
+    if answerable:
+        result["HasAns_exact_always_answer"] = {qid: always_exact[qid] for qid in answerable}
+        result["HasAns_f1_always_answer"] = {qid: always_f1[qid] for qid in answerable}
+    return result
 
 
 def apply_threshold(best_texts: Mapping[str, str], null_odds: Mapping[str, float], threshold: float) -> dict[str, str]:
