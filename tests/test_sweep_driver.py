@@ -63,21 +63,22 @@ def test_smoke_sweep_runs_every_trial_and_reads_the_caches(world, ray_cluster, t
 
 
 def test_a_failing_trial_is_retried_then_recorded_and_the_others_complete(world, ray_cluster, tmp_path):
-    # distill.temperature -1 makes run_distillation raise (ValueError) in the trials that draw it
+    # layer_selection "7" passes the up-front checks but makes build_student raise (no teacher layer 7, or too
+    # few indices for two layers) in the trials that draw it
     config = tiny_sweep(world, num_samples=4, max_failures=1, searcher={"name": "random", "seed": 0},
-                        space_overrides={"parameters": {"distill.temperature": {"type": "categorical",
-                                                                                "choices": [2.0, -1.0]}}})
+                        space_overrides={"parameters": {"student.layer_selection": {"type": "categorical",
+                                                                                    "choices": ["first", "7"]}}})
     records = run_sweep(config, tmp_path / "sweep")
     assert [r["number"] for r in records] == [0, 1, 2, 3]
     failed = [r for r in records if r["status"] == "failed"]
     complete = [r for r in records if r["status"] == "complete"]
     assert failed and len(failed) + len(complete) == 4
     for record in failed:
-        assert record["params"]["distill.temperature"] == -1.0
-        assert "temperature" in record["error"] and record["attempts"] == 2
+        assert record["params"]["student.layer_selection"] == "7"
+        assert "layer_selection" in record["error"] and record["attempts"] == 2
         assert record["node_id"] and record["device"] == "cpu"
     for record in complete:
-        assert record["params"].get("distill.temperature", 2.0) == 2.0 and record["error"] is None
+        assert record["params"].get("student.layer_selection", "first") == "first" and record["error"] is None
 
 
 def test_a_killed_driver_resumes_and_counts_every_trial_once(world, ray_cluster, tmp_path, caplog):

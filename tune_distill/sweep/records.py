@@ -52,9 +52,10 @@ def _record(trial: Any, result: Any | None) -> dict[str, Any]:
         cause = getattr(cause, "cause", None) or cause
         error = f"{type(cause).__name__}: {cause}".strip() if cause is not None else "error (see the trial's error.txt)"
         error = error.splitlines()[-1] if "\n" in error else error
-    if run_dir is None and trial.path and "://" not in str(trial.path):
+    if trial.path and "://" not in str(trial.path):
+        # the run folder inside the trial's folder where it is now (the sweep folder may have moved since)
         candidate = Path(trial.path) / "run"
-        run_dir = str(candidate) if candidate.exists() else None
+        run_dir = str(candidate) if candidate.exists() else run_dir
     if run_dir and (Path(run_dir) / TRIAL_ERROR_FILE).is_file():
         details = json.loads((Path(run_dir) / TRIAL_ERROR_FILE).read_text())
         node_id, device = node_id or details.get("node_id"), device or details.get("device")

@@ -5,7 +5,10 @@ What it does: names the sweep folder's own files (sweep.json, trials.jsonl, the 
 take) and, for a remote one, probes it before anything is computed (the bucket exists, a marker can
 be written and deleted) and refuses to start a fresh sweep over an existing one; `upload_sweep_files`
 copies the sweep's files next to a remote experiment; `fetch_sweep` brings sweep.json (and the rest)
-back into an empty output folder, so `--resume` works from the bucket alone.
+back into an empty output folder, so `--resume` works from the bucket alone. `claim_folder` makes a
+sweep the only one using its folder (an O_EXCL claim file with pid and host; a claim whose process is
+gone on this host is taken over), and `relocate_saved` re-roots the paths inside a sweep folder that
+was copied or moved since it started, so a resume writes only into the folder it is given.
 
 What it must not know: Ray, trials, the report; the remote file system calls are storage.py's
 (`tune_distill.storage`).
@@ -18,7 +21,11 @@ print(sweep_storage(load_sweep_config(preset_path('smoke')), Path('sweeps/smoke'
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,8 +40,10 @@ log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 TRIALS_FILE = "trials.jsonl"
 SCHEDULER_STATE_FILE = "scheduler_state.json"
+SPACE_FILE = "space.yaml"  # the search space, copied at the start: a moved or copied folder resumes anywhere
+CLAIM_FILE = ".sweep.claim"  # held while a sweep runs in the folder
 # The sweep's own files, copied next to a remote experiment (the report adds its results files).
-SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE, STUDY_FILE)
+SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE, STUDY_FILE, SPACE_FILE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ def sweep_storage(config: SweepConfig, out_dir: Path, *, fresh: bool = False) ->
     if not storage_io.is_remote(storage):
         folder = _absolute(storage.removeprefix("file://"))
         experiment = str(Path(folder) / config.name)
+        if fresh and Path(experiment).is_dir() and any(Path(experiment).iterdir()):
+            raise SweepConfigError(f"storage_path {folder} already holds a Tune experiment ({experiment}); resume "
+                                   "its sweep (--resume --out ITS_FOLDER) or choose another storage_path or name")
         return SweepStorage(folder, "", folder, experiment, experiment)
     uri = storage.rstrip("/")
     endpoint = storage_io.resolve_endpoint(config.storage_endpoint) if uri.startswith("s3://") else ""
@@ -106,3 +118,91 @@ def fetch_sweep(out_dir: Path, storage_path: str, storage_endpoint: str = "") ->
     if not found:
         raise SweepConfigError(f"--resume: neither {out_dir} nor {storage_path} holds a sweep ({SWEEP_FILE} missing)")
     log.info("resuming from %s: its %s copied into %s", storage_path, SWEEP_FILE, out_dir)
+
+
+@dataclass
+class Claim:
+    """A sweep's hold on its folder (see claim_folder); `release` ends it."""
+
+    path: Path
+
+    def release(self) -> None:
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _holder_alive(holder: dict) -> bool:
+    """Whether the process that wrote a claim may still run (True when it cannot be told: another host)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_folder(out_dir: Path) -> Claim:
+    """Make this process the only sweep in `out_dir` (created if needed), atomically: the claim file is created
+    with O_EXCL and names our pid and host. A claim whose process is gone (same host) is taken over; a live one
+    (or one on another host) is refused with a message naming it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CLAIM_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for attempt in range(2):
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            if attempt == 0 and holder and not _holder_alive(holder):
+                log.warning("%s: taking over the claim of sweep process %s (no longer running)", out_dir,
+                            holder.get("pid"))
+                path.unlink(missing_ok=True)
+                continue
+            who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+            raise SweepConfigError(f"{out_dir} is in use by another sweep ({who}); wait for it to end, or if it no "
+                                   f"longer runs, remove {path}") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(json.dumps(mine))
+        return Claim(path)
+    raise SweepConfigError(f"{out_dir}: could not claim the folder ({path})")
+
+
+def _rerooted(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old):]
+    if isinstance(value, list):
+        return [_rerooted(item, old, new) for item in value]
+    if isinstance(value, dict):
+        return {key: _rerooted(item, old, new) for key, item in value.items()}
+    return value
+
+
+def original_folder(saved: dict) -> str | None:
+    """The folder a sweep started in: recorded in sweep.json, or (older sweeps) the parent of a local experiment
+    kept in the folder."""
+    if saved.get("out_dir"):
+        return saved["out_dir"]
+    experiment = saved.get("experiment_path") or ""
+    storage = saved.get("config", {}).get("storage_path") or ""
+    if experiment and "://" not in experiment and str(Path(experiment).parent) == storage:
+        return storage
+    return None
+
+
+def relocate_saved(saved: dict, out_dir: Path) -> dict:
+    """sweep.json's contents with every path inside the folder the sweep started in moved into `out_dir` (the
+    same folder, or a copy of it elsewhere); paths outside it (data, teacher, a remote storage) are kept."""
+    old, new = original_folder(saved), str(out_dir)
+    if old is None or old == new:
+        return {**saved, "out_dir": new}
+    log.warning("this sweep started in %s: it resumes in %s, and paths inside the folder follow it", old, new)
+    return {**_rerooted(saved, old, new), "out_dir": new}

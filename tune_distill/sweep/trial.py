@@ -9,7 +9,9 @@ the trial folder, reports every evaluation to Tune with the checkpoint, resumes 
 a fractional GPU share the trial's CUDA allocator is bounded to that share (runtime.bound_gpu_memory);
 a CUDA out-of-memory error becomes `TrialOutOfMemory` ("CUDA out of memory at batch N (GPU share X)"),
 recorded as a failure and not retried at a smaller batch: the batch is a searched setting. An
-exception is written to the run folder's `trial_error.json` before Tune sees it. `trial_dirname` /
+exception is written to the run folder's `trial_error.json` before Tune sees it. `Deadline` is the
+sweep's `trial_timeout_s`: checked after every optimiser step and every evaluation, it raises
+`TrialTimeout` ("timed out after N s"), a failure like any other. `trial_dirname` /
 `trial_name` name trial folders `trial_NNNN_<id>` so they sort by number.
 
 What it must not know: how a run trains or evaluates (run.py does), the searcher, the scheduler.
@@ -63,6 +65,24 @@ class TrialContext:
     experiment_dir: str | None  # local experiment folder (run folders go inside its trial folders), or None
     cpus: float
     measure_latency: bool
+    timeout_s: float = 0.0  # trial_timeout_s: limit of one attempt (0 = none)
+
+
+class TrialTimeout(Exception):
+    """An attempt of a trial ran past the sweep's trial_timeout_s."""
+
+
+class Deadline:
+    """`trial_timeout_s` for one attempt of a trial: calling it after a step raises TrialTimeout once past it."""
+
+    def __init__(self, seconds: float, number: int, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.number, self.clock = seconds, number, clock
+        self.end = clock() + seconds if seconds > 0 else math.inf
+
+    def __call__(self, step: int) -> None:
+        if self.clock() > self.end:
+            raise TrialTimeout(f"trial {self.number:04d} timed out after {self.seconds:g} s (trial_timeout_s) at "
+                               f"step {step}")
 
 
 def _json_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,15 +119,6 @@ def _total_steps(config: RunConfig, metrics: Mapping[str, Any]) -> int | None:
     return max(1, math.ceil(config.distill.num_train_epochs * per_epoch))
 
 
-def _trim_history(run_dir: Path, step: int) -> None:
-    """Drop history lines written after the checkpoint we resume from (an attempt that died later)."""
-    path = run_dir / "history.jsonl"
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     """Body of one Ray trial: one `run_distillation` call, every evaluation reported to Tune."""
     import ray
@@ -119,6 +130,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     run_config = trial_run_config(context.base, config["overrides"], number, context.cpus)
     trial_dir = Path(tune.get_context().get_trial_dir())
     run_dir = (Path(context.experiment_dir) / trial_dir.name if context.experiment_dir else trial_dir) / "run"
+    deadline = Deadline(context.timeout_s, number)
     node_id = ray.get_runtime_context().get_node_id()
     gpu_share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     device = _device_name(run_config)
@@ -153,6 +165,7 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                  run_config.distill.seed, json.dumps(config["overrides"], sort_keys=True))
 
         def report(metrics: Mapping[str, Any]) -> None:
+            deadline(int(metrics.get("step", 0)))
             values = _json_scalars(metrics)
             total = _total_steps(run_config, values)
             if total is not None and values.get("step", 0) >= total:
@@ -166,12 +179,11 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         for key, value in sorted(settings.items()):
             text = json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
             command += ["--set", shlex.quote(f"{key}={text}")]
-        kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command)
+        kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command, on_step=deadline)
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 step = json.loads((Path(directory) / "step.json").read_text())["step"]
                 log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
-                _trim_history(run_dir, step)
                 metrics = run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
         else:
             metrics = run_distillation(run_config, run_dir, resume=False, **kwargs)
