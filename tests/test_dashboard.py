@@ -90,6 +90,17 @@ def test_the_sweep_writes_its_study_as_trials_finish_and_nothing_twice(swept):
     assert len(optuna.load_study(study_name="tiny-sweep", storage=storage).trials) == len(records)
 
 
+def test_resuming_the_sweep_continues_its_study_without_counting_a_trial_twice(swept):
+    import optuna
+
+    out, records = swept
+    assert [r["trial_id"] for r in run_sweep(None, out, resume=True)] == [r["trial_id"] for r in records]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / STUDY_FILE)))
+    assert [summary.study_name for summary in storage.get_all_studies()] == ["tiny-sweep"]
+    study = optuna.load_study(study_name="tiny-sweep", storage=storage)
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(r["trial_id"] for r in records)
+
+
 def test_the_dashboard_api_lists_every_trial_with_both_objectives_and_the_constraint(swept, dashboard):
     out, records = swept
     studies = _get(f"{dashboard}/api/studies")["study_summaries"]
