@@ -10,6 +10,7 @@ Subcommands:
     space           preview a search space: resolved random samples for a teacher's shape
     sweep           multi-objective search over students on Ray Tune, then the report below
     report          results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
+    confirm         the sweep's claims re-scored on a split it never saw (confirm.csv/.json/.png)
     config          print the resolved configuration, or every key with its help (--help-keys)
     export          one trial of a sweep -> a plain Hugging Face QA model folder (+ model.onnx), verified and timed
     answer          answer questions about a context with any QA model folder (an export, a teacher, a run's model/)
@@ -55,6 +56,7 @@ MODULE_COMMANDS = {
     "features": ("tune_distill.data.features", "check SQuAD 2.0 files and cache their tokenised windows"),
     "space": ("tune_distill.search.preview", "print resolved random samples of a search space"),
     "report": ("tune_distill.report", "(re)write a sweep folder's results files from its trials.jsonl"),
+    "confirm": ("tune_distill.confirm", "re-score a sweep's baseline and Pareto students on an unseen split"),
     "export": ("tune_distill.export", "export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)"),
     "answer": ("tune_distill.answer", "answer questions about a context with a QA model folder"),
 }

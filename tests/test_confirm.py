@@ -1,0 +1,135 @@
+"""`tune-distill confirm`: a tiny sweep's baseline and Pareto students re-scored on a split it never saw."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+
+from tune_distill import confirm as confirm_module
+from tune_distill.cli import main
+from tune_distill.config import load_config
+from tune_distill.confirm import ConfirmError, confirm, fetch_remote_sweep
+from tune_distill.evaluate import evaluate_model_dir
+from tune_distill.report import write_report
+from tune_distill.run import run_distillation
+
+OBJECTIVES = [{"name": "exact", "direction": "max"}, {"name": "parameters", "direction": "min"}]
+STUDENTS = {  # trial id -> (baseline, student settings)
+    "base0001": (True, ["student.init=teacher"]),
+    "prun0002": (False, ["student.init=prune", "student.num_attention_heads=2", "student.intermediate_size=32"]),
+}
+
+
+def _write(path: Path, articles: list[dict]) -> Path:
+    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
+    return path
+
+
+def _renamed(article: dict, prefix: str) -> dict:
+    """The same article under another title with other question ids (a split the sweep never saw)."""
+    article = copy.deepcopy(article)
+    article["title"] = f"{prefix}{article['title']}"
+    for paragraph in article["paragraphs"]:
+        for question in paragraph["qas"]:
+            question["id"] = f"{prefix}{question['id']}"
+    return article
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("confirm")
+    teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
+    norhaven, animals = tiny_squad_dict()["data"]
+    data = {"train": _write(root / "train.json", [norhaven]), "val": _write(root / "val.json", [animals]),
+            "test": _write(root / "test.json", [_renamed(norhaven, "t-"), _renamed(animals, "t-")])}
+    folder = root / "sweep"
+    records = []
+    for number, (trial_id, (baseline, settings)) in enumerate(STUDENTS.items()):
+        run_dir = folder / "tune" / f"trial_{number:04d}_{trial_id}" / "run"
+        config = load_config(None, [f"teacher.path={teacher}", f"data.train_files=[{data['train']}]",
+                                    f"data.val_file={data['val']}", f"data.cache_dir={root / 'cache'}",
+                                    "data.max_seq_length=48", "data.doc_stride=16", "data.max_query_length=16",
+                                    "student.num_hidden_layers=2", "student.hidden_dropout_prob=0.0",
+                                    "distill.max_steps=2", "distill.train_batch_size=4", *settings])
+        metrics = run_distillation(config, run_dir, measure_latency=False)
+        records.append({"trial_id": trial_id, "number": number, "status": "complete", "baseline": baseline,
+                        "params": {"student.init": settings[0]}, "metrics": metrics, "run_dir": str(run_dir)})
+    (folder / "trials.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    (folder / "sweep.json").write_text(json.dumps({"config": {"name": "tune"}}))
+    summary = write_report(records, folder, objectives=OBJECTIVES)
+    return {"folder": folder, "data": data, "summary": summary, "records": records, "root": root}
+
+
+def test_confirm_rescores_baseline_and_pareto_students_at_their_validation_thresholds(sweep, tmp_path):
+    out = tmp_path / "confirm"
+    result = confirm(str(sweep["folder"]), str(sweep["data"]["test"]), out, device="cpu")
+    rows = list(csv.DictReader((out / "confirm.csv").open()))
+    roles = {row["trial_id"]: row["role"] for row in rows}
+    assert roles["base0001"] == "baseline" and set(roles) >= set(sweep["summary"]["pareto_trials"])
+    assert (out / "confirm.png").stat().st_size > 0 and result["questions"] == 7
+    base_record = sweep["records"][0]
+    threshold = base_record["metrics"]["na_threshold"]
+    # the baseline scored as `tune-distill evaluate` scores it with its validation threshold given unchanged
+    expected = evaluate_model_dir(Path(base_record["run_dir"]) / "model", sweep["data"]["test"], tmp_path / "eval",
+                                  na_threshold=threshold, max_seq_length=48, doc_stride=16, max_query_length=16,
+                                  device="cpu")
+    base_row = next(row for row in result["trials"] if row["trial_id"] == "base0001")
+    assert base_row["confirmation_exact"] == pytest.approx(expected["exact"])
+    assert base_row["na_threshold"] == threshold
+    stored = json.loads((out / "trials" / "base0001" / "metrics.json").read_text())
+    assert stored["na_threshold_chosen_here"] is False
+    # claims on both splits, with paired errors from the per-question scores
+    for split in ("validation", "confirmation"):
+        assert result[split]["baseline"]["trial_id"] == "base0001"
+        assert set(result[split]["claims"]) == {"smaller_at_no_loss", "more_accurate_at_about_the_same_size",
+                                                "share_smaller_and_at_least_as_accurate"}
+    assert result["confirmation"]["baseline"]["questions"] == 7
+    pruned = result["confirmation"]["by_trial"]["prun0002"]
+    assert "gain_se" in pruned and pruned["questions"] == 7
+    assert result["validation"]["by_trial"]["prun0002"]["questions"] == 3  # val.json: the run's own per_question.json
+    assert roles["prun0002"] == "pareto" and result["validation"]["unpaired"] == {}
+    assert json.loads((out / "confirm.json").read_text())["confirmation"]["by_trial"]["prun0002"] == pruned
+
+
+def test_a_split_sharing_articles_or_questions_with_the_sweep_is_refused(sweep, tmp_path, capsys):
+    with pytest.raises(ConfirmError, match=r"shares 1 article title\(s\) and 3 question id\(s\) with the sweep's "
+                                           r"validation data"):
+        confirm(str(sweep["folder"]), str(sweep["data"]["val"]), tmp_path / "out", device="cpu")
+    norhaven = tiny_squad_dict()["data"][0]
+    mixed = _write(tmp_path / "mixed.json", [_renamed(norhaven, "x-"), norhaven])
+    assert main(["confirm", "--sweep", str(sweep["folder"]), "--data", str(mixed), "--out",
+                 str(tmp_path / "cli")]) == 2
+    assert "shares 1 article title(s) and 4 question id(s) with the sweep's training data" in capsys.readouterr().err
+    with pytest.raises(ConfirmError, match="--trial nope: no such trial"):
+        confirm(str(sweep["folder"]), str(sweep["data"]["test"]), tmp_path / "out", trials=["nope"])
+
+
+def test_confirm_works_from_the_sweeps_remote_storage(sweep, tmp_path, monkeypatch):
+    """The storage_path layout (sweep files at the top, runs under <name>/trial_*_<id>/run) on a local pyarrow
+    file system standing in for S3."""
+    import pyarrow.fs as pafs
+
+    remote = tmp_path / "bucket" / "prefix"
+    remote.mkdir(parents=True)
+    for name in ("sweep.json", "trials.jsonl", "summary.json"):
+        shutil.copy(sweep["folder"] / name, remote / name)
+    shutil.copytree(sweep["folder"] / "tune", remote / "tune")
+    moved = [json.loads(line) for line in (remote / "trials.jsonl").read_text().splitlines()]
+    for record in moved:
+        record["run_dir"] = f"/worker/elsewhere/{record['trial_id']}/run"  # where the trial ran, not here
+    (remote / "trials.jsonl").write_text("".join(json.dumps(record) + "\n" for record in moved))
+    local = fetch_remote_sweep(pafs.LocalFileSystem(), str(remote), tmp_path / "copy", ["prun0002"])
+    assert (local / "runs" / "prun0002" / "model" / "model.safetensors").is_file()
+    assert not (local / "runs" / "base0001").exists()
+
+    monkeypatch.setattr(confirm_module.storage, "open_location",
+                        lambda uri, endpoint, error: (pafs.LocalFileSystem(), str(remote)))
+    result = confirm("s3://bucket/prefix", str(sweep["data"]["test"]), tmp_path / "out", device="cpu")
+    assert {row["trial_id"] for row in result["trials"]} >= {"base0001"}
+    assert (tmp_path / "out" / "sweep" / "runs" / "base0001" / "per_question.json").is_file()

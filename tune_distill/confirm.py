@@ -1,0 +1,289 @@
+"""`tune-distill confirm`: the sweep's claims checked on a split it never saw.
+
+A Pareto set chosen on the validation split is optimistic on new data (the winner's curse). This
+re-scores the baseline, the Pareto students and any `--trial` on another SQuAD 2.0 file, each with
+the no-answer threshold it chose on validation applied unchanged, and recomputes the summary's
+claims there with paired standard errors (claims.paired_claims; the same questions for every
+student). It refuses a split that shares articles (titles) or question ids with the data the sweep
+trained or validated on (the questions its runs used: `data.max_*_examples` counted), naming how
+many overlap.
+
+Writes into --out: `confirm.csv` (one row per student: size, validation and confirmation accuracy,
+gains over the baseline with their paired errors), `confirm.json` (the claims on validation,
+recomputed for these students from their run folders' per_question.json where kept, and on the
+confirmation split), `confirm.png` (the two frontiers side by side) and `trials/<id>/` (metrics
+and per-question scores of each student on the split).
+
+The sweep is a folder, or its remote storage_path (s3://bucket/prefix): sweep.json, trials.jsonl
+and summary.json come from there, and each chosen trial's run folder from
+`<storage_path>/<name>/trial_*_<id>/run`, copied into `--out/sweep/`.
+
+Must not know: Ray, searchers, training, how a sweep ran.
+
+Example (CPU, minutes: 7 students on 1,630 questions):
+    tune-distill confirm --sweep sweeps/cpu --data ../shared/data/squad2/test.json --out sweeps/cpu/confirm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from tune_distill import claims, storage
+from tune_distill.config import ConfigError, RunConfig, load_config
+from tune_distill.data import SquadExample, file_fingerprint, load_features, load_many
+from tune_distill.files import read_json_object, write_json
+from tune_distill.report import read_trials
+from tune_distill.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.yaml", "metrics.json", claims.PER_QUESTION_FILE)
+
+
+class ConfirmError(ConfigError):
+    """Why a confirmation cannot be made; the message names the file, trial or option."""
+
+
+def data_overlap(used: Sequence[SquadExample], split: Sequence[SquadExample]) -> dict[str, int]:
+    """How many of the split's article titles and question ids the `used` questions share."""
+    titles = {example.title for example in used}
+    ids = {example.id for example in used}
+    return {"titles": len({example.title for example in split} & titles),
+            "ids": len({example.id for example in split} & ids)}
+
+
+def check_unseen(config: RunConfig, split: Sequence[SquadExample], data_file: str) -> None:
+    """Refuse `split` if it shares titles or ids with the questions the sweep trained or validated on."""
+    data = config.data
+    problems = []
+    for what, sources, limit in (("training", list(data.train_files), data.max_train_examples),
+                                 ("validation", [data.val_file], data.max_val_examples)):
+        missing = [source for source in sources if not source.startswith("hub:") and not Path(source).is_file()]
+        if missing:
+            raise ConfirmError(f"the sweep's {what} data {missing[0]} is not here (run confirm where the sweep's data "
+                               "paths resolve, e.g. from the folder the sweep was started in)")
+        shared = data_overlap(load_many(sources, limit), split)
+        if shared["titles"] or shared["ids"]:
+            problems.append(f"{shared['titles']} article title(s) and {shared['ids']} question id(s) with the "
+                            f"sweep's {what} data")
+    if problems:
+        raise ConfirmError(f"--data {data_file} shares {' and '.join(problems)}; confirm on articles the sweep "
+                           "never saw")
+
+
+def _trial_folder(filesystem: Any, experiment: str, trial_id: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    entries = filesystem.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
+    matches = sorted(entry.path for entry in entries
+                     if entry.type == pafs.FileType.Directory and entry.path.rstrip("/").endswith(f"_{trial_id}"))
+    return f"{matches[-1]}/run" if matches else None
+
+
+def fetch_remote_sweep(filesystem: Any, path: str, local: Path, trial_ids: Sequence[str] | None = None) -> Path:
+    """Copy a remote sweep's files into `local`, and the run folders (config, metrics, per-question scores,
+    model) of `trial_ids` (default: every trial) to `local/runs/<id>`; records then point there."""
+    import pyarrow.fs as pafs
+
+    local.mkdir(parents=True, exist_ok=True)
+    for name in ("sweep.json", "trials.jsonl", "summary.json"):
+        storage.download_file(filesystem, f"{path}/{name}", local / name)
+    if not (local / "trials.jsonl").is_file():
+        raise ConfirmError(f"{path}: no trials.jsonl (is it a sweep's storage_path?)")
+    name = read_json_object(local / "sweep.json", "sweep.json", ConfirmError)["config"]["name"] \
+        if (local / "sweep.json").is_file() else "tune"
+    records = read_trials(local)
+    wanted = set(trial_ids) if trial_ids is not None else {str(record["trial_id"]) for record in records}
+    lines = []
+    for record in records:
+        trial_id = str(record["trial_id"])
+        remote = _trial_folder(filesystem, f"{path}/{name}", trial_id) if trial_id in wanted else None
+        if remote is not None:
+            target = local / "runs" / trial_id
+            for name_ in RUN_FILES:
+                storage.download_file(filesystem, f"{remote}/{name_}", target / name_)
+            for entry in filesystem.get_file_info(pafs.FileSelector(f"{remote}/model", allow_not_found=True)):
+                if entry.type == pafs.FileType.File:
+                    storage.download_file(filesystem, entry.path, target / "model" / entry.base_name)
+            record = {**record, "run_dir": str(target)}
+        lines.append(json.dumps(record))
+    (local / "trials.jsonl").write_text("".join(line + "\n" for line in lines))
+    return local
+
+
+def _choose(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+            asked: Sequence[str]) -> list[tuple[Mapping[str, Any], str]]:
+    """(record, role) of the baseline, the Pareto students and the asked trials."""
+    by_id = {str(record["trial_id"]): record for record in records}
+    unknown = [trial for trial in asked if trial not in by_id]
+    if unknown:
+        raise ConfirmError(f"--trial {unknown[0]}: no such trial in the sweep (trials: {', '.join(sorted(by_id))})")
+    base = (summary.get("baseline") or {}).get("trial_id")
+    if base is None or base not in by_id:
+        raise ConfirmError("the sweep has no completed baseline trial to compare with (summary.json names none)")
+    chosen = [(by_id[base], "baseline")]
+    chosen += [(by_id[str(t)], "pareto") for t in summary.get("pareto_trials") or () if str(t) != base]
+    seen = {str(record["trial_id"]) for record, _ in chosen}
+    chosen += [(by_id[t], "asked") for t in dict.fromkeys(asked) if t not in seen]
+    return chosen
+
+
+def score_student(model_dir: Path, config: RunConfig, examples_file: str, na_threshold: float, *,
+                  device: torch.device, batch_size: int, cache_dir: str | None,
+                  max_examples: int = 0) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Metrics and per-question scores of one saved student on a file, at the given no-answer threshold."""
+    from transformers import AutoTokenizer
+
+    from tune_distill.evaluate import postprocess, predict_logits
+    from tune_distill.scoring import evaluate_predictions, per_question_scores
+    from tune_distill.student import load_student
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    data = config.data
+    features = load_features([examples_file], tokenizer, kind="eval", max_seq_length=data.max_seq_length,
+                             doc_stride=data.doc_stride, max_query_length=data.max_query_length,
+                             max_examples=max_examples, cache_dir=cache_dir)
+    model = load_student(model_dir).to(device).eval()
+    start, end = predict_logits(model, features, batch_size, device, "fp32", config.distill.pad_multiple)
+    best, odds = postprocess(features.examples, features, start, end, config.evaluate.n_best_size,
+                             config.evaluate.max_answer_length)
+    metrics = evaluate_predictions(features.examples, best, odds, na_threshold)
+    return metrics, per_question_scores(features.examples, best, odds, na_threshold)
+
+
+def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path: Path) -> None:
+    """Validation and confirmation accuracy against size, side by side (paired errors as bars)."""
+    from tune_distill.plots import _pyplot, _save
+
+    with _pyplot() as plt:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
+        for axis, split in zip(axes, ("validation", "confirmation")):
+            for row in sorted(rows, key=lambda r: r[size]):
+                value = row.get(f"{split}_{accuracy}")
+                if value is None:
+                    continue
+                error = row.get(f"{split}_gain_se") or 0.0
+                marker, colour = ("*", "black") if row["role"] == "baseline" else \
+                    (("o", "tab:blue") if row["role"] == "pareto" else ("s", "tab:orange"))
+                axis.errorbar(row[size] / 1e6, value, yerr=error, fmt=marker, color=colour, capsize=3)
+                axis.annotate(str(row["trial_id"]), (row[size] / 1e6, value), fontsize=7, xytext=(3, 3),
+                              textcoords="offset points")
+            axis.set_title(f"{split} ({accuracy}; bars: paired SE of the gain over the baseline)", fontsize=9)
+            axis.set_xlabel(f"{size} (millions)")
+            axis.grid(alpha=0.3)
+        axes[0].set_ylabel(accuracy)
+        _save(figure, path)
+
+
+def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str] = (), device: str = "auto",
+            batch_size: int = 64, cache_dir: str | None = None, storage_endpoint: str = "",
+            max_examples: int = 0) -> dict[str, Any]:
+    """Re-score the sweep's baseline, Pareto students and `trials` on `data_file`; write and return confirm.json."""
+    out = Path(out)
+    if storage.is_remote(sweep):
+        filesystem, path = storage.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
+        folder = fetch_remote_sweep(filesystem, path, out / "sweep")
+    else:
+        folder = Path(sweep)
+        if not (folder / "trials.jsonl").is_file():
+            raise ConfirmError(f"--sweep {sweep}: no trials.jsonl (expected a sweep folder or its s3:// storage)")
+    if not (folder / "summary.json").is_file():
+        raise ConfirmError(f"--sweep {sweep}: no summary.json (run `tune-distill report --sweep {folder}` first)")
+    summary = read_json_object(folder / "summary.json", "summary.json", ConfirmError)
+    records = read_trials(folder)
+    objectives = summary.get("objectives") or [{"name": "exact", "direction": "max"},
+                                                {"name": "parameters", "direction": "min"}]
+    accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
+    size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
+    chosen = _choose(records, summary, list(trials))
+    from tune_distill.export.choose import resolve_run_dir
+
+    runs = {}
+    for record, _ in chosen:
+        run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"))
+        if run_dir is None or not (run_dir / "model").is_dir() or not (run_dir / "config.yaml").is_file():
+            raise ConfirmError(f"trial {record['trial_id']}: its run folder (model/, config.yaml) is not found "
+                               f"(recorded {record.get('run_dir')})")
+        runs[str(record["trial_id"])] = run_dir
+    base_config = load_config(runs[str(chosen[0][0]["trial_id"])] / "config.yaml")
+    split = load_many([data_file], max_examples)
+    check_unseen(base_config, split, data_file)
+    resolved_device = resolve_device(device)
+
+    rows = []
+    for record, role in chosen:
+        trial_id = str(record["trial_id"])
+        run_dir = runs[trial_id]
+        validation = read_json_object(run_dir / "metrics.json", "metrics.json", ConfirmError) \
+            if (run_dir / "metrics.json").is_file() else dict(record.get("metrics") or {})
+        if "na_threshold" not in validation:
+            raise ConfirmError(f"trial {trial_id}: no validation na_threshold in {run_dir / 'metrics.json'}")
+        config = load_config(run_dir / "config.yaml")
+        metrics, scores = score_student(run_dir / "model", config, data_file, float(validation["na_threshold"]),
+                                        device=resolved_device, batch_size=batch_size, cache_dir=cache_dir,
+                                        max_examples=max_examples)
+        write_json(out / "trials" / trial_id / "metrics.json", metrics)
+        claims.write_per_question(out / "trials" / trial_id, scores, na_threshold=validation["na_threshold"])
+        rows.append({"trial_id": trial_id, "role": role, size: validation.get(size, (record.get("metrics") or {})
+                                                                                 .get(size)),
+                     "na_threshold": float(validation["na_threshold"]),
+                     "validation_" + accuracy: validation.get(accuracy), "confirmation_" + accuracy: metrics[accuracy],
+                     "confirmation_exact": metrics["exact"], "confirmation_f1": metrics["f1"],
+                     "_validation_scores": claims.read_per_question(run_dir), "_confirmation_scores": scores})
+        log.info("confirm: trial %s (%s): %s %.2f on validation, %.2f here", trial_id, role, accuracy,
+                 validation.get(accuracy, float("nan")), metrics[accuracy])
+
+    result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
+                              "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
+                              "questions": len(split), "accuracy": accuracy, "size": size}
+    for split_name in ("validation", "confirmation"):
+        judged = claims.paired_claims([{"trial_id": row["trial_id"], "baseline": row["role"] == "baseline",
+                                        "pareto": row["role"] == "pareto", accuracy: row[f"{split_name}_{accuracy}"],
+                                        size: row[size], "scores": row[f"_{split_name}_scores"]} for row in rows],
+                                      accuracy, size)
+        result[split_name] = judged
+        for row in rows:
+            paired = judged["by_trial"].get(row["trial_id"], {})
+            row[f"{split_name}_gain"] = paired.get("gain")
+            row[f"{split_name}_gain_se"] = paired.get("gain_se")
+    public = [{key: value for key, value in row.items() if not key.startswith("_")} for row in rows]
+    result["trials"] = public
+    result["note"] = ("claims over the confirmed students only (baseline, Pareto set, --trial); on validation they "
+                      "use the per-question scores the run folders kept (none: 'not judged')")
+    out.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    pd.DataFrame(public).to_csv(out / "confirm.csv", index=False)
+    _frontier(public, accuracy, size, out / "confirm.png")
+    write_json(out / "confirm.json", result)
+    return json.loads(json.dumps(result, default=str))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `tune-distill confirm`."""
+    parser.add_argument("--sweep", required=True, help="sweep folder, or its storage_path (s3://bucket/prefix)")
+    parser.add_argument("--data", required=True, help="SQuAD 2.0 JSON file of articles the sweep never saw")
+    parser.add_argument("--out", required=True, help="folder for confirm.csv, confirm.json, confirm.png")
+    parser.add_argument("--trial", action="append", default=[], help="also confirm this trial id (repeatable)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: no cache)")
+    parser.add_argument("--storage-endpoint", default="", help="S3 endpoint of an s3:// sweep (default: AWS)")
+    parser.add_argument("--max-examples", type=int, default=0, help="first N questions of --data only (0 = all)")
+
+
+def command(args: argparse.Namespace) -> dict[str, Any]:
+    """Confirm as the parsed options say; print the claims on both splits."""
+    result = confirm(args.sweep, args.data, args.out, trials=args.trial, device=args.device,
+                     batch_size=args.batch_size, cache_dir=args.cache_dir, storage_endpoint=args.storage_endpoint,
+                     max_examples=args.max_examples)
+    print(json.dumps({split: {name: claim["statement"] for name, claim in result[split]["claims"].items()}
+                      for split in ("validation", "confirmation")}, indent=1))
+    print(f"confirm: {args.out}/confirm.csv, confirm.json, confirm.png")
+    return result
