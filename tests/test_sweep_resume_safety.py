@@ -105,7 +105,7 @@ def test_a_negative_trial_timeout_is_a_config_error(world):
 def test_a_bad_searcher_option_leaves_no_folder_and_a_rerun_works(world, ray_cluster, tmp_path):
     out = tmp_path / "sweep"
     bad = tiny_sweep(world, num_samples=1, searcher={"name": "optuna-tpe", "seed": 0, "options": {"no_such": 1}})
-    with pytest.raises((SearcherError, SweepConfigError, TypeError), match="no_such"):
+    with pytest.raises(SearcherError, match="bad option.*no_such"):
         run_sweep(bad, out)
     assert not out.exists()
     records = run_sweep(tiny_sweep(world, num_samples=1), out)
