@@ -13,7 +13,7 @@ from tune_distill import importance as importance_module
 from tune_distill.config import StudentConfig, load_config
 from tune_distill.data import load_features
 from tune_distill.export import pad_pruned_heads
-from tune_distill.importance import importance_for_student, measure_importance
+from tune_distill.importance import importance_for_student, mask_tuning, measure_importance, tune_pruned_student
 from tune_distill.run import run_distillation, training_settings
 from tune_distill.student import (
     StudentShapeError,
@@ -150,14 +150,60 @@ def test_a_pruned_student_saves_loads_and_pads_for_export_as_before(teacher, win
     assert padded.config.num_attention_heads == 4
 
 
+def test_mask_tuning_of_a_student_that_keeps_everything_changes_nothing(teacher, windows):
+    student = StudentConfig(num_hidden_layers=4, init="prune", layer_selection="first", prune_rescale=True,
+                            prune_windows=64)
+    model = build_student(student, teacher.config, teacher).eval()
+    scales = tune_pruned_student(model, student, teacher, windows)
+    assert len(scales) == 4
+    for layer in scales:
+        assert torch.allclose(layer["heads"], torch.ones(4), atol=1e-4)
+        assert torch.allclose(layer["neurons"], torch.ones(64), atol=1e-3)
+    with torch.no_grad():
+        assert torch.allclose(model(**_inputs()).start_logits, teacher(**_inputs()).start_logits, atol=1e-4)
+    assert tune_pruned_student(model, dataclasses.replace(student, prune_rescale=False), teacher, windows) is None
+
+
+def _attention_error(pruned, full, windows) -> float:
+    """Squared error of layer 0's attention output (before residual and LayerNorm) against the full copy's."""
+    from tune_distill.data import collate, model_inputs
+
+    outputs = []
+    hooks = [model.bert.encoder.layer[0].attention.output.dense.register_forward_hook(
+        lambda module, inputs, output: outputs.append(output)) for model in (pruned, full)]
+    batch = collate(model_inputs(windows), list(range(len(windows))), 0)
+    with torch.no_grad():
+        pruned(**batch)
+        full(**batch)
+    for hook in hooks:
+        hook.remove()
+    real = batch["attention_mask"].bool()  # (batch, seq_len)
+    return float(((outputs[0] - outputs[1])[real]).pow(2).sum())
+
+
+def test_mask_tuning_reconstructs_the_unpruned_layers_better_than_plain_pruning(teacher, windows):
+    student = StudentConfig(num_hidden_layers=2, init="prune", num_attention_heads=2, intermediate_size=24,
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    full = build_student(dataclasses.replace(student, init="teacher", num_attention_heads=0, intermediate_size=0),
+                         teacher.config, teacher).eval()
+    plain = build_student(student, teacher.config, teacher).eval()
+    tuned = build_student(student, teacher.config, teacher).eval()
+    scales = mask_tuning(tuned, full, windows, windows=len(windows))
+    assert [tuple(layer["heads"].shape) + tuple(layer["neurons"].shape) for layer in scales] == [(2, 24)] * 2
+    before, after = _attention_error(plain, full, windows), _attention_error(tuned, full, windows)
+    assert after < before  # least squares over these very windows: never worse than the unscaled 1
+    assert not torch.equal(tuned.bert.encoder.layer[0].output.dense.weight,
+                           plain.bert.encoder.layer[0].output.dense.weight)
+
+
 def test_a_run_prunes_by_measured_importance_and_old_checkpoints_keep_their_settings(
         tiny_qa_model_dir, tiny_squad_file, tmp_path):
     overrides = [f"teacher.path={tiny_qa_model_dir}", f"data.train_files=[{tiny_squad_file}]",
                  f"data.val_file={tiny_squad_file}", f"data.cache_dir={tmp_path / 'cache'}",
                  "data.max_seq_length=48", "data.doc_stride=16", "data.max_query_length=16",
                  "student.num_hidden_layers=2", "student.init=prune", "student.num_attention_heads=2",
-                 "student.intermediate_size=32", "student.prune_score=gradient", "distill.max_steps=2",
-                 "distill.train_batch_size=4"]
+                 "student.intermediate_size=32", "student.prune_score=gradient", "student.prune_rescale=true",
+                 "distill.max_steps=2", "distill.train_batch_size=4"]
     config = load_config(None, overrides)
     metrics = run_distillation(config, tmp_path / "run", measure_latency=False)
     assert len(list((tmp_path / "cache" / "importance").glob("*.npz"))) == 1
@@ -165,5 +211,6 @@ def test_a_run_prunes_by_measured_importance_and_old_checkpoints_keep_their_sett
     assert saved["intermediate_size"] == 32 and metrics["step"] == 2
     assert load_student(tmp_path / "run" / "model").bert.encoder.layer[1].attention.self.query.out_features == 16
     assert training_settings(config)["student.prune_score"] == "gradient"
-    magnitude = load_config(None, [*overrides[:-3], "distill.max_steps=2", "distill.train_batch_size=4"])
-    assert "student.prune_score" not in training_settings(magnitude)  # as before the field existed
+    assert training_settings(config)["student.prune_rescale"] is True
+    magnitude = load_config(None, [*overrides[:-4], "distill.max_steps=2", "distill.train_batch_size=4"])
+    assert not {"student.prune_score", "student.prune_rescale"} & set(training_settings(magnitude))  # as before

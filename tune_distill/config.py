@@ -94,6 +94,12 @@ class StudentConfig:
         "cached per teacher, layer choice and data (importance.py).",
     )
     prune_windows: int = _f(512, "Training windows the measured prune_score (gradient, fisher) is computed on.")
+    prune_rescale: bool = _f(
+        False,
+        "After init=prune, rescale each copied layer's kept heads and feed-forward neurons (one factor each, "
+        "least squares on prune_windows training windows) so the layer reconstructs the unpruned copy's outputs: "
+        "Kwon et al. 2022's mask tuning, no retraining (importance.mask_tuning).",
+    )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,13 @@ files.atomic_path), as the teacher logits are: every trial of a sweep that prune
 reads them. The teacher's logits come from its cached logits when the run has them, else from the
 teacher itself on the scored windows.
 
+`mask_tuning` (student.prune_rescale) is Kwon et al.'s last step, no retraining: after pruning,
+each copied layer's kept heads and kept neurons get one scale each (their output-projection columns
+multiplied by it), chosen by ridge-damped least squares so that the layer's attention and
+feed-forward outputs (before the residual and LayerNorm) reconstruct those of the unpruned copy on
+the same windows; layers are solved in order, each from the inputs the already rescaled layers
+below give it. Keeping everything solves to scales of 1.
+
 A head whose output cannot change the loss (its output projection zeroed, or mapping onto the
 constant direction a LayerNorm removes) scores 0 here, whatever its weights' norms say.
 
@@ -164,6 +171,114 @@ def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: Teach
         neurons={name: values[1].numpy() for name, values in sums.items()},
         windows=len(rows),
     )
+
+
+RIDGE = 1e-4  # damping of the least squares, relative to the mean of its Gram matrix's diagonal
+
+
+def _solve(gram: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """argmin_m |A m - y|^2 + ridge |m - 1|^2 from A^T A and A^T y (damped towards the unscaled 1).  # (k,)"""
+    damping = RIDGE * float(gram.diagonal().mean().clamp_min(1e-12))
+    eye = torch.eye(len(gram), dtype=gram.dtype)
+    return torch.linalg.solve(gram + damping * eye, target + damping * torch.ones_like(target))
+
+
+@torch.no_grad()
+def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, windows: int = 512,
+                batch_size: int = 8, seed: int = 0, pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]]:
+    """Rescale `pruned`'s kept heads and neurons, layer by layer, to reconstruct `full`'s sublayer outputs.
+
+    `full`: the unpruned copy of the same teacher layers (its weights are the target); `pruned` is changed
+    in place (its attention and feed-forward output projections). Returns each layer's scales
+    ({"heads": (kept heads,), "neurons": (kept neurons,)}).
+    """
+    device = torch.device(device)
+    rows = np.arange(len(features))
+    if windows < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
+    columns = model_inputs(features)
+    lengths = columns["input_ids"].lengths
+    widths = pad_widths(lengths, pad_multiple)
+    batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
+    modes = (pruned.training, full.training)
+    pruned.eval()
+    full.eval()
+    head_size = full.config.hidden_size // full.config.num_attention_heads
+    scales = []
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            captured[name] = inputs[0]
+            captured[f"{name}_out"] = output
+        return hook
+
+    try:
+        for index, (small, big) in enumerate(zip(pruned.bert.encoder.layer, full.bert.encoder.layer)):
+
+            handles = [small.attention.output.dense.register_forward_hook(keep("context")),
+                       small.output.dense.register_forward_hook(keep("act")),
+                       big.attention.output.dense.register_forward_hook(keep("full_context")),
+                       big.output.dense.register_forward_hook(keep("full_act"))]
+            attention_weight = small.attention.output.dense.weight  # (hidden, kept heads * head_size)
+            down_weight = small.output.dense.weight  # (hidden, kept neurons)
+            heads = attention_weight.shape[1] // head_size
+            sums = {"head_gram": torch.zeros(heads, heads, dtype=torch.float64),
+                    "head_target": torch.zeros(heads, dtype=torch.float64),
+                    "neuron_gram": torch.zeros(down_weight.shape[1], down_weight.shape[1], dtype=torch.float64),
+                    "neuron_target": torch.zeros(down_weight.shape[1], dtype=torch.float64)}
+            try:
+                for indices in batches:
+                    batch = {name: tensor.to(device) for name, tensor in
+                             collate(columns, indices, pad_token_id, widths=widths).items()}
+                    full(**batch)
+                    pruned(**batch)
+                    real = batch["attention_mask"].reshape(-1).bool()  # (batch * seq_len,)
+                    context = captured["context"].reshape(-1, heads, head_size)[real]  # (tokens, heads, head_size)
+                    blocks = attention_weight.T.reshape(heads, head_size, -1)  # (heads, head_size, hidden)
+                    parts = torch.einsum("ths,hsd->thd", context, blocks).double()  # (tokens, heads, hidden)
+                    target = (captured["full_context_out"] - big.attention.output.dense.bias)  # (batch, seq, hidden)
+                    target = target.reshape(-1, target.shape[-1])[real].double()  # (tokens, hidden)
+                    sums["head_gram"] += torch.einsum("thd,tgd->hg", parts, parts)
+                    sums["head_target"] += torch.einsum("thd,td->h", parts, target)
+                    act = captured["act"].reshape(-1, down_weight.shape[1])[real].double()  # (tokens, kept)
+                    weight = down_weight.double()  # (hidden, kept)
+                    target = (captured["full_act_out"] - big.output.dense.bias)  # (batch, seq, hidden)
+                    target = target.reshape(-1, target.shape[-1])[real].double()  # (tokens, hidden)
+                    sums["neuron_gram"] += (act.T @ act) * (weight.T @ weight)
+                    sums["neuron_target"] += (act * (target @ weight)).sum(dim=0)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            head_scale = _solve(sums["head_gram"], sums["head_target"]).float()  # (heads,)
+            neuron_scale = _solve(sums["neuron_gram"], sums["neuron_target"]).float()  # (kept neurons,)
+            attention_weight.mul_(head_scale.repeat_interleave(head_size).to(attention_weight)[None, :])
+            down_weight.mul_(neuron_scale.to(down_weight)[None, :])
+            scales.append({"heads": head_scale, "neurons": neuron_scale})
+            log.info("mask tuning: layer %d: head scales %.3f..%.3f, neuron scales %.3f..%.3f", index,
+                     float(head_scale.min()), float(head_scale.max()), float(neuron_scale.min()),
+                     float(neuron_scale.max()))
+    finally:
+        pruned.train(modes[0])
+        full.train(modes[1])
+    return scales
+
+
+def tune_pruned_student(model: nn.Module, student: Any, teacher_model: nn.Module, features: FeatureSet, *,
+                        pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                        device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]] | None:
+    """`mask_tuning` of a student built with init=prune when student.prune_rescale asks for it (else None)."""
+    from tune_distill.student import build_student, resolve_shape
+
+    if student.init != "prune" or not student.prune_rescale:
+        return None
+    shape = resolve_shape(student, teacher_model.config)
+    full = dataclasses.replace(student, init="teacher", num_attention_heads=0, intermediate_size=0,
+                               layer_selection=",".join(map(str, shape.teacher_layers)))
+    copy = build_student(full, teacher_model.config, teacher_model).to(device)
+    return mask_tuning(model, copy, features, windows=student.prune_windows, pad_token_id=pad_token_id,
+                       pad_multiple=pad_multiple, device=device)
 
 
 def _cache_file(cache_dir: str | Path, teacher_path: str, teacher_layers: tuple[int, ...], features: FeatureSet,

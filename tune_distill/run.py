@@ -42,7 +42,7 @@ from tune_distill.claims import write_per_question
 from tune_distill.config import DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
 from tune_distill.files import write_atomically
-from tune_distill.importance import importance_for_student
+from tune_distill.importance import importance_for_student, tune_pruned_student
 from tune_distill.runtime import qa_logits, resolve_device
 from tune_distill.student import build_student, count_parameters, save_student
 from tune_distill.teacher import (
@@ -120,10 +120,13 @@ NOT_TRAINING_SETTINGS = frozenset({
 def training_settings(config: RunConfig) -> dict[str, Any]:
     """The config's keys a checkpoint is tied to ('section.field': value): all but NOT_TRAINING_SETTINGS.
 
-    student.prune_score / prune_windows count only where they change the student (a measured score under
-    init=prune), so checkpoints written before they existed still resume."""
+    student.prune_score / prune_windows / prune_rescale count only where they change the student (a measured
+    score or the rescale under init=prune), so checkpoints written before they existed still resume."""
     settings = {key: value for key, value in flatten(to_dict(config)).items() if key not in NOT_TRAINING_SETTINGS}
-    if config.student.init != "prune" or config.student.prune_score == "magnitude":
+    student = config.student
+    if student.init != "prune" or not student.prune_rescale:
+        settings.pop("student.prune_rescale", None)
+    if student.init != "prune" or (student.prune_score == "magnitude" and not student.prune_rescale):
         settings.pop("student.prune_score", None)
         settings.pop("student.prune_windows", None)
     return settings
@@ -232,8 +235,11 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
         if teacher_model is not None else None
     model = build_student(config.student, inputs.teacher_config, teacher_model, seed=config.distill.seed,
                           importance=importance)
-    del teacher_model
     model.to(device)
+    if teacher_model is not None:
+        tune_pruned_student(model, config.student, teacher_model, inputs.train_features, pad_token_id=pad_token_id,
+                            pad_multiple=config.distill.pad_multiple, device=device)
+    del teacher_model
     score = make_evaluator(config, inputs.val_features, device, pad_token_id)
     last_evaluation: dict[str, Any] = {}
 
