@@ -132,3 +132,48 @@ def test_the_shared_teacher_answers_and_abstains():
                                                        "When was the airport built?"], context)
     assert bridge["answer"] == "1802" and founder["answer"] == "King Alric"
     assert airport["no_answer"]
+
+
+def test_a_long_context_is_tokenised_once_and_its_windows_run_a_batch_at_a_time(forced, monkeypatch):
+    """Questions about one long context: the context goes through the tokenizer once, and no more than
+    --batch-size windows exist as model inputs at any moment (the rest are kept as logits and offsets only)."""
+    from transformers import AutoTokenizer
+
+    from tune_distill import answer as answer_module
+
+    context = " ".join([SHORT] * 30)  # ~500 tokens: ~20 windows of 48 tokens per question
+    questions = [f"Where did the dog run {index}?" for index in range(3)]
+    tokenizer = AutoTokenizer.from_pretrained(str(forced))
+    calls = {"context": 0}
+    real_call = type(tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):  # times the context is tokenised, alone or in (question, context) pairs
+        for part in (text, *args[:1], kwargs.get("text_pair")):
+            calls["context"] += part.count(context) if isinstance(part, list) else part == context
+        return real_call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    sizes = []
+    real_table = answer_module.features_to_table
+    monkeypatch.setattr(answer_module, "features_to_table", lambda columns, *args, **kwargs:
+                        sizes.append(len(columns["input_ids"])) or real_table(columns, *args, **kwargs))
+    results = answer(forced, questions, context, max_seq_length=48, doc_stride=16, max_query_length=16, batch_size=8,
+                     tokenizer=tokenizer)
+    assert calls["context"] == 1
+    assert max(sizes) <= 8 and sum(sizes) == sum(r["windows"] for r in results)
+    assert all(r["windows"] > 15 and r["answer"] == "river" for r in results), [r["windows"] for r in results]
+    # the same answers, scores and window counts as a context small enough for one window set each
+    few = answer(forced, questions[:2], context, max_seq_length=48, doc_stride=16, max_query_length=16, batch_size=512,
+                 tokenizer=tokenizer)
+    assert [(r["score"], r["null_odds"], r["windows"]) for r in few] == \
+        [(r["score"], r["null_odds"], r["windows"]) for r in results[:2]]
+
+
+def test_too_many_windows_is_a_named_error_before_any_inference(forced, monkeypatch):
+    from tune_distill import answer as answer_module
+
+    monkeypatch.setattr(answer_module, "predict_logits", lambda *a, **k: pytest.fail("inference ran"))
+    with pytest.raises(DataError, match=r"answer: question 0: its context makes \d+ windows of 48 tokens, more than "
+                                        r"max_windows=10; split the context or raise --max-windows"):
+        answer(forced, "Where?", " ".join([SHORT] * 30), max_seq_length=48, doc_stride=16, max_query_length=16,
+               max_windows=10)

@@ -458,3 +458,18 @@ def test_python_m_tune_distill_data_is_the_features_command():
     result = subprocess.run([sys.executable, "-m", "tune_distill.data", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "tune-distill features" in result.stdout and "--tokenizer" in result.stdout
+
+
+@pytest.mark.parametrize("lengths", [(48, 16, 16), (64, 24, 16), (384, 128, 64), (40, 1, 8)])
+def test_context_windows_are_the_eval_windows_with_the_context_tokenised_once(tiny_tokenizer, lengths):
+    from tune_distill.data.windows import ContextWindows
+
+    context = LONG_CONTEXT * 3
+    windows = ContextWindows(context, tiny_tokenizer, *lengths)
+    for question in ["When was the city founded?", "   what " * 30, "x"]:
+        example = data.SquadExample("q", "", context, question, (), (), False)
+        expected = data.prepare_eval_features([example], tiny_tokenizer, *lengths)
+        made = list(windows.windows(question))
+        assert windows.count(question) == len(made) == len(expected["input_ids"]) > 0
+        for name in ("input_ids", "token_type_ids", "attention_mask", "offset_mapping"):
+            assert [window[name] for window in made] == expected[name], name

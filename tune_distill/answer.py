@@ -2,12 +2,16 @@
 
 `answer(model_dir, questions, contexts)` reads any Hugging Face question-answering folder (an
 export of `tune-distill export`, a teacher, or a run's `model/` with pruned heads, which goes
-through student.load_student) and answers many questions at once, in batches. It does not
-re-implement anything evaluation does: questions and contexts become evaluation windows through
-data.prepare_eval_features (question first, long contexts split into overlapping windows of
-`max_seq_length` tokens with `doc_stride` tokens of overlap), logits come from
-evaluate.predict_logits, and evaluate.postprocess / scoring.apply_threshold pick the best span and
-decide between it and "no answer" exactly as validation scoring did.
+through student.load_student; evaluate.load_qa_model refuses a folder that is not a QA model) and
+answers many questions at once, in batches. It does not re-implement anything evaluation does:
+questions and contexts become the evaluation windows of data.prepare_eval_features (question first,
+long contexts split into overlapping windows of `max_seq_length` tokens with `doc_stride` tokens of
+overlap), made by data.windows.ContextWindows, which tokenises each distinct context once and makes
+a question's windows lazily; logits come from evaluate.predict_logits, `batch_size` windows at a
+time (only logits and offsets are kept: memory is bounded by one batch plus a few numbers per
+window, and a question whose context makes more than `max_windows` windows is refused up front);
+evaluate.postprocess / scoring.apply_threshold pick the best span and decide between it and "no
+answer" exactly as validation scoring did.
 
 The no-answer threshold (null odds = null score - best span score; "no answer" when the null odds
 exceed it) is, in this order: the one given; `na_threshold` of the folder's tune_distill.json (an
@@ -29,6 +33,7 @@ Example (CPU, seconds):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -38,17 +43,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_table, prepare_eval_features
-from tune_distill.evaluate import NO_SPAN_NULL_ODDS, postprocess, predict_logits
+from tune_distill.config import check_range
+from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_table
+from tune_distill.data.windows import ContextWindows
+from tune_distill.evaluate import NO_SPAN_NULL_ODDS, load_qa_model, postprocess, predict_logits
 from tune_distill.export import EXPORT_INFO_FILE
 from tune_distill.files import read_json_object
+from tune_distill.runtime import check_vocabulary, resolve_device
 from tune_distill.scoring import apply_threshold
-from tune_distill.student import PRUNED_HEADS_KEY, load_student
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64}
 LENGTH_KEYS = tuple(DEFAULT_LENGTHS)
+MAX_WINDOWS = 10_000  # windows of one question (a 384-token window advances ~190 tokens: a ~7 MB context)
 
 
 def saved_threshold(model_dir: str | Path) -> tuple[float, str]:
@@ -82,20 +90,6 @@ def saved_lengths(model_dir: str | Path) -> dict[str, int]:
     return lengths
 
 
-def load_qa_model(model_dir: str | Path):
-    """A QA model from a folder: pruned tune_distill students through load_student, anything else through
-    AutoModelForQuestionAnswering."""
-    from transformers import AutoConfig, AutoModelForQuestionAnswering
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model_dir}: no config.json there (expected a Hugging Face QA model folder)")
-    config = AutoConfig.from_pretrained(str(model_dir))
-    if getattr(config, PRUNED_HEADS_KEY, None):
-        return load_student(model_dir).eval()
-    return AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
-
-
 def _examples(questions: Sequence[str], contexts: str | Sequence[str]) -> list[SquadExample]:
     if isinstance(questions, str):
         questions = [questions]
@@ -119,7 +113,8 @@ def _examples(questions: Sequence[str], contexts: str | Sequence[str]) -> list[S
 def answer(model_dir: str | Path, questions: str | Sequence[str], contexts: str | Sequence[str], *,
            threshold: float | None = None, max_seq_length: int | None = None, doc_stride: int | None = None,
            max_query_length: int | None = None, batch_size: int = 32, n_best_size: int = 20,
-           max_answer_length: int = 30, device: str = "cpu", model: Any = None, tokenizer: Any = None) -> list[dict]:
+           max_answer_length: int = 30, device: str = "cpu", model: Any = None, tokenizer: Any = None,
+           max_windows: int = MAX_WINDOWS) -> list[dict]:
     """One dict per question, in order: answer ("" for no answer), no_answer, best_span, score (start + end
     logit of the best span; None when no span is valid), null_score, null_odds, threshold (and its source),
     windows. `contexts` is one text for every question or one per question; `model` / `tokenizer` may be
@@ -131,13 +126,18 @@ def answer(model_dir: str | Path, questions: str | Sequence[str], contexts: str 
     for key, value in (("max_seq_length", max_seq_length), ("doc_stride", doc_stride),
                        ("max_query_length", max_query_length)):
         if value is not None:
-            lengths[key] = value
+            lengths[key] = check_range(f"--{key.replace('_', '-')}", value, 1)
+    for name, value in (("--batch-size", batch_size), ("--n-best-size", n_best_size),
+                        ("--max-answer-length", max_answer_length), ("--max-windows", max_windows)):
+        check_range(name, value, 1)
     if threshold is None:
         threshold, source = saved_threshold(model_dir)
     else:
-        source = "given"
+        threshold, source = check_range("--threshold", threshold), "given"
+    resolve_device(device)
     model = model if model is not None else load_qa_model(model_dir)
     tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(model_dir))
+    check_vocabulary(tokenizer, model.config, model_dir, "--model")
     max_positions = getattr(model.config, "max_position_embeddings", None)
     if max_positions is not None and lengths["max_seq_length"] > max_positions and max_seq_length is None:
         # default (not asked-for) lengths too long for this model: its own maximum, stride and question a quarter of it
@@ -148,32 +148,58 @@ def answer(model_dir: str | Path, questions: str | Sequence[str], contexts: str 
         raise DataError(f"max_seq_length={lengths['max_seq_length']} exceeds {model_dir}'s max_position_embeddings="
                         f"{max_positions}; pass a smaller --max-seq-length")
 
-    features = prepare_eval_features(examples, tokenizer, **lengths)
-    feature_set = FeatureSet(features_to_table(features), examples, fingerprint="", path=None)
-    start_logits, end_logits = predict_logits(model, feature_set, batch_size, device)  # per window: (seq_len,)
-    best_texts, null_odds = postprocess(examples, feature_set, start_logits, end_logits, n_best_size, max_answer_length)
-    final = apply_threshold(best_texts, null_odds, threshold)
-
-    windows_of = feature_set.numpy("example_index")  # (windows,)
+    windows_of = {context: ContextWindows(context, tokenizer, **lengths)  # each distinct context tokenised once
+                  for context in dict.fromkeys(example.context for example in examples)}
     results = []
-    for index, example in enumerate(examples):
-        windows = np.flatnonzero(windows_of == index)
-        null_score = min(float(start_logits[w][0] + end_logits[w][0]) for w in windows)  # [CLS] start + end
-        odds = null_odds[example.id]
-        has_span = odds != NO_SPAN_NULL_ODDS
-        results.append({
-            "question": example.question,
-            "answer": final[example.id],
-            "no_answer": final[example.id] == "",
-            "best_span": best_texts[example.id],
-            "score": null_score - odds if has_span else None,
-            "null_score": null_score,
-            "null_odds": odds,
-            "threshold": float(threshold),
-            "threshold_source": source,
-            "windows": int(len(windows)),
-        })
+    for example in examples:
+        results.append(_answer_one(example, windows_of[example.context], model, threshold, source, batch_size,
+                                   n_best_size, max_answer_length, device, max_windows))
     return results
+
+
+def _answer_one(example: SquadExample, context_windows: ContextWindows, model: Any, threshold: float, source: str,
+                batch_size: int, n_best_size: int, max_answer_length: int, device: str, max_windows: int) -> dict:
+    """One question: its windows made and run `batch_size` at a time (only their logits and offsets are kept,
+    as numpy arrays), then evaluate.postprocess and the threshold over all of them."""
+    count = context_windows.count(example.question)
+    if count > max_windows:
+        raise DataError(f"answer: question {example.id[1:]}: its context makes {count} windows of "
+                        f"{context_windows.max_seq_length} tokens, more than max_windows={max_windows}; split the "
+                        "context or raise --max-windows")
+    start_logits: list[np.ndarray] = []
+    end_logits: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    batch: list[dict] = []
+    for window in itertools.chain(context_windows.windows(example.question), [None]):
+        if window is not None:
+            batch.append(window)
+        if batch and (window is None or len(batch) == batch_size):
+            columns = {name: [w[name] for w in batch] for name in batch[0]}
+            feature_set = FeatureSet(features_to_table({**columns, "example_index": [0] * len(batch)}), [example],
+                                     fingerprint="", path=None)
+            starts, ends = predict_logits(model, feature_set, batch_size, device)  # per window: (seq_len,)
+            start_logits += starts
+            end_logits += ends
+            offsets += [np.asarray(w["offset_mapping"], dtype=np.int32) for w in batch]
+            batch = []
+    windows = {"offset_mapping": offsets, "example_index": [0] * len(offsets)}
+    best_texts, null_odds = postprocess([example], windows, start_logits, end_logits, n_best_size, max_answer_length)
+    final = apply_threshold(best_texts, null_odds, threshold)
+    null_score = min(float(start[0] + end[0]) for start, end in zip(start_logits, end_logits))  # [CLS] start + end
+    odds = null_odds[example.id]
+    has_span = odds != NO_SPAN_NULL_ODDS
+    return {
+        "question": example.question,
+        "answer": final[example.id],
+        "no_answer": final[example.id] == "",
+        "best_span": best_texts[example.id],
+        "score": null_score - odds if has_span else None,
+        "null_score": null_score,
+        "null_odds": odds,
+        "threshold": float(threshold),
+        "threshold_source": source,
+        "windows": len(offsets),
+    }
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -208,6 +234,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-best-size", type=int, default=20)
     parser.add_argument("--max-answer-length", type=int, default=30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
+                        help=f"most windows one question's context may make (default {MAX_WINDOWS}); windows are "
+                             "made and run --batch-size at a time")
     parser.add_argument("--json", action="store_true", help="print the result dicts as JSON")
 
 
@@ -220,13 +249,18 @@ def command(args: argparse.Namespace) -> list[dict]:
         path = Path(args.context_file)
         if not path.is_file():
             raise FileNotFoundError(f"--context-file {path}: not found")
-        context = path.read_text(encoding="utf-8")
+        try:
+            context = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"--context-file {path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as "
+                            "UTF-8") from None
     else:
         context = args.context
     results = answer(args.model, args.question, context, threshold=args.threshold,
                      max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
                      max_query_length=args.max_query_length, batch_size=args.batch_size,
-                     n_best_size=args.n_best_size, max_answer_length=args.max_answer_length, device=args.device)
+                     n_best_size=args.n_best_size, max_answer_length=args.max_answer_length, device=args.device,
+                     max_windows=args.max_windows)
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -160,6 +160,51 @@ SECTIONS: dict[str, type] = {
 }
 
 
+# Allowed ranges of numeric settings: key -> (lowest, highest or None, whether lowest itself is excluded).
+# A value outside is refused up front with a message naming the key (a batch size of 0 would run no batch and
+# keep all-zero logits; NaN or infinite numbers are refused for every float setting by _coerce).
+_UNIT = (0.0, 1.0, False)
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "data.max_seq_length": (1, None, False), "data.doc_stride": (1, None, False),
+    "data.max_query_length": (1, None, False), "data.max_train_examples": (0, None, False),
+    "data.max_val_examples": (0, None, False),
+    "teacher.batch_size": (1, None, False),
+    "student.num_hidden_layers": (1, None, False), "student.hidden_size": (0, None, False),
+    "student.num_attention_heads": (0, None, False), "student.intermediate_size": (0, None, False),
+    "student.hidden_dropout_prob": _UNIT, "student.attention_probs_dropout_prob": _UNIT, "student.qa_dropout": _UNIT,
+    "student.initializer_range": (0, None, False), "student.prune_windows": (1, None, False),
+    "distill.learning_rate": (0, None, False), "distill.adam_beta1": _UNIT, "distill.adam_beta2": _UNIT,
+    "distill.adam_epsilon": (0, None, False), "distill.weight_decay": (0, None, False), "distill.alpha_ce": _UNIT,
+    "distill.temperature": (0, None, True), "distill.warmup_steps": (0, None, False), "distill.warmup_ratio": _UNIT,
+    "distill.num_train_epochs": (0, None, True), "distill.max_steps": (0, None, False),
+    "distill.train_batch_size": (1, None, False), "distill.eval_batch_size": (1, None, False),
+    "distill.max_grad_norm": (0, None, False), "distill.eval_every_steps": (0, None, False),
+    "distill.checkpoint_every_steps": (0, None, False), "distill.seed": (0, None, False),
+    "distill.num_threads": (0, None, False), "distill.pad_multiple": (1, None, False),
+    "evaluate.n_best_size": (1, None, False), "evaluate.max_answer_length": (1, None, False),
+    "evaluate.latency_seq_length": (1, None, False), "evaluate.latency_batch_sizes": (1, None, False),
+    "evaluate.latency_repeats": (1, None, False), "evaluate.latency_warmup": (0, None, False),
+}
+
+
+def check_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, error: type[Exception] = ConfigError) -> Any:
+    """`value` (a number, or each of a tuple) if finite and within [low, high] ((low, high] with low_open),
+    else `error` naming `name` (a config key or a command-line option) and the range expected."""
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise error(f"{name}: expected a number, got {item!r}")
+        if item != item or item in (float("inf"), float("-inf")):
+            raise error(f"{name}: must be a finite number, got {item!r}")
+        below = low is not None and (item <= low if low_open else item < low)
+        if below or (high is not None and item > high):
+            wanted = " and ".join(part for part in (
+                "" if low is None else f"{'>' if low_open else '>='} {low}",
+                "" if high is None else f"<= {high}") if part)
+            raise error(f"{name}: must be {wanted}, got {item!r}")
+    return value
+
+
 def _field_types(section_cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(section_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
@@ -200,9 +245,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        return check_range(key, number)  # NaN and infinities are never a usable setting
     if annotation is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -238,6 +284,9 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
         if name not in types:
             raise ConfigError(f"{key}: unknown field {name!r} in section {section!r}; known: {', '.join(types)}")
         changes.setdefault(section, {})[name] = _coerce(key, value, types[name])
+        if key in RANGES:
+            low, high, low_open = RANGES[key]
+            check_range(key, changes[section][name], low, high, low_open=low_open)
     updated = {
         section: dataclasses.replace(getattr(config, section), **fields) for section, fields in changes.items()
     }

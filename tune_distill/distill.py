@@ -68,6 +68,10 @@ Evaluator = Callable[[torch.nn.Module, int], dict[str, Any]]
 Callback = Callable[[dict[str, Any]], Any]
 
 
+class TrainingDiverged(FloatingPointError, ValueError):
+    """The loss became NaN or infinite: a one-line error naming the step and the settings to change."""
+
+
 def distillation_loss(
     student_start: torch.Tensor,  # (batch, seq_len)
     student_end: torch.Tensor,  # (batch, seq_len)
@@ -274,7 +278,9 @@ def train(
                                         start_positions, end_positions, batch["attention_mask"],
                                         config.alpha_ce, config.temperature)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {step} (learning rate too high?)")
+            raise TrainingDiverged(f"training diverged: the loss became {float(loss)} at step {step}; lower "
+                                   f"distill.learning_rate (now {config.learning_rate:g}) or try"
+                                   " distill.precision=fp32")
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

@@ -45,19 +45,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from tune_distill.config import EvaluateConfig
+from tune_distill.config import EvaluateConfig, check_range
 from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, SquadExample, file_fingerprint, load_features
-from tune_distill.files import write_atomically
+from tune_distill.files import check_out_folder, write_atomically
 from tune_distill.runtime import (
     PRECISIONS,
     accepts_token_type_ids,
     autocast,
+    check_qa_config,
+    check_vocabulary,
+    load_qa_weights,
     qa_logits,
     resolve_device,
     resolve_precision,
 )
 from tune_distill.scoring import apply_threshold, evaluate_predictions
-from tune_distill.student import count_parameters
+from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +247,24 @@ def measure_latency(
 # --------------------------------------------------------------------------------------------------
 
 
+def load_qa_model(model_dir: str | Path, what: str = "--model"):
+    """A QA model (eval mode) from a folder or hub id: a pruned tune_distill student (a run's `model/`) through
+    student.load_student, anything else through runtime.load_qa_weights; a folder that is not a QA model (no
+    ...ForQuestionAnswering architecture, no answer-head weights) is refused naming it and what is missing."""
+    from transformers import AutoConfig
+
+    local = Path(model_dir)
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {local}: no config.json there (expected a Hugging Face QA model folder)")
+    if not local.exists() and str(model_dir).startswith((".", "/")):
+        raise FileNotFoundError(f"{what} {model_dir}: no such folder (no config.json there)")
+    config = AutoConfig.from_pretrained(str(model_dir))
+    if getattr(config, PRUNED_HEADS_KEY, None):
+        check_qa_config(config, model_dir, what)
+        return load_student(model_dir).eval()
+    return load_qa_weights(model_dir, what)
+
+
 def _write_json(path: Path, value: Any) -> None:
     write_atomically(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
@@ -275,14 +296,22 @@ def evaluate_model_dir(
     file (use that for the validation split only). latency=True adds forward-pass timings with the
     latency_* settings of `latency_config` (default: EvaluateConfig()).
     """
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoTokenizer
 
     started = time.perf_counter()
+    for name, value, low in (("--batch-size", batch_size, 1), ("--max-seq-length", max_seq_length, 1),
+                             ("--doc-stride", doc_stride, 1), ("--max-query-length", max_query_length, 1),
+                             ("--n-best-size", n_best_size, 1), ("--max-answer-length", max_answer_length, 1),
+                             ("--max-examples", max_examples, 0)):
+        check_range(name, value, low)
+    if na_threshold is not None:
+        check_range("--na-threshold", na_threshold)
     device = resolve_device(device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out_dir, "--out")
+    model = load_qa_model(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
+    check_vocabulary(tokenizer, model.config, model_dir, "--model")
     features = load_features(
         [str(data_file)], tokenizer, kind="eval", max_seq_length=max_seq_length, doc_stride=doc_stride,
         max_query_length=max_query_length, max_examples=max_examples, cache_dir=cache_dir,
@@ -341,6 +370,7 @@ def evaluate_model_dir(
             "eval_seconds": time.perf_counter() - started,
         }
     )
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "metrics.json", metrics)
     _write_json(out_dir / "predictions.json", predictions)
     _write_json(out_dir / "null_odds.json", null_odds)

@@ -5,7 +5,8 @@ folder, flushes it to disk (fsync), then renames it over the target (`os.replace
 and Windows within one file system), and removes the temporary file if anything fails.
 `atomic_path(path)` does the same for writers that need a path of their own (Arrow, numpy).
 `write_json` is the JSON form used for records, summaries and scheduler states; `read_json_object` reads
-one back, refusing a file that is not a JSON object with an error that names it.
+one back, refusing a file that is not a JSON object with an error that names it. `check_out_folder` refuses
+an output folder that cannot be made (it or a folder above it is a file) before any work.
 
 Decided once: always fsync. The files written this way are records a resumed sweep trusts (sweep.json,
 trials.jsonl, scheduler states, cached features); a rename that reaches the disk before its data
@@ -67,3 +68,15 @@ def read_json_object(path: str | Path, what: str = "file", error: type[Exception
 def write_json(path: str | Path, payload: Any, *, indent: int | None = 1) -> Path:
     """`write_atomically` of `payload` as JSON (values JSON cannot hold are written with `str`)."""
     return write_atomically(path, json.dumps(payload, indent=indent, default=str) + "\n")
+
+
+def check_out_folder(path: str | Path, what: str = "--out", error: type[Exception] = ValueError) -> Path:
+    """`path` if a folder can be made there; refused naming `what` when it, or the nearest existing folder above
+    it, is a file (checked before any work, so that nothing is half-written)."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise error(f"{what} {path}: {folder} is a file, not a folder")
+            break
+    return path

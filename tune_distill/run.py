@@ -39,12 +39,12 @@ import yaml
 from tune_distill import distill, evaluate, scoring
 from tune_distill.checkpoint import CHECKPOINT_NAME, check_settings, find_checkpoint
 from tune_distill.claims import write_per_question
-from tune_distill.config import DataConfig, RunConfig, flatten, to_dict
+from tune_distill.config import ConfigError, DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
-from tune_distill.files import write_atomically
+from tune_distill.files import check_out_folder, write_atomically
 from tune_distill.importance import importance_for_student, tune_pruned_student
-from tune_distill.runtime import qa_logits, resolve_device
-from tune_distill.student import build_student, count_parameters, save_student
+from tune_distill.runtime import check_qa_config, check_vocabulary, qa_logits, resolve_device
+from tune_distill.student import build_student, count_parameters, resolve_shape, save_student
 from tune_distill.teacher import (
     TeacherLogits,
     load_teacher,
@@ -202,6 +202,31 @@ def _public(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if not key.startswith("_")}
 
 
+def check_run(config: RunConfig, out_dir: Path, inputs: Inputs | None = None) -> None:
+    """What would fail late, checked before anything is written: the output folder can be made, the teacher is
+    a BERT question-answering model whose tokenizer fits its vocabulary, the student's shape fits the teacher.
+    Errors name the key (ConfigError, a ValueError) or the folder."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    check_out_folder(out_dir, "--out", ConfigError)
+    if inputs is not None:  # a sweep trial: the driver checked and prepared these
+        teacher_config = inputs.teacher_config
+    else:
+        path = config.teacher.path
+        if not Path(path).exists() and (path.startswith((".", "/")) or path.count("/") > 1):
+            raise ConfigError(f"teacher.path: {path} does not exist (give a local model directory or a hub id)")
+        try:
+            teacher_config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"teacher.path {path}: cannot read its config.json ({error})") from None
+        check_qa_config(teacher_config, path, "teacher.path")
+        check_vocabulary(AutoTokenizer.from_pretrained(path), teacher_config, path, "teacher.path")
+    if getattr(teacher_config, "model_type", "bert") != "bert":
+        raise ConfigError(f"teacher.path {config.teacher.path}: a {teacher_config.model_type} model; students are "
+                          "built from BERT-architecture teachers (model_type bert, e.g. BERT, MiniLM) only")
+    resolve_shape(config.student, teacher_config)
+
+
 def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distill.Callback | None = None,
                      resume: bool = True, inputs: Inputs | None = None, resume_from: str | Path | None = None,
                      measure_latency: bool = True, command: list[str] | None = None,
@@ -211,12 +236,15 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
     `on_step(step)` runs after every optimiser step (distill.train); a sweep trial's time limit raises there.
     """
     out_dir = Path(out_dir)
-    device = resolve_device(config.distill.device)
+    try:
+        device = resolve_device(config.distill.device)
+    except ValueError as error:
+        raise ConfigError(f"distill.device: {error}") from None
+    check_run(config, out_dir, inputs)
     settings = training_settings(config)
     if resume:  # a checkpoint of other settings is refused before anything in the folder changes
         check_settings(Path(resume_from) if resume_from else find_checkpoint(out_dir) or out_dir / CHECKPOINT_NAME,
                        settings)
-    write_run_header(out_dir, config, device, command)
     began = time.perf_counter()
     needs_teacher_weights = config.student.init != "random"
     teacher_model = None
@@ -226,6 +254,7 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
         inputs = prepare_inputs(config, device, teacher_model=teacher_model.to(device) if teacher_model else None)
         if teacher_model is not None:
             teacher_model.to("cpu")
+    write_run_header(out_dir, config, device, command)  # after the data and the teacher proved usable
     pad_token_id = inputs.tokenizer.pad_token_id or 0
 
     importance = importance_for_student(config.student, config.teacher.path, teacher_model, inputs.train_features,

@@ -1,7 +1,8 @@
 """Where and how models run: device, precision (autocast), batches onto the device, batched inference.
 
-`resolve_device` turns "auto" into cuda or cpu; `resolve_precision` turns "auto" into bf16 on a GPU
-that has it, fp16 on other GPUs and fp32 on CPU (the static rule, for inference); `autocast` is the
+`resolve_device` turns "auto" into cuda or cpu (and refuses a device the machine lacks);
+`resolve_precision` turns "auto" into bf16 on a GPU that has it,
+fp16 on other GPUs and fp32 on CPU (the static rule, for inference); `autocast` is the
 matching context (weights stay fp32). Training's "auto" is measured instead: `training_precision`
 times a few forward+backward steps of the student in each candidate precision (`step_timer`) once
 per (device, student shape, batch, length) and keeps the fastest in a small JSON cache
@@ -11,7 +12,10 @@ per (device, student shape, batch, length) and keeps the fastest in a small JSON
 to the device (through pinned memory on CUDA). `qa_logits` runs any question-answering model over
 a feature set in length-sorted batches padded to a few fixed widths (data.pad_widths) and returns
 unpadded start/end logits in feature order: the one batched inference behind the teacher's cached
-logits, evaluation and answering.
+logits, evaluation and answering (it refuses a batch size below 1 and checks that every row got its
+logits). `load_qa_weights` loads a question-answering model and refuses a folder that is not one
+(`check_qa_config`: no ...ForQuestionAnswering architecture; or no answer-head weights), and
+`check_vocabulary` a tokenizer that makes ids the model's embeddings lack.
 
 Must not know: teachers, students, losses, the training loop (step_timer's probe steps are a plain
 forward and backward), metrics, Ray or searchers.
@@ -50,10 +54,52 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: torch.device | str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
+    """'auto' -> cuda when available, else cpu; a device this machine lacks is a ValueError naming it."""
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: torch sees no CUDA GPU on this machine; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+    return device
+
+
+def load_qa_weights(path: str | Path, what: str = "model"):
+    """A Hugging Face question-answering model (eval mode) from a folder or hub id, refused with a ValueError
+    naming `what` and the folder when it is not one: config.json must name a ...ForQuestionAnswering
+    architecture and the weights must hold its answer head (qa_outputs), never a randomly initialised one."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    check_qa_config(AutoConfig.from_pretrained(str(path)), path, what)
+    model, info = AutoModelForQuestionAnswering.from_pretrained(str(path), output_loading_info=True)
+    missing = [name for name in info.get("missing_keys", ()) if "qa_outputs" in name]
+    if missing:
+        raise ValueError(f"{what} {path}: not a question-answering model: its weights have no answer head "
+                         f"({', '.join(sorted(missing))} missing)")
+    return model.eval()
+
+
+def check_qa_config(config: Any, path: str | Path, what: str = "model") -> None:
+    """A ValueError unless `config` (a folder's config.json) names a ...ForQuestionAnswering architecture."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not any(str(name).endswith("ForQuestionAnswering") for name in architectures):
+        raise ValueError(f"{what} {path}: not a question-answering model: config.json lists architectures "
+                         f"{architectures or 'none'}, expected a ...ForQuestionAnswering one (a fine-tuned QA model, "
+                         "e.g. from tune-distill teacher or export)")
+
+
+def check_vocabulary(tokenizer: Any, config: Any, path: str | Path, what: str = "model") -> None:
+    """A ValueError when the tokenizer makes token ids the model's embeddings do not have."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ValueError(f"{what} {path}: its tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                         f"{vocab_size}: tokenizer and weights do not belong together")
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -222,12 +268,15 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
     Rows are run in length-sorted batches padded to the fixed widths `pad_widths(lengths, pad_multiple)`
     and written back in feature order.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"{desc}: the batch size must be an integer >= 1, got {batch_size!r}")
     device = resolve_device(device)
     model.eval()
     model.to(device)
     columns = model_inputs(features)
     lengths = columns["input_ids"].lengths
     offsets = columns["input_ids"].offsets
+    written = np.zeros(len(lengths), dtype=bool)  # every row must get its logits: zeros are not logits
     start_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     end_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     pass_token_types = accepts_token_type_ids(model)
@@ -244,5 +293,10 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
                 begin, length = offsets[index], lengths[index]
                 start_values[begin : begin + length] = start[row, :length]
                 end_values[begin : begin + length] = end[row, :length]
+            written[batch_indices] = True
             progress.update(len(batch_indices))
+    if not written.all():
+        missing = np.flatnonzero(~written)
+        raise RuntimeError(f"{desc}: {len(missing)} of {len(lengths)} windows got no logits (first: window "
+                           f"{int(missing[0])}); nothing is returned or cached")
     return PackedColumn(start_values, offsets.copy()), PackedColumn(end_values, offsets.copy())

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, PackedColumn, load_features, pad_rows
-from tune_distill.runtime import qa_logits, resolve_device
+from tune_distill.runtime import check_vocabulary, load_qa_weights, qa_logits, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,14 @@ LOGITS_FORMAT_VERSION = 1
 
 def load_teacher(path: str, device: torch.device | str = "cpu"):
     """(model in eval mode, tokenizer) from a local directory or a hub id."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers import AutoTokenizer
 
     local = Path(path)
     if not local.exists() and (path.startswith((".", "/")) or path.count("/") > 1):
         raise FileNotFoundError(f"teacher.path: {path} does not exist (give a local model directory or a hub id)")
-    model = AutoModelForQuestionAnswering.from_pretrained(path)
+    model = load_qa_weights(path, "teacher.path")
     tokenizer = AutoTokenizer.from_pretrained(path)
+    check_vocabulary(tokenizer, model.config, path, "teacher.path")
     model.to(device).eval()
     return model, tokenizer
 
@@ -120,6 +121,10 @@ def teacher_logits(teacher_path: str, features: FeatureSet, *, cache_dir: str | 
     numpy_dtype = np.float16 if dtype == "float16" else np.float32
     start = PackedColumn(start.values.astype(numpy_dtype), start.offsets)
     end = PackedColumn(end.values.astype(numpy_dtype), end.offsets)
+    bad = int((~np.isfinite(start.values)).sum() + (~np.isfinite(end.values)).sum())
+    if bad:
+        raise ValueError(f"teacher.path {teacher_path}: {bad} of its logits are NaN or infinite as {dtype} (precision "
+                         f"{precision}); not cached. Try teacher.logits_dtype=float32 or distill.precision=fp32")
     if target is None:
         return TeacherLogits(start, end, None)
     staging = target.with_name(f"{target.name}.tmp{os.getpid()}")

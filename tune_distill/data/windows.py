@@ -142,6 +142,10 @@ def _prepare(
                 # Like HF's example, train on the first gold answer.
                 answer_start = example.answer_starts[0]
                 answer_end = answer_start + len(example.answer_texts[0])  # exclusive
+                if 1 not in sequence_ids:
+                    raise DataError(f"question {example.id}: marked answerable, but its context "
+                                    f"{example.context[:40]!r} has no tokens for this tokenizer (nothing the answer "
+                                    "could point to)")
                 first, last = _context_span(sequence_ids)
                 if offsets[first][0] <= answer_start and offsets[last][1] >= answer_end:
                     start_label = first
@@ -183,3 +187,97 @@ def prepare_eval_features(
     """Evaluation windows: unpadded inputs, offset_mapping ([start, end) context characters of each token,
     [-1, -1] for question and special tokens) and example_index."""
     return _prepare(examples, tokenizer, max_seq_length, doc_stride, max_query_length, "eval")
+
+
+def _pair_template(tokenizer: Any) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """How the tokenizer frames a (question, context) pair: the special tokens before the question, between
+    the two and after the context, and the token type of each of the five parts; None if it cannot be read
+    off a sample pair (the caller then tokenises pairs as prepare_eval_features does)."""
+    question = tokenizer("a", add_special_tokens=False)["input_ids"]
+    context = tokenizer("b", add_special_tokens=False)["input_ids"]
+    pair = tokenizer("a", "b", return_token_type_ids=True)
+    ids, types, sequence = pair["input_ids"], pair["token_type_ids"], pair.sequence_ids()
+    in_question = [i for i, s in enumerate(sequence) if s == 0]
+    in_context = [i for i, s in enumerate(sequence) if s == 1]
+    if not in_question or not in_context or [ids[i] for i in in_question] != question \
+            or [ids[i] for i in in_context] != context or in_question[-1] >= in_context[0]:
+        return None
+    q0, q1, c0, c1 = in_question[0], in_question[-1] + 1, in_context[0], in_context[-1] + 1
+    return ids[:q0], ids[q1:c0], ids[c1:], [*types[:q0], types[q0], *types[q1:c0], types[c0], *types[c1:]]
+
+
+class ContextWindows:
+    """Evaluation windows of questions about one context, the context tokenised once, made one at a time.
+
+    `windows(question)` yields the windows prepare_eval_features makes for that (question, context) pair, in
+    order, as dicts of input_ids, token_type_ids, attention_mask and offset_mapping; `count(question)` says
+    how many there will be without making them. Memory: the context's tokens once, plus one window.
+    """
+
+    def __init__(self, context: str, tokenizer: Any, max_seq_length: int, doc_stride: int,
+                 max_query_length: int) -> None:
+        check_tokenizer(tokenizer, max_seq_length, doc_stride, max_query_length)
+        self.context, self.tokenizer = context, tokenizer
+        self.max_seq_length, self.doc_stride, self.max_query_length = max_seq_length, doc_stride, max_query_length
+        self.template = _pair_template(tokenizer)
+        if self.template is not None:
+            encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+            self.ids, self.offsets = encoded["input_ids"], encoded["offset_mapping"]
+
+    def _question_ids(self, question: str) -> list[int]:
+        text = _truncate_questions([question], self.tokenizer, self.max_query_length)[0]
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _spans(self, question_ids: list[int]) -> Iterable[tuple[int, int]]:
+        """[start, stop) context token ranges of the windows, as the tokenizer's overflow makes them."""
+        before, between, after, _ = self.template
+        room = self.max_seq_length - len(question_ids) - len(before) - len(between) - len(after)
+        if len(self.ids) <= room:
+            yield 0, len(self.ids)
+            return
+        for start in range(0, len(self.ids), room - self.doc_stride):
+            stop = min(start + room, len(self.ids))
+            yield start, stop
+            if stop == len(self.ids):
+                return
+
+    def count(self, question: str) -> int:
+        if self.template is None:
+            return len(self._fallback(question)["input_ids"])
+        return sum(1 for _ in self._spans(self._question_ids(question)))
+
+    def _fallback(self, question: str) -> dict[str, list]:
+        example = SquadExample("q", "", self.context, question, (), (), False)
+        return prepare_eval_features([example], self.tokenizer, self.max_seq_length, self.doc_stride,
+                                     self.max_query_length)
+
+    def windows(self, question: str) -> Iterable[dict[str, list]]:
+        if self.template is None:  # a tokenizer whose pair framing is not plain: its own pair tokenisation
+            features = self._fallback(question)
+            for index in range(len(features["input_ids"])):
+                yield {name: features[name][index] for name in EVAL_COLUMNS if name != "example_index"}
+            return
+        before, between, after, (t_before, t_question, t_between, t_context, t_after) = \
+            self._split_types(*self.template)
+        question_ids = self._question_ids(question)
+        skip = [list(NON_CONTEXT_OFFSET)]
+        for start, stop in self._spans(question_ids):
+            pieces = self.ids[start:stop]
+            yield {
+                "input_ids": [*before, *question_ids, *between, *pieces, *after],
+                "token_type_ids": [*t_before, *[t_question] * len(question_ids), *t_between,
+                                   *[t_context] * len(pieces), *t_after],
+                "attention_mask": [1] * (len(before) + len(question_ids) + len(between) + len(pieces) + len(after)),
+                "offset_mapping": [*skip * (len(before) + len(question_ids) + len(between)),
+                                   *([int(s), int(e)] for s, e in self.offsets[start:stop]), *skip * len(after)],
+            }
+
+    @staticmethod
+    def _split_types(before: list[int], between: list[int], after: list[int], types: list[int]):
+        """The template's flat type list as (before types, question type, between types, context type, after)."""
+        t_before = types[:len(before)]
+        t_question = types[len(before)]
+        t_between = types[len(before) + 1:len(before) + 1 + len(between)]
+        t_context = types[len(before) + 1 + len(between)]
+        t_after = types[len(before) + 2 + len(between):]
+        return before, between, after, (t_before, t_question, t_between, t_context, t_after)

@@ -308,6 +308,9 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
     if resources.gpu > 1 and resources.gpu != int(resources.gpu):
         raise SweepConfigError(f"{source}: resources_per_trial.gpu: fractions are for sharing one GPU (< 1), "
                                f"got {resources.gpu}")
+    for key, value in config.searcher.options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SweepConfigError(f"{source}: searcher.options.{key}: must be a finite number, got {value!r}")
     if config.searcher.name not in SEARCHER_NAMES:
         raise SweepConfigError(f"{source}: searcher.name: unknown searcher {config.searcher.name!r}; "
                                f"known: {', '.join(SEARCHER_NAMES)}")

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 
 from tune_distill import storage as storage_io
 from tune_distill.config import RunConfig, apply_overrides
-from tune_distill.files import write_json
+from tune_distill.files import read_json_object, write_json
 from tune_distill.search import SearchSpace, make_searcher
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
@@ -292,7 +292,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
             fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
         if not saved_path.is_file():
             raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
-        saved = relocate_saved(json.loads(saved_path.read_text()), out_dir)
+        saved = relocate_saved(read_json_object(saved_path, "the sweep's record", SweepConfigError), out_dir)
         write_json(saved_path, saved)
         stored = sweep_config_from_dict(saved["config"], str(saved_path))
         if sweep_config is not None and sweep_config_to_dict(sweep_config) != sweep_config_to_dict(stored):
