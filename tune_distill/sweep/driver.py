@@ -377,7 +377,11 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
 
             ray.shutdown()
     _write_trials(out_dir, records)
-    sync_study(out_dir, records, distributions)  # trials the callback missed (a sweep older than the study)
+    try:  # trials the callback missed (a sweep older than the study); never lose a finished sweep over it
+        sync_study(out_dir, records, distributions)
+    except Exception as failure:  # noqa: BLE001 - the study is for watching; trials.jsonl is the record
+        log.warning("the Optuna study %s could not be brought up to date (%s: %s); tune-distill report --sweep %s "
+                    "retries", out_dir / STUDY_FILE, type(failure).__name__, failure, out_dir)
     summary = _summary(records, config, time.perf_counter() - began)
     saved = json.loads(saved_path.read_text())
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
