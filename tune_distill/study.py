@@ -157,13 +157,10 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
         if isinstance(value, (int, float, str, bool)) and (not isinstance(value, float) or math.isfinite(value)):
             attrs.setdefault(f"metric.{name}" if name in attrs else name, value)
     system_attrs = {}
-    if constraints and state != TrialState.FAIL:
-        violations = []
-        for constraint in constraints:
-            constraint = Constraint(**_plain(constraint))
-            value = metrics.get(constraint.name)
-            violations.append(constraint.violation(float(value)) if _finite(value) else math.inf)
-        system_attrs[CONSTRAINTS_ATTR] = violations
+    judged = [Constraint(**_plain(constraint)) for constraint in constraints]
+    if judged and state != TrialState.FAIL and all(_finite(metrics.get(c.name)) for c in judged):
+        # (a trial without a constrained metric gets none: Optuna's samplers then count it infeasible)
+        system_attrs[CONSTRAINTS_ATTR] = [c.violation(float(metrics[c.name])) for c in judged]
     return create_trial(
         state=state, values=None if state == TrialState.FAIL else [float(v) for v in values],
         params=params, distributions=used, user_attrs=attrs, system_attrs=system_attrs,
