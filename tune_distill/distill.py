@@ -9,8 +9,9 @@ Padding positions are masked out of both terms. AdamW takes betas, epsilon and w
 the config (no decay on biases and LayerNorm); the learning rate warms up linearly and then decays
 linearly to zero; gradients are clipped; bf16/fp16 autocast where it pays (precision auto: measured
 once per GPU and student shape, runtime.training_precision); batches are length-bucketed and padded
-to the smallest of a few fixed widths (distill.pad_multiple). Every `eval_every_steps` an `evaluator` scores the model and
-a `callback` receives the metrics (the sweep reports them to Ray; returning True stops the run).
+to the smallest of a few fixed widths (distill.pad_multiple). Every `eval_every_steps` an `evaluator`
+scores the model and a `callback` receives the metrics (the sweep reports them to Ray; returning True
+stops the run).
 Checkpoints hold model, optimiser, scheduler, scaler, every RNG state and the step, written
 atomically (checkpoint.py: loaded without running code, checked against the run's settings, recovered
 after a kill), so a killed run resumes where it stopped and ends with the same weights as a run that
