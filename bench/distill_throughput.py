@@ -11,11 +11,20 @@ teacher-logit cache is computed once per sweep, not per trial) on a line of its 
 cache cost and the ratio once that cost is charged to a single one-epoch run, and achieved model
 FLOP/s against the matmul FLOP/s this machine reaches (measured here too).
 
+Ours pads batches to the run's fixed widths (`--pad-multiple`, default 64 as distill.pad_multiple; 8 =
+the old padding) and trains in `--precision` (auto: fp32 on CPU, on a GPU the fastest of fp32/bf16/fp16
+timed for this student, runtime.training_precision). `--concurrent 1,2,4,8` then runs ours again as N
+separate processes sharing the device, started together, and prints their combined features/s (total
+features over the span from the first start to the last end of their training loops), its ratio to
+one process, and trials per device-hour for a trial of `--trial-features` windows (default: the paper
+preset's 3 epochs of 13,513 windows, no early stopping).
+
 Run (CPU, about 5 minutes):
     python bench/distill_throughput.py
     python bench/distill_throughput.py --steps 5 --max-examples 300   # quick look
-On a GPU (ours in bf16 autocast, or fp16 where bf16 is missing; the reference loop stays fp32 as the
-reference experiment's did; the matmul peak is then measured in ours' dtype):
+    python bench/distill_throughput.py --steps 5 --max-examples 300 --no-reference --concurrent 1,2
+On a GPU (the reference loop stays fp32 as the reference experiment's did; the matmul peak is
+measured in ours' dtype); every GPU figure of issue 13 in one script: bench/gpu_check.sh
     python bench/distill_throughput.py --device cuda --steps 50 --out bench/results/distill_throughput_gpu.json
 """
 
@@ -27,6 +36,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +48,7 @@ import torch
 from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import bucketed_batches, collate, load_features, model_inputs
 from tune_distill.distill import distillation_loss, make_optimizer, make_scheduler, train
-from tune_distill.runtime import PRECISIONS, resolve_device, resolve_precision
+from tune_distill.runtime import PRECISIONS, resolve_device
 from tune_distill.student import build_student, count_parameters
 from tune_distill.teacher import load_teacher, teacher_logits
 
@@ -110,7 +121,7 @@ def reference_loop(student, teacher, features, config: DistillConfig, steps: int
     return time.perf_counter() - began, seen
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default=str(SHARED / "models/teacher-minilm-l6-squad2"))
     parser.add_argument("--data", default=str(SHARED / "data/squad2/train.json"))
@@ -120,61 +131,148 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--layers", type=int, default=0, help="student layers (0 = half the teacher's)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = torch's default; with --concurrent N on CPU: cores / N each)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto",
-                        help="ours: auto (bf16/fp16 on a GPU, fp32 on CPU), fp32, bf16, fp16; the reference stays fp32")
+                        help="ours: auto (measured on a GPU, fp32 on CPU), fp32, bf16, fp16; the reference stays fp32")
+    parser.add_argument("--pad-multiple", type=int, default=DistillConfig().pad_multiple,
+                        help="ours: batch widths are multiples of this up to the longest window (8 = old padding)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference loop (and the ratio)")
+    parser.add_argument("--concurrent", default="",
+                        help="comma-separated process counts, e.g. 1,2,4,8: ours as N processes sharing the device")
+    parser.add_argument("--trial-features", type=int, default=3 * 13513,
+                        help="windows one trial trains on, for trials per device-hour (default: a paper trial)")
     parser.add_argument("--out", help="write the figures as JSON here")
-    args = parser.parse_args()
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # a --concurrent process: its cache folder
+    return parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace, cache: str):
+    """(device, teacher, tokenizer, features, teacher logits, cache seconds, ours' config, student config)."""
+    device = resolve_device(args.device)
+    teacher, tokenizer = load_teacher(args.teacher, device)
+    layers = args.layers or max(1, teacher.config.num_hidden_layers // 2)
+    pad = tokenizer.pad_token_id or 0
+    features = load_features([args.data], tokenizer, kind="train", max_seq_length=args.max_seq_length,
+                             doc_stride=args.doc_stride, max_query_length=64, max_examples=args.max_examples,
+                             cache_dir=cache)
+    began = time.perf_counter()
+    logits = teacher_logits(args.teacher, features, cache_dir=cache, model=teacher, batch_size=64, pad_token_id=pad,
+                            device=device, precision="fp32" if args.precision == "auto" else args.precision,
+                            pad_multiple=args.pad_multiple)
+    cache_seconds = time.perf_counter() - began
+    config = DistillConfig(learning_rate=5e-5, train_batch_size=args.batch_size, max_steps=args.steps,
+                           warmup_steps=1, alpha_ce=0.5, temperature=2.0, seed=0, precision=args.precision,
+                           pad_multiple=args.pad_multiple)
+    return device, teacher, pad, features, logits, cache_seconds, config, StudentConfig(num_hidden_layers=layers,
+                                                                                        init="teacher")
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One of --concurrent N processes: set up, say ready, wait for the start signal, train, write figures."""
+    cache = Path(args.worker)
+    device, teacher, pad, features, logits, _, config, student_config = setup(args, str(cache))
+    student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
+    del teacher
+    synchronize(device)
+    (cache / f"ready.{os.getpid()}").touch()
+    while not (cache / "go").exists():
+        time.sleep(0.005)
+    result = train(student, features, config, teacher=logits, out_dir=cache / f"run.{os.getpid()}", pad_token_id=pad,
+                   precision_cache=cache)
+    end = time.time()
+    Path(args.out).write_text(json.dumps({"features": result.features_per_second * result.train_seconds,
+                                          "start": end - result.train_seconds, "end": end,
+                                          "features_per_second": result.features_per_second}))
+
+
+def concurrent_rates(args: argparse.Namespace, cache: str, counts: list[int], precision: str) -> list[dict]:
+    """Combined features/s of N processes training ours together on the device, for each N in `counts`."""
+    rows = []
+    for count in counts:
+        folder = Path(tempfile.mkdtemp(dir=cache, prefix=f"concurrent{count}-"))
+        for name in os.listdir(cache):  # the features and teacher logits: cache hits in every process
+            if not name.startswith("concurrent") and not (folder / name).exists():
+                os.symlink(Path(cache) / name, folder / name)
+        threads = args.threads or (max(1, (os.cpu_count() or 1) // count) if args.device == "cpu" else 0)
+        command = [sys.executable, __file__, "--worker", str(folder), "--precision", precision,
+                   "--threads", str(threads)]
+        for flag in ("teacher", "data", "max_examples", "steps", "batch_size", "max_seq_length", "doc_stride",
+                     "layers", "device", "pad_multiple"):
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        processes = [subprocess.Popen(command + ["--out", str(folder / f"figures{index}.json")])
+                     for index in range(count)]
+        while len(list(folder.glob("ready.*"))) < count:
+            if any(process.poll() not in (None, 0) for process in processes):
+                raise SystemExit(f"--concurrent {count}: a process failed while setting up")
+            time.sleep(0.05)
+        (folder / "go").touch()
+        if any(process.wait() != 0 for process in processes):
+            raise SystemExit(f"--concurrent {count}: a process failed")
+        runs = [json.loads((folder / f"figures{index}.json").read_text()) for index in range(count)]
+        span = max(run["end"] for run in runs) - min(run["start"] for run in runs)
+        combined = sum(run["features"] for run in runs) / span
+        rows.append({"processes": count, "threads_each": threads, "combined_features_per_second": combined,
+                     "per_process_features_per_second": [run["features_per_second"] for run in runs],
+                     "trials_per_device_hour": combined * 3600 / args.trial_features})
+    for row in rows:
+        row["ratio_to_one_process"] = row["combined_features_per_second"] / rows[0]["combined_features_per_second"] \
+            if rows[0]["processes"] == 1 else None
+    return rows
+
+
+def main() -> None:
+    args = parse_arguments()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    teacher, tokenizer = load_teacher(args.teacher, device)
-    layers = args.layers or max(1, teacher.config.num_hidden_layers // 2)
-    pad = tokenizer.pad_token_id or 0
+    if args.worker:
+        worker(args)
+        return
+    counts = [int(count) for count in args.concurrent.split(",") if count.strip()]
     with tempfile.TemporaryDirectory() as cache:
-        features = load_features([args.data], tokenizer, kind="train", max_seq_length=args.max_seq_length,
-                                 doc_stride=args.doc_stride, max_query_length=64, max_examples=args.max_examples,
-                                 cache_dir=cache)
-        config = DistillConfig(learning_rate=5e-5, train_batch_size=args.batch_size, max_steps=args.steps,
-                               warmup_steps=1, alpha_ce=0.5, temperature=2.0, seed=0, precision=precision)
-        student_config = StudentConfig(num_hidden_layers=layers, init="teacher")
-
-        began = time.perf_counter()
-        logits = teacher_logits(args.teacher, features, cache_dir=cache, model=teacher, batch_size=64, pad_token_id=pad,
-                                device=device, precision=precision)
-        cache_seconds = time.perf_counter() - began
+        device, teacher, pad, features, logits, cache_seconds, config, student_config = setup(args, cache)
         cache_rate = len(features) / cache_seconds
+        layers = student_config.num_hidden_layers
 
         student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
-        result = train(student, features, config, teacher=logits, out_dir=Path(cache) / "ours", pad_token_id=pad)
-        ours_rate = result.features_per_second
+        result = train(student, features, config, teacher=logits, out_dir=Path(cache) / "ours", pad_token_id=pad,
+                       precision_cache=cache)
+        ours_rate, precision = result.features_per_second, result.precision
+        choices = Path(cache) / "precision_choices.json"
+        measured = json.loads(choices.read_text()) if choices.is_file() else {}
 
-        reference_student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
-        reference_config = dataclasses.replace(config, precision="fp32")
-        seconds, seen = reference_loop(reference_student, teacher, features, reference_config, args.steps,
-                                       args.max_seq_length, pad)
-        reference_rate = seen / seconds
+        reference_rate = None
+        if not args.no_reference:
+            reference_student = build_student(student_config, teacher.config, teacher, seed=0).to(device)
+            reference_config = dataclasses.replace(config, precision="fp32")
+            seconds, seen = reference_loop(reference_student, teacher, features, reference_config, args.steps,
+                                           args.max_seq_length, pad)
+            reference_rate = seen / seconds
+            del reference_student
+        del teacher
+        rows = concurrent_rates(args, cache, counts, precision) if counts else []
 
     lengths = model_inputs(features)["input_ids"].lengths
     mean_tokens = float(lengths.mean())
-    counts = count_parameters(student)
-    hidden = teacher.config.hidden_size
-    flops_per_feature = training_flops(1, counts["non_embedding_parameters"], layers, hidden, mean_tokens) * mean_tokens
+    counts_of = count_parameters(student)
+    hidden = student.config.hidden_size
+    flops_per_feature = training_flops(1, counts_of["non_embedding_parameters"], layers, hidden, mean_tokens) \
+        * mean_tokens
     peak = matmul_flops_per_second(device=device, dtype=PRECISIONS[precision] or torch.float32)
     ours_flops = flops_per_feature * ours_rate
     epoch_features = len(features)
     one_epoch_ours = epoch_features / ours_rate + cache_seconds
-    one_epoch_reference = epoch_features / reference_rate
 
     figures = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "precision_asked": args.precision,
         "precision_ours": precision,
+        "precision_measured": measured,
         "precision_reference": "fp32",
+        "pad_multiple_ours": args.pad_multiple,
         "threads": torch.get_num_threads(),
         "features": len(features),
         "mean_tokens_per_feature": mean_tokens,
@@ -184,26 +282,37 @@ def main() -> None:
         "batch_size": args.batch_size,
         "ours_features_per_second": ours_rate,
         "reference_features_per_second": reference_rate,
-        "ratio": ours_rate / reference_rate,
+        "ratio": ours_rate / reference_rate if reference_rate else None,
         "teacher_cache_features_per_second": cache_rate,
-        "ratio_one_epoch_with_cache_cost": one_epoch_reference / one_epoch_ours,
+        "ratio_one_epoch_with_cache_cost":
+            epoch_features / reference_rate / one_epoch_ours if reference_rate else None,
         "matmul_flops_per_second": peak,
         "ours_model_flops_per_second": ours_flops,
         "ours_share_of_matmul_peak": ours_flops / peak,
+        "concurrent": rows,
     }
     print(f"features: {len(features)} windows, mean {mean_tokens:.0f} tokens (max {args.max_seq_length}); "
           f"student {layers} layers; {args.steps} steps of {args.batch_size}; {torch.get_num_threads()} threads; "
-          f"{figures['device']}, ours {precision}")
-    print(f"reference loop (teacher every step, padded to {args.max_seq_length}, fp32): "
-          f"{reference_rate:.2f} features/s")
-    print(f"ours (cached teacher logits, bucketed dynamic padding):            {ours_rate:.2f} features/s")
-    print(f"ratio: {ours_rate / reference_rate:.2f}")
-    print(f"teacher-logit cache: {cache_seconds:.1f}s once ({cache_rate:.1f} features/s); "
-          f"charged to one 1-epoch run on these {epoch_features} features: "
-          f"ratio {one_epoch_reference / one_epoch_ours:.2f}")
+          f"{figures['device']}, ours {precision} (asked {args.precision}), padded to multiples of {args.pad_multiple}")
+    for key, value in measured.items():
+        print(f"precision auto measured {value['seconds']} s per step -> {value['choice']} ({key})")
+    if reference_rate:
+        print(f"reference loop (teacher every step, padded to {args.max_seq_length}, fp32): "
+              f"{reference_rate:.2f} features/s")
+    print(f"ours (cached teacher logits, bucketed, fixed widths):             {ours_rate:.2f} features/s")
+    if reference_rate:
+        print(f"ratio: {ours_rate / reference_rate:.2f}")
+        print(f"teacher-logit cache: {cache_seconds:.1f}s once ({cache_rate:.1f} features/s); "
+              f"charged to one 1-epoch run on these {epoch_features} features: "
+              f"ratio {figures['ratio_one_epoch_with_cache_cost']:.2f}")
     print(f"matmul peak here ({precision}): {peak / 1e9:.1f} GFLOP/s; "
           f"ours achieves {ours_flops / 1e9:.1f} GFLOP/s of model FLOPs "
           f"= {100 * ours_flops / peak:.0f}% of it")
+    for row in rows:
+        ratio = f"{row['ratio_to_one_process']:.2f}x one process" if row["ratio_to_one_process"] else ""
+        print(f"concurrent {row['processes']}: combined {row['combined_features_per_second']:.2f} features/s "
+              f"{ratio}; {row['trials_per_device_hour']:.3f} trials of {args.trial_features} windows per "
+              f"device-hour")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2))
 
