@@ -139,10 +139,11 @@ def test_a_copied_sweep_resumes_from_another_directory_and_leaves_the_original_a
     monkeypatch.chdir(elsewhere)
 
     records = run_sweep(None, copy, resume=True)
-    assert [r["status"] for r in records] == ["complete", "complete"], [(r["status"], r["error"]) for r in records]
+    # pareto_sh may stop one of the two at its rung (step 1 of 2); none fails
+    assert all(r["status"] in ("complete", "stopped") for r in records), [(r["status"], r["error"]) for r in records]
     for record in records:
         assert Path(record["run_dir"]).is_relative_to(copy), record["run_dir"]
-        assert (Path(record["run_dir"]) / "metrics.json").is_file()
+        assert (Path(record["run_dir"]) / "history.jsonl").is_file()
     assert _files(original) == before  # nothing written in the original
     resumed = json.loads((copy / "sweep.json").read_text())
     assert resumed["out_dir"] == str(copy) and resumed["config"]["space"] == str(copy / "space.yaml")
