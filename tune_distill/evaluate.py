@@ -5,7 +5,9 @@ padding, batches of similar length); `postprocess` turns each question's window 
 best answer text and a null-odds score; scoring.py then applies the no-answer threshold (chosen on
 the validation split, given unchanged for any other split) and computes the official SQuAD 2.0
 exact / F1 figures. `model_size` and `measure_latency` add parameters, bytes and forward time;
-`evaluate_model_dir` does it all for a model folder (`tune-distill evaluate`).
+`evaluate_model_dir` does it all for a model folder (`tune-distill evaluate`), loaded by `load_qa_model`
+(any Hugging Face QA folder or hub id, or a run's `model/` with pruned heads; a folder that is not a QA
+model is refused naming what is missing); its options are checked before anything is loaded or written.
 
 Conventions of `postprocess` (following Hugging Face's question-answering example and the official
 v2.0 script):
@@ -20,8 +22,8 @@ The shared teacher's own na_threshold follows neither of scoring.py's threshold 
 compares: results/README.md, `teacher-eval-at-teacher-threshold/`).
 
 Must not know: how a model was built or trained (teacher, student, distillation), Ray, searchers.
-It imports from `config`, `data`, `runtime` (the shared batched inference), `scoring` and `student`
-(parameter counts).
+It imports from `config`, `data`, `runtime` (the shared batched inference and QA-model check),
+`scoring` and `student` (parameter counts, and loading a student whose heads were pruned).
 
 Example (CPU, a few minutes):
     nice tune-distill evaluate --model ../shared/models/teacher-minilm-l6-squad2 \
@@ -388,7 +390,8 @@ def evaluate_model_dir(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The evaluation options (also `tune-distill evaluate`'s)."""
-    parser.add_argument("--model", required=True, help="model folder or hub id (AutoModelForQuestionAnswering)")
+    parser.add_argument("--model", required=True,
+                        help="QA model folder or hub id (an export, a teacher, a run's model/)")
     parser.add_argument("--data", required=True, help="SQuAD 2.0 JSON file")
     parser.add_argument("--out", required=True, help="folder for metrics.json, predictions.json, null_odds.json")
     parser.add_argument("--na-threshold", type=float, default=None,

@@ -4,7 +4,9 @@ The question (cut to `max_query_length` tokens) comes first, the context second;
 is truncated, into windows of at most `max_seq_length` tokens that overlap by `doc_stride` tokens.
 Training windows carry start/end token labels (0, the [CLS] token, for "no answer in this window");
 evaluation windows carry each token's character offsets into the context ([-1, -1] outside it).
-Windows are returned unpadded, as a dict of Python lists (one entry per window).
+Windows are returned unpadded, as a dict of Python lists (one entry per window). `ContextWindows`
+makes the same evaluation windows for many questions about one context with the context tokenised
+once, one window at a time (for `answer`, whose contexts may be long).
 
 Must not know: files, caches, models, training or metrics.
 
