@@ -321,8 +321,11 @@ def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path,
     """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    out_dir = Path(out_dir)
-    device = resolve_device(config.distill.device)
+    out_dir = check_out_folder(Path(out_dir), "--out", ConfigError)
+    try:
+        device = resolve_device(config.distill.device)
+    except ValueError as error:
+        raise ConfigError(f"distill.device: {error}") from None
     write_run_header(out_dir, config, device, command)
     data = config.data
     if encoder.startswith("scratch"):
