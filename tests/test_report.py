@@ -167,6 +167,14 @@ def test_findings_say_so_when_no_student_beats_the_baseline(tmp_path):
     assert findings["share_smaller_and_at_least_as_accurate"]["value"] == 0.0
 
 
+def test_a_tie_with_the_baseline_is_smaller_at_no_loss_not_more_accurate(tmp_path):
+    trials = [_trial(0, 60.0, 100, baseline=True), _trial(1, 60.0, 98)]
+    findings = write_report(trials, tmp_path, objectives=OBJECTIVES)["findings"]
+    assert findings["smaller_at_no_loss"]["trial_id"] == "t1"
+    assert "t1" not in findings["more_accurate_at_about_the_same_size"]["statement"]
+    assert "beats its exact" in findings["more_accurate_at_about_the_same_size"]["statement"]
+
+
 def test_frontier_draws_each_points_standard_error(tmp_path, monkeypatch):
     import matplotlib.axes
 

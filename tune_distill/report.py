@@ -281,8 +281,8 @@ def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "p
         if smallest and smallest["trial_id"] == base["trial_id"]:
             smallest = None  # the baseline itself: no student is smaller at no loss
         best = summary.get("best_accuracy_within_baseline_size_plus_5pct")
-        if best and best["trial_id"] == base["trial_id"]:
-            best = None
+        if best and (best["trial_id"] == base["trial_id"] or best["gain_over_baseline"] <= 0):
+            best = None  # the baseline itself, or a tie: no student is more accurate
         result["smaller_at_no_loss"] = {**smallest, "statement": (
             f"trial {smallest['trial_id']} is {smallest['smaller_than_baseline_pct']:.1f}% smaller than the "
             f"baseline ({smallest[size]:,} against {base[size]:,} {size}) at {accuracy} {smallest[accuracy]:.2f} "
