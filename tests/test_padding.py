@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import RUN_PAD_MULTIPLE, collate, lengths, load_features, model_inputs, pad_widths
 from tune_distill.distill import train
-from tune_distill.runtime import qa_logits
+from tune_distill.runtime import qa_logits, resolve_pad_multiple
 from tune_distill.student import build_student
 from tune_distill.teacher import teacher_logits
 
@@ -23,7 +23,10 @@ CONFIG = DistillConfig(learning_rate=1e-3, train_batch_size=1, warmup_steps=2, e
 
 
 def test_a_run_has_a_few_fixed_widths():
-    assert RUN_PAD_MULTIPLE == DistillConfig().pad_multiple == 64
+    # auto (0): 64 on a GPU, where every new shape costs a slow first step; 8 on CPU, where it costs nothing
+    assert DistillConfig().pad_multiple == 0
+    assert resolve_pad_multiple(0, torch.device("cuda")) == RUN_PAD_MULTIPLE == 64
+    assert resolve_pad_multiple(0, torch.device("cpu")) == 8 and resolve_pad_multiple(32, torch.device("cpu")) == 32
     assert pad_widths(range(1, 385)) == (64, 128, 192, 256, 320, 384)  # 6 shapes at max_seq_length 384
     assert pad_widths([300, 17]) == (64, 128, 192, 256, 304)  # capped at the longest row (rounded up to 8)
     assert pad_widths([384], 8) == tuple(range(8, 385, 8))  # the old padding: 48 widths
@@ -78,7 +81,7 @@ def _train(setup, tmp_path, pad_multiple: int):
 def test_a_training_run_sees_only_its_fixed_widths(setup, tmp_path):
     features = setup[2]
     assert len(set(lengths(features).tolist())) > 4  # lengths 32, 35, 37, 66, 71, 91, 95, 96
-    shapes, result = _train(setup, tmp_path, DistillConfig().pad_multiple)
+    shapes, result = _train(setup, tmp_path, RUN_PAD_MULTIPLE)  # a GPU's default
     assert {length for _, length in shapes} <= set(pad_widths(lengths(features))) == {64, 96}
     assert len(shapes) <= len(pad_widths(lengths(features)))
     old_shapes, old_result = _train(setup, tmp_path, 8)  # the old padding, same data and batches
@@ -91,7 +94,7 @@ def test_a_training_run_sees_only_its_fixed_widths(setup, tmp_path):
 def test_evaluation_and_teacher_logits_see_only_the_fixed_widths_and_do_not_depend_on_them(setup):
     teacher_model, _, features = setup
     shapes = _shape_recorder(teacher_model)
-    start, end = qa_logits(teacher_model, features, batch_size=1)
+    start, end = qa_logits(teacher_model, features, batch_size=1, pad_multiple=RUN_PAD_MULTIPLE)
     assert {length for _, length in shapes} <= set(pad_widths(lengths(features)))
     shapes.clear()
     old_start, old_end = qa_logits(teacher_model, features, batch_size=1, pad_multiple=8)

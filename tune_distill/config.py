@@ -121,15 +121,16 @@ class DistillConfig:
     eval_every_steps: int = _f(0, "Evaluate every N steps (0 = only at the end).")
     checkpoint_every_steps: int = _f(0, "Checkpoint every N steps (0 = at evaluations and the end).")
     seed: int = _f(0, "Seed for initialisation, dropout and batch order.")
-    precision: str = _f("auto", "auto, fp32, bf16, fp16. auto: fp32 on CPU; on a GPU training times fp32, bf16 and "
-                                "fp16 steps of the student once (cached per GPU, shape, batch and length) and keeps the "
-                                "fastest; evaluation takes bf16 where the GPU has it, else fp16.")
+    precision: str = _f("auto", "auto, fp32, bf16, fp16. auto: fp32 on CPU; on a GPU training times fp32, bf16 "
+                                "and fp16 steps of the student once (cached per GPU, shape, batch and length) and "
+                                "keeps the fastest; evaluation takes bf16 where the GPU has it, else fp16.")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N.")
     num_threads: int = _f(0, "CPU threads for torch (0 = leave torch's default).")
     length_bucketing: bool = _f(True, "Group features of similar length into batches (dynamic padding).")
-    pad_multiple: int = _f(64, "Batches (training, evaluation, teacher logits) are padded to a multiple of this, "
-                               "capped at the longest window: a run sees at most max_seq_length / N + 1 shapes "
-                               "(a GPU sets up kernels per shape). 8 = the old finer padding (up to 48 shapes).")
+    pad_multiple: int = _f(0, "Batches (training, evaluation, teacher logits) are padded to a multiple of this, "
+                              "capped at the longest window: a run sees at most max_seq_length / N + 1 shapes. "
+                              "0 = auto: 64 on a GPU (each new shape costs a slow first step there), 8 on CPU "
+                              "(no such cost; less padding is less work: bench/results/padding_cpu.md).")
 
 
 @dataclass(frozen=True)

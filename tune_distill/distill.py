@@ -58,7 +58,7 @@ from tune_distill.checkpoint import (
 from tune_distill.config import DistillConfig
 from tune_distill.data import FeatureSet, bucketed_batches, collate, model_inputs, pad_widths, padded_width
 from tune_distill.progress import Progress
-from tune_distill.runtime import autocast_dtype, to_device, training_precision
+from tune_distill.runtime import autocast_dtype, resolve_pad_multiple, to_device, training_precision
 from tune_distill.teacher import TeacherLogits
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def train(
     starts = np.asarray(features.table.column("start_positions").to_numpy(), dtype=np.int64)
     ends = np.asarray(features.table.column("end_positions").to_numpy(), dtype=np.int64)
     lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, config.pad_multiple)  # the run's few batch shapes
+    widths = pad_widths(lengths, resolve_pad_multiple(config.pad_multiple, device))  # the run's few batch shapes
     precision = training_precision(config.precision, model, device, batch_size=config.train_batch_size,
                                    width=padded_width(int(np.median(lengths)), widths), cache_dir=precision_cache)
     cast = autocast_dtype(precision, device)

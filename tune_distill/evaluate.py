@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from tune_distill.config import EvaluateConfig, check_range
-from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, SquadExample, file_fingerprint, load_features
+from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
 from tune_distill.files import check_out_folder, write_atomically
 from tune_distill.runtime import (
     PRECISIONS,
@@ -81,7 +81,7 @@ def predict_logits(
     batch_size: int,
     device: torch.device | str,
     precision: str = "fp32",
-    pad_multiple: int = RUN_PAD_MULTIPLE,
+    pad_multiple: int = 0,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every window, each a float32 array of that window's own length.
 
@@ -289,7 +289,7 @@ def evaluate_model_dir(
     latency: bool = False,
     latency_config: EvaluateConfig | None = None,
     precision: str = "fp32",
-    pad_multiple: int = RUN_PAD_MULTIPLE,
+    pad_multiple: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a Hugging Face QA model (folder or hub id) on a SQuAD 2.0 file.
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from tune_distill.data import (
+    PAD_MULTIPLE,
     RUN_PAD_MULTIPLE,
     FeatureSet,
     PackedColumn,
@@ -247,6 +248,13 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "out of memory" in str(error))
 
 
+def resolve_pad_multiple(setting: int, device: torch.device) -> int:
+    """distill.pad_multiple: 0 (auto) -> RUN_PAD_MULTIPLE (64) on a GPU, PAD_MULTIPLE (8) elsewhere."""
+    if setting:
+        return setting
+    return RUN_PAD_MULTIPLE if torch.device(device).type == "cuda" else PAD_MULTIPLE
+
+
 def accepts_token_type_ids(model: torch.nn.Module) -> bool:
     """DistilBERT-like models take no token_type_ids; BERT-like ones do."""
     return "token_type_ids" in inspect.signature(model.forward).parameters
@@ -262,11 +270,11 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 @torch.inference_mode()
 def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torch.device | str = "cpu",
               precision: str = "fp32", pad_token_id: int = 0, desc: str = "logits",
-              pad_multiple: int = RUN_PAD_MULTIPLE) -> tuple[PackedColumn, PackedColumn]:
+              pad_multiple: int = 0) -> tuple[PackedColumn, PackedColumn]:
     """Start and end logits of a QA model for every feature, unpadded, as packed float32 columns.
 
     Rows are run in length-sorted batches padded to the fixed widths `pad_widths(lengths, pad_multiple)`
-    and written back in feature order.
+    (0 = auto: resolve_pad_multiple) and written back in feature order.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"{desc}: the batch size must be an integer >= 1, got {batch_size!r}")
@@ -280,7 +288,7 @@ def qa_logits(model, features: FeatureSet, *, batch_size: int = 64, device: torc
     start_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     end_values = np.zeros(int(offsets[-1]), dtype=np.float32)
     pass_token_types = accepts_token_type_ids(model)
-    widths = pad_widths(lengths, pad_multiple)
+    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
     with Progress(len(lengths), desc, unit="feat") as progress, autocast(device, precision):
         for batch_indices in sorted_batches(lengths, batch_size):
             batch = collate(columns, batch_indices, pad_token_id, widths=widths)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, PackedColumn, load_features, pad_rows
+from tune_distill.data import FeatureSet, PackedColumn, load_features, pad_rows
 from tune_distill.runtime import check_vocabulary, load_qa_weights, qa_logits, resolve_device
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,9 @@ def _logits_dir(cache_dir: str | Path, teacher_path: str, features: FeatureSet, 
 
 def teacher_logits(teacher_path: str, features: FeatureSet, *, cache_dir: str | Path | None, batch_size: int = 64,
                    dtype: str = "float16", device: torch.device | str = "cpu", precision: str = "fp32",
-                   model=None, pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE) -> TeacherLogits:
+                   model=None, pad_token_id: int = 0, pad_multiple: int = 0) -> TeacherLogits:
     """The teacher's logits over `features`, computed once and then read from the cache (batches padded to
-    the fixed widths of `pad_multiple`: the logits do not depend on it beyond float rounding)."""
+    the fixed widths of `pad_multiple`, 0 = auto: the logits do not depend on it beyond float rounding)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"teacher.logits_dtype: expected float16 or float32, got {dtype!r}")
     target = _logits_dir(cache_dir, teacher_path, features, dtype) if cache_dir else None
