@@ -11,13 +11,13 @@ teacher-logit cache is computed once per sweep, not per trial) on a line of its 
 cache cost and the ratio once that cost is charged to a single one-epoch run, and achieved model
 FLOP/s against the matmul FLOP/s this machine reaches (measured here too).
 
-Ours pads batches to the run's fixed widths (`--pad-multiple`, default 64 as distill.pad_multiple; 8 =
-the old padding) and trains in `--precision` (auto: fp32 on CPU, on a GPU the fastest of fp32/bf16/fp16
-timed for this student, runtime.training_precision). `--concurrent 1,2,4,8` then runs ours again as N
-separate processes sharing the device, started together, and prints their combined features/s (total
-features over the span from the first start to the last end of their training loops), its ratio to
-one process, and trials per device-hour for a trial of `--trial-features` windows (default: the paper
-preset's 3 epochs of 13,513 windows, no early stopping).
+Ours pads batches to the run's fixed widths (`--pad-multiple`, default auto as distill.pad_multiple:
+64 on a GPU, 8 = the old padding on CPU) and trains in `--precision` (auto: fp32 on CPU, on a GPU
+the fastest of fp32/bf16/fp16 timed for this student, runtime.training_precision). `--concurrent 1,2,4,8`
+then runs ours again as N separate processes sharing the device, started together, and prints their
+combined features/s (total features over the span from the first start to the last end of their
+training loops), its ratio to one process, and trials per device-hour for a trial of `--trial-features`
+windows (default: the paper preset's 3 epochs of 13,513 windows, no early stopping).
 
 Run (CPU, about 5 minutes):
     python bench/distill_throughput.py
@@ -48,7 +48,7 @@ import torch
 from tune_distill.config import DistillConfig, StudentConfig
 from tune_distill.data import bucketed_batches, collate, load_features, model_inputs
 from tune_distill.distill import distillation_loss, make_optimizer, make_scheduler, train
-from tune_distill.runtime import PRECISIONS, resolve_device
+from tune_distill.runtime import PRECISIONS, resolve_device, resolve_pad_multiple
 from tune_distill.student import build_student, count_parameters
 from tune_distill.teacher import load_teacher, teacher_logits
 
@@ -132,12 +132,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--layers", type=int, default=0, help="student layers (0 = half the teacher's)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0 = torch's default; with --concurrent N on CPU: cores / N each)")
+                        help="torch threads (0 = torch's default; with --concurrent N: cores / N each)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto",
                         help="ours: auto (measured on a GPU, fp32 on CPU), fp32, bf16, fp16; the reference stays fp32")
     parser.add_argument("--pad-multiple", type=int, default=DistillConfig().pad_multiple,
-                        help="ours: batch widths are multiples of this up to the longest window (8 = old padding)")
+                        help="ours: batch widths are multiples of this up to the longest window (0 = auto: 64 on "
+                             "a GPU, 8 on CPU)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference loop (and the ratio)")
     parser.add_argument("--concurrent", default="",
                         help="comma-separated process counts, e.g. 1,2,4,8: ours as N processes sharing the device")
@@ -151,6 +152,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def setup(args: argparse.Namespace, cache: str):
     """(device, teacher, tokenizer, features, teacher logits, cache seconds, ours' config, student config)."""
     device = resolve_device(args.device)
+    args.pad_multiple = resolve_pad_multiple(args.pad_multiple, device)
     teacher, tokenizer = load_teacher(args.teacher, device)
     layers = args.layers or max(1, teacher.config.num_hidden_layers // 2)
     pad = tokenizer.pad_token_id or 0
@@ -195,7 +197,7 @@ def concurrent_rates(args: argparse.Namespace, cache: str, counts: list[int], pr
         for name in os.listdir(cache):  # the features and teacher logits: cache hits in every process
             if not name.startswith("concurrent") and not (folder / name).exists():
                 os.symlink(Path(cache) / name, folder / name)
-        threads = args.threads or (max(1, (os.cpu_count() or 1) // count) if args.device == "cpu" else 0)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // count)  # the cores shared out, no oversubscription
         command = [sys.executable, __file__, "--worker", str(folder), "--precision", precision,
                    "--threads", str(threads)]
         for flag in ("teacher", "data", "max_examples", "steps", "batch_size", "max_seq_length", "doc_stride",

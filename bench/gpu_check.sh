@@ -64,5 +64,5 @@ run fp32 100 --precision fp32 --steps 300
 run bf16 100 --precision bf16 --steps 300
 run auto 120 --precision auto --steps 300
 run bf16_pad8 100 --precision bf16 --steps 300 --pad-multiple 8
-run concurrent 240 --precision auto --steps 200 --no-reference --concurrent 1,2,4,8
+run concurrent 300 --precision auto --steps 200 --no-reference --concurrent 1,2,4,8
 echo "== done in $(( $(date +%s) - started ))s; results in $RESULTS"

@@ -31,7 +31,7 @@ def test_the_throughput_bench_reports_ratio_flops_and_concurrent_runs(tmp_path):
     assert any(line.startswith("matmul peak here (fp32)") and "% of it" in line for line in lines)
     assert [line.split(":")[0] for line in lines if line.startswith("concurrent")] == ["concurrent 1", "concurrent 2"]
     figures = json.loads(out.read_text())
-    assert figures["precision_ours"] == "fp32" and figures["pad_multiple_ours"] == 64  # auto on CPU; the default
+    assert figures["precision_ours"] == "fp32" and figures["pad_multiple_ours"] == 8  # auto on CPU, both
     assert figures["ratio"] > 0 and figures["ours_share_of_matmul_peak"] > 0
     rows = figures["concurrent"]
     assert [row["processes"] for row in rows] == [1, 2] and rows[0]["ratio_to_one_process"] == 1
