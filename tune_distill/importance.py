@@ -51,9 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tune_distill.data import RUN_PAD_MULTIPLE, FeatureSet, collate, model_inputs, pad_widths, sorted_batches
+from tune_distill.data import FeatureSet, collate, model_inputs, pad_widths, sorted_batches
 from tune_distill.distill import MASKED_LOGIT, distillation_loss
 from tune_distill.files import atomic_path
+from tune_distill.runtime import resolve_pad_multiple
 from tune_distill.teacher import TeacherLogits, teacher_fingerprint
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def masked(model: nn.Module, head_size: int) -> Iterator[tuple[torch.Tensor, tor
 
 def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: TeacherLogits | nn.Module,
                        windows: int = 512, batch_size: int = 8, seed: int = 0, pad_token_id: int = 0,
-                       pad_multiple: int = RUN_PAD_MULTIPLE, device: torch.device | str = "cpu",
+                       pad_multiple: int = 0, device: torch.device | str = "cpu",
                        teacher_layers: tuple[int, ...] = ()) -> Importance:
     """Gradient and Fisher scores of `model`'s heads and neurons over `windows` training windows (all if fewer).
 
@@ -130,7 +131,7 @@ def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: Teach
         rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
     columns = model_inputs(features)
     lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, pad_multiple)
+    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
     was_training = model.training
     model.eval()
     requires_grad = [parameter.requires_grad for parameter in model.parameters()]
@@ -186,7 +187,7 @@ def _solve(gram: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, windows: int = 512,
-                batch_size: int = 8, seed: int = 0, pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                batch_size: int = 8, seed: int = 0, pad_token_id: int = 0, pad_multiple: int = 0,
                 device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]]:
     """Rescale `pruned`'s kept heads and neurons, layer by layer, to reconstruct `full`'s sublayer outputs.
 
@@ -200,7 +201,7 @@ def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, win
         rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
     columns = model_inputs(features)
     lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, pad_multiple)
+    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
     batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
     modes = (pruned.training, full.training)
     pruned.eval()
@@ -267,7 +268,7 @@ def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, win
 
 
 def tune_pruned_student(model: nn.Module, student: Any, teacher_model: nn.Module, features: FeatureSet, *,
-                        pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                        pad_token_id: int = 0, pad_multiple: int = 0,
                         device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]] | None:
     """`mask_tuning` of a student built with init=prune when student.prune_rescale asks for it (else None)."""
     from tune_distill.student import build_student, resolve_shape
@@ -308,7 +309,7 @@ def _load(path: Path) -> Importance:
 
 def importance_for_student(student: Any, teacher_path: str, teacher_model: nn.Module, features: FeatureSet, *,
                            teacher_logits: TeacherLogits | None = None, cache_dir: str | Path | None = None,
-                           seed: int = 0, pad_token_id: int = 0, pad_multiple: int = RUN_PAD_MULTIPLE,
+                           seed: int = 0, pad_token_id: int = 0, pad_multiple: int = 0,
                            device: torch.device | str = "cpu") -> Importance | None:
     """The measured importance a `StudentConfig` needs (None unless init=prune with a measured prune_score).
 
