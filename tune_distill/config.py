@@ -181,7 +181,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "distill.train_batch_size": (1, None, False), "distill.eval_batch_size": (1, None, False),
     "distill.max_grad_norm": (0, None, False), "distill.eval_every_steps": (0, None, False),
     "distill.checkpoint_every_steps": (0, None, False), "distill.seed": (0, None, False),
-    "distill.num_threads": (0, None, False), "distill.pad_multiple": (1, None, False),
+    "distill.num_threads": (0, None, False), "distill.pad_multiple": (0, None, False),
     "evaluate.n_best_size": (1, None, False), "evaluate.max_answer_length": (1, None, False),
     "evaluate.latency_seq_length": (1, None, False), "evaluate.latency_batch_sizes": (1, None, False),
     "evaluate.latency_repeats": (1, None, False), "evaluate.latency_warmup": (0, None, False),
