@@ -83,6 +83,17 @@ class Importance:
         return torch.from_numpy(np.asarray(self.neurons[score][layer], dtype=np.float64))
 
 
+def _sampled_windows(features, windows: int, seed: int, pad_multiple: int, device: torch.device):
+    """The `windows` training windows scored (a seeded sample, in file order; all if fewer), their model
+    inputs, every window's length and the run's padded widths."""
+    rows = np.arange(len(features))
+    if windows < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
+    columns = model_inputs(features)
+    lengths = columns["input_ids"].lengths
+    return rows, columns, lengths, pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
+
+
 @contextlib.contextmanager
 def masked(model: nn.Module, head_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Head and neuron masks of ones (requiring grad) multiplied into every layer of a BERT model.
@@ -126,12 +137,7 @@ def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: Teach
         raise ValueError(f"student.prune_windows: must be >= 1, got {windows}")
     device = torch.device(device)
     head_size = model.config.hidden_size // model.config.num_attention_heads
-    rows = np.arange(len(features))
-    if windows < len(rows):
-        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
-    columns = model_inputs(features)
-    lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
+    rows, columns, lengths, widths = _sampled_windows(features, windows, seed, pad_multiple, device)
     was_training = model.training
     model.eval()
     requires_grad = [parameter.requires_grad for parameter in model.parameters()]
@@ -196,12 +202,7 @@ def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, win
     ({"heads": (kept heads,), "neurons": (kept neurons,)}).
     """
     device = torch.device(device)
-    rows = np.arange(len(features))
-    if windows < len(rows):
-        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
-    columns = model_inputs(features)
-    lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
+    rows, columns, lengths, widths = _sampled_windows(features, windows, seed, pad_multiple, device)
     batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
     modes = (pruned.training, full.training)
     pruned.eval()
