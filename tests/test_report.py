@@ -184,3 +184,23 @@ def test_frontier_draws_each_points_standard_error(tmp_path, monkeypatch):
                         lambda self, x, y, yerr=None, **kw: drawn.append(yerr) or original(self, x, y, yerr=yerr, **kw))
     write_report(_curve_trials(tmp_path), tmp_path / "out", objectives=OBJECTIVES, constraints=CONSTRAINTS)
     assert drawn and all(errors is not None and (errors == 1.0).all() for errors in drawn)
+
+
+def test_findings_take_the_paired_judgement_where_the_summary_has_one():
+    from tune_distill.report import findings
+
+    base = {"trial_id": "base", "exact": 60.0, "parameters": 1000}
+    smaller = {"trial_id": "s", "exact": 59.0, "parameters": 700, "smaller_than_baseline_pct": 30.0}
+    summary = {"baseline": base, "smallest_at_baseline_accuracy": None,
+               "best_accuracy_within_baseline_size_plus_5pct": None, "share_smaller_and_at_least_as_accurate": 0.0,
+               "paired": {"claims": {
+                   "smaller_at_no_loss": {"trial_id": "s", "holds": True, "gain": -1.0, "gain_se": 2.0,
+                                          "statement": "holds: trial s ... (paired, 40 questions)"},
+                   "more_accurate_at_about_the_same_size": {"holds": False, "statement": "not judged: no scores"}}}}
+    result = findings(summary)
+    claim = result["smaller_at_no_loss"]
+    assert claim["judged_with"] == "paired" and claim["holds"] and claim["trial_id"] == smaller["trial_id"]
+    assert claim["by_figures"].startswith("no student smaller than the baseline reaches")
+    # a claim the paired block could not judge keeps the plain comparison of the figures
+    assert "judged_with" not in result["more_accurate_at_about_the_same_size"]
+    assert result["more_accurate_at_about_the_same_size"]["statement"].startswith("no student within")

@@ -223,8 +223,8 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     if study is None:
         study = studies.load_or_build(None, trials, objectives, constraints)
     summary["importance"] = studies.param_importances(study, objectives)
-    summary["findings"] = findings(summary, accuracy, size)
     summary["paired"] = claims.paired_summary(trials, summary, accuracy, size)  # claims judged with paired errors
+    summary["findings"] = findings(summary, accuracy, size)
     _pictures(study, summary, objectives, out_dir, accuracy)
     summary["files"] = {name: str(out_dir / name) for name in
                         ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "trials.jsonl")
@@ -267,7 +267,9 @@ def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "p
     2. more accurate at about the same size: the best accuracy within the baseline's size + 5%, and
        the share of other trials smaller and at least as accurate as the baseline;
     3. the most important parameters for each objective (TOP_PARAMETERS of them, with the evaluator).
-    Each entry has a `statement` in words; a figure the sweep cannot give says why instead.
+    Each entry has a `statement` in words; a figure the sweep cannot give says why instead. Where the
+    summary's `paired` block judged a claim with paired standard errors (claims.py), that judgement is
+    the finding (`judged_with: paired`) and the plain comparison of the figures stays as `by_figures`.
     """
     base = summary.get("baseline")
     result: dict[str, Any] = {}
@@ -299,6 +301,9 @@ def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "p
         result["share_smaller_and_at_least_as_accurate"] = {"value": share, "statement": (
             f"{100 * share:.0f}% of the other finished trials are smaller than the baseline and at least as "
             f"accurate") if share is not None else "no other finished trials"}
+    for name, claim in ((summary.get("paired") or {}).get("claims") or {}).items():
+        if name in result and not str(claim.get("statement", "")).startswith("not judged"):
+            result[name] = {**claim, "judged_with": "paired", "by_figures": result[name]["statement"]}
     importance = summary.get("importance") or {}
     top = {name: [param for param, share in sorted(shares.items(), key=lambda item: -item[1])[:TOP_PARAMETERS]
                   if share > 0]
