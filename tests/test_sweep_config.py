@@ -33,7 +33,8 @@ def test_presets_load_and_their_spaces_resolve():
             trial_run_config(config.base, space.resolve({p.name: p.from_unit(u) for p in space.params}), 1)
     cpu = load_sweep_config(preset_path("cpu"))
     space = load_sweep_space(cpu, EXAMPLE_TEACHER_CONTEXT)
-    assert space.param("student.num_hidden_layers").high <= 3  # small students only
+    assert space.fixed["student.num_hidden_layers"] == 3  # small students only: pruned copies of 3 layers
+    assert [o.name for o in cpu.objectives] == ["HasAns_f1_always_answer", "non_embedding_parameters"]
     paper = load_sweep_config(preset_path("paper"))
     assert paper.scheduler.name == "pareto_sh" and paper.resources_per_trial.gpu == 1 and paper.num_samples >= 400
     with pytest.raises(SweepConfigError, match="no configs/sweep_nope.yaml"):
