@@ -162,6 +162,124 @@ class MOASHAReplay:
 
 
 # --------------------------------------------------------------------------------------------------
+# The same curves through Syne Tune's simulator backend (a tabulated blackbox, simulated workers)
+# --------------------------------------------------------------------------------------------------
+
+
+def elapsed_times(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Cumulative seconds at each of one trial's evaluations (sorted by step) from their timestamps; the first
+    segment, whose start is not recorded, is taken as long per step as the second (or 1 s per step alone)."""
+    steps = [float(row["step"]) for row in rows]
+    stamps = [float(row["timestamp"]) for row in rows]
+    rate = (stamps[1] - stamps[0]) / (steps[1] - steps[0]) if len(rows) > 1 and steps[1] > steps[0] else 1.0
+    elapsed = [max(rate, 1e-3) * steps[0]]
+    for index in range(1, len(rows)):
+        elapsed.append(elapsed[-1] + max(stamps[index] - stamps[index - 1], 1e-3))
+    return elapsed
+
+
+def simulate(curves: Sequence[Mapping[str, Any]], priority: str | None, objectives: Sequence[Mapping[str, str]],
+             rungs: Sequence[int], max_t: int, reduction_factor: float, n_workers: int) -> dict[str, Any]:
+    """Replay through Syne Tune's Tuner and UserBlackboxBackend: the trials are proposed in number order, each
+    trial's results come from the table of its recorded evaluations at their recorded durations, `n_workers` run
+    at once. `priority` None: no early stopping (every result CONTINUE: the check of the simulated order).
+    Returns {"last": replay_schedulers.replay's shape, "order": [(number, step) in arrival order]}."""
+    import contextlib
+    import io
+    import logging
+    import os
+    import tempfile
+
+    import pandas as pd
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
+    from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular
+    from syne_tune.blackbox_repository.simulated_tabular_backend import UserBlackboxBackend
+    from syne_tune.config_space import choice, randint
+    from syne_tune.optimizer.scheduler import SchedulerDecision, TrialSuggestion
+    from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
+
+    by_number: dict[int, list[Mapping[str, Any]]] = {}
+    for row in curves:
+        by_number.setdefault(int(row["number"]), []).append(row)
+    numbers = sorted(by_number)
+    steps = sorted({int(row["step"]) for row in curves})
+    names = [f"min:{o['name']}" for o in objectives]
+    table = np.zeros((len(numbers), 1, len(steps), len(names) + 1))
+    for index, number in enumerate(numbers):
+        rows = sorted(by_number[number], key=lambda row: row["step"])
+        if [int(row["step"]) for row in rows] != steps:
+            raise ValueError(f"trial {number}: evaluated at {[row['step'] for row in rows]}, not at every {steps}")
+        for column, objective in enumerate(objectives):
+            sign = -1.0 if objective["direction"] == "max" else 1.0
+            table[index, 0, :, column] = [sign * float(row["metrics"][objective["name"]]) for row in rows]
+        table[index, 0, :, -1] = elapsed_times(rows)
+    blackbox = BlackboxTabular(
+        # two columns: with one, the table's lookup (.loc[(n,)] on a plain index) fails under pandas 3
+        hyperparameters=pd.DataFrame({"trial": numbers, "copy": 0}), configuration_space={"trial": choice(numbers),
+                                                                                          "copy": 0},
+        fidelity_space={"step": randint(1, max(max_t, max(steps)))}, objectives_evaluations=table,
+        fidelity_values=np.array(steps), objectives_names=[*names, "elapsed_time"])
+    kinds = {number: by_number[number][0].get("kind") for number in numbers}
+    arrivals: list[tuple[int, int]] = []
+    decided: dict[int, tuple[int, bool]] = {}
+
+    class Replayed(MOASHA):
+        """MOASHA proposing the recorded trials in order; the baseline's STOP ignored; everything seen kept."""
+
+        def __init__(self):
+            super().__init__(config_space={"trial": choice(numbers)}, metrics=names, do_minimize=True,
+                             time_attr="step", max_t=int(max_t), grace_period=int(min(rungs)),
+                             reduction_factor=float(reduction_factor), brackets=1,
+                             multiobjective_priority=make_priority(priority) if priority else None)
+            for bracket in self.brackets:
+                bracket.rungs = [(int(rung), {}) for rung in sorted(set(rungs), reverse=True)]
+            self.queue, self.number_of = list(numbers), {}
+
+        def suggest(self):
+            return TrialSuggestion.start_suggestion({"trial": self.queue.pop(0), "copy": 0}) if self.queue else None
+
+        def on_trial_add(self, trial):
+            super().on_trial_add(trial)
+            self.number_of[trial.trial_id] = int(trial.config["trial"])
+
+        def on_trial_result(self, trial, result):
+            number, step = self.number_of[trial.trial_id], int(result["step"])
+            arrivals.append((number, step))
+            if priority is None or step >= max_t:
+                decision = SchedulerDecision.CONTINUE if step < max_t else SchedulerDecision.STOP
+            else:
+                decision = super().on_trial_result(trial, result)
+                if decision == SchedulerDecision.STOP and kinds[number] == "baseline":
+                    decision = SchedulerDecision.CONTINUE
+            decided[number] = (step, decision == SchedulerDecision.STOP and step < max_t)
+            return decision
+
+    backend = UserBlackboxBackend(blackbox=blackbox, elapsed_time_attr="elapsed_time", seed=0)
+    quiet = logging.getLogger("syne_tune")
+    level, previous = quiet.level, os.environ.get("SYNETUNE_FOLDER")
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):  # its progress prints
+        os.environ["SYNETUNE_FOLDER"] = folder
+        quiet.setLevel(logging.WARNING)
+        try:
+            Tuner(trial_backend=backend, scheduler=Replayed(), n_workers=int(n_workers), sleep_time=0,
+                  stop_criterion=StoppingCriterion(max_num_trials_finished=len(numbers)),
+                  callbacks=[SimulatorCallback()], save_tuner=False, results_update_interval=1e9,
+                  print_update_interval=1e9, tuner_name="replay-moasha", suffix_tuner_name=False).run()
+        finally:
+            quiet.setLevel(level)
+            if previous is None:
+                os.environ.pop("SYNETUNE_FOLDER", None)
+            else:
+                os.environ["SYNETUNE_FOLDER"] = previous
+    last = {}
+    for number, (step, stopped) in decided.items():
+        row = next(row for row in by_number[number] if int(row["step"]) == step)
+        last[str(row["trial_id"])] = {**row, "stopped": stopped}
+    return {"last": last, "order": arrivals}
+
+
+# --------------------------------------------------------------------------------------------------
 # One run: the arms and their accounting
 # --------------------------------------------------------------------------------------------------
 
@@ -213,8 +331,18 @@ def run_name(source: Path) -> str:
     return source.parent.name if source.is_file() else source.name
 
 
+def rung_peers(order: Sequence[tuple[int, int]], rungs: Sequence[int]) -> dict[tuple[int, int], frozenset[int]]:
+    """For each (trial, rung) in an arrival order: the trials that reached that rung before it."""
+    peers, seen = {}, {rung: set() for rung in rungs}
+    for number, step in order:
+        if step in seen:
+            peers[(number, step)] = frozenset(seen[step])
+            seen[step].add(number)
+    return peers
+
+
 def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[str],
-                 rungs: Sequence[int] | None = None) -> dict[str, Any]:
+                 rungs: Sequence[int] | None = None, simulator: bool = False) -> dict[str, Any]:
     """One fifo run replayed through MOASHA's arms, beside our arms from its replay.json."""
     folder = source if source.is_dir() else source.parent
     sweep_json = folder / "sweep.json"
@@ -238,19 +366,34 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
             scheduler = MOASHAReplay(name, objectives, rungs, max_t, factor)
             arms[f"{name} rf={factor:g}"] = as_records(replay(curves, scheduler))
             decisions[f"{name} rf={factor:g}"] = scheduler.decisions
+    simulated: dict[str, Any] = {}
+    if simulator:
+        n_workers = int(saved["config"].get("max_concurrent") or 1)
+        check = simulate(curves, None, objectives, rungs, max_t, factors[0], n_workers)
+        recorded = [(int(row["number"]), int(row["step"])) for row in curves]
+        simulated = {"n_workers": n_workers, "fifo_order_matches": check["order"] == recorded,
+                     "fifo_rung_peers_match": rung_peers(check["order"], rungs) == rung_peers(recorded, rungs)}
+        for name in priorities:
+            for factor in factors:
+                result = simulate(curves, name, objectives, rungs, max_t, factor, n_workers)
+                arms[f"{name}@sim rf={factor:g}"] = as_records(result["last"])
 
     ours: dict[str, Any] = {}
     replay_json = folder.parent / "replay.json"
     if replay_json.is_file():
         theirs = json.loads(replay_json.read_text())
-        if theirs.get("rungs") == rungs and theirs.get("trials") == len(fifo):
+        numbers = {int(row["number"]) for row in curves}
+        same_run = theirs.get("rungs") == rungs and theirs.get("trials", len(fifo)) == len(fifo) and all(
+            "stops" in row and {int(n) for n, _ in row["stops"]} <= numbers for row in theirs["table"])
+        if same_run:
             ours = {row["scheduler"]: row for row in theirs["table"] if row["scheduler"] != "fifo"}
             for arm, row in ours.items():
                 arms[arm] = records_from_stops(curves, row["stops"])
     reference, table = account(arms, objectives, constraints)
     for row in table:
         arm = row["scheduler"] + (f" rf={row['reduction_factor']:g}" if row["reduction_factor"] else "")
-        row["source"] = "replay.json" if arm in ours else ("syne_tune" if arm in decisions else "curves")
+        row["source"] = ("replay.json" if arm in ours else "syne_tune" if arm in decisions
+                         else "syne_tune simulator" if "@sim" in arm else "curves")
         if arm in ours:  # the same accounting must give the file's figures (up to the reference point)
             row["matches_replay_json"] = bool(row["steps"] == ours[arm]["steps"] and np.isclose(
                 row["hypervolume_loss_pct"], ours[arm]["hypervolume_loss_pct"], atol=1e-9))
@@ -263,12 +406,16 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
                                                for d in made)
     return {"run": run_name(source), "source": str(source), "trials": len(fifo), "rungs": rungs, "max_t": max_t,
             "objectives": objectives, "constraints": constraints, "reference_point": reference,
-            "replay_json": str(replay_json) if ours else None, "table": table}
+            "replay_json": str(replay_json) if ours else None, "simulator": simulated or None, "table": table}
 
 
 def print_run(run: Mapping[str, Any]) -> None:
     print(f"{run['run']}: {run['trials']} trials, rungs {run['rungs']}, max_t {run['max_t']}, reference point "
           f"{run['reference_point']}, our arms from {run['replay_json'] or '-'}")
+    if run.get("simulator"):
+        print(f"simulator: {run['simulator']['n_workers']} workers; fifo simulated: arrival order as recorded "
+              f"{run['simulator']['fifo_order_matches']}, same peers at every rung "
+              f"{run['simulator']['fifo_rung_peers_match']}")
     print(f"{'scheduler':<26} {'rf':>3} {'stopped':>7} {'steps':>6} {'saved%':>7} {'hv_loss%':>8} {'meets':>5}  stops")
     for row in run["table"]:
         factor = "-" if row["reduction_factor"] is None else f"{row['reduction_factor']:g}"
@@ -301,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduction-factors", type=float, nargs="+", default=[2.0, 3.0])
     parser.add_argument("--priorities", nargs="+", default=list(PRIORITIES), choices=PRIORITIES)
     parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: each run's sweep.json rungs)")
+    parser.add_argument("--simulator", action="store_true",
+                        help="also run every MOASHA arm through Syne Tune's simulator backend (arms NAME@sim): "
+                             "a tabulated blackbox of the curves, the sweep's max_concurrent workers, the recorded "
+                             "durations; stopped trials free their worker, so the arrival order then differs")
     parser.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN",
                         help="also summarise these runs together (run names as printed)")
     parser.add_argument("--json", help="write every run's table, the rows and the summaries here")
@@ -309,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for source in args.sources:
         try:
-            runs.append(moasha_table(Path(source), args.reduction_factors, args.priorities, args.rungs))
+            runs.append(moasha_table(Path(source), args.reduction_factors, args.priorities, args.rungs,
+                                     args.simulator))
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
         print_run(runs[-1])

@@ -149,3 +149,22 @@ def test_replicates_are_summarised_per_group(tmp_path, capsys):
     moasha = {row["scheduler"]: row for row in summaries["pair"]["summary"]}["moasha rf=2"]
     assert moasha["runs"] == 2 and moasha["steps_saved_pct"]["min"] == moasha["steps_saved_pct"]["max"]
     assert "2 runs; target" in capsys.readouterr().out
+
+
+def test_the_simulator_backend_replays_the_same_curves_through_its_tuner(tmp_path, capsys):
+    pytest.importorskip("pandas")
+    pytest.importorskip("huggingface_hub")  # syne_tune.blackbox_repository imports it
+    curves = _curves(tmp_path / "run-a")
+    out = tmp_path / "moasha.json"
+    assert replay_moasha.main([str(curves), "--reduction-factors", "3", "--priorities", "moasha", "moasha:ranks",
+                               "--simulator", "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    # one worker (no max_concurrent in sweep.json) and trials run one after another: the simulated fifo run
+    # delivers the results in the recorded order, so the simulated arms decide as the API-driven ones
+    assert run["simulator"] == {"n_workers": 1, "fifo_order_matches": True, "fifo_rung_peers_match": True}
+    rows = {(row["scheduler"], row["reduction_factor"]): row for row in run["table"]}
+    assert rows[("moasha@sim", 3.0)]["source"] == "syne_tune simulator"
+    for name in ("moasha", "moasha:ranks"):
+        assert rows[(f"{name}@sim", 3.0)]["stops"] == rows[(name, 3.0)]["stops"]
+    assert [4, 2] in rows[("moasha@sim", 3.0)]["stops"]
+    assert "simulator: 1 workers" in capsys.readouterr().out
