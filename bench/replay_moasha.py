@@ -157,6 +157,8 @@ class MOASHAReplay:
             keep = rank / len(values) <= 1 / self.scheduler.reduction_factor  # the bracket's own threshold
             record["rank_decision"] = SchedulerDecision.CONTINUE if keep else SchedulerDecision.STOP
             record["non_dominated"] = bool(pareto_efficient(values)[-1])
+            newcomer, peers = values[-1], values[:-1]
+            record["dominates_all"] = bool(np.all(np.all(newcomer <= peers, axis=1) & np.any(newcomer < peers, axis=1)))
         self.decisions.append(record)
         return SchedulerDecision.CONTINUE if protected else decision
 
@@ -402,8 +404,12 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
             row["baseline_stops_ignored"] = sum(d["protected"] for d in made)
             row["decisions_unlike_ranks"] = sum("rank_decision" in d and d["rank_decision"] != d["decision"]
                                                 for d in made)
+            row["rung_decisions"] = sum("rank_decision" in d for d in made)
+            row["stopped_ranks_keep"] = sum(d.get("rank_decision") == "CONTINUE" and d["decision"] == "STOP"
+                                            for d in made)
             row["non_dominated_stopped"] = sum(d.get("non_dominated", False) and d["decision"] == "STOP"
                                                for d in made)
+            row["dominant_stopped"] = sum(d.get("dominates_all", False) and d["decision"] == "STOP" for d in made)
     return {"run": run_name(source), "source": str(source), "trials": len(fifo), "rungs": rungs, "max_t": max_t,
             "objectives": objectives, "constraints": constraints, "reference_point": reference,
             "replay_json": str(replay_json) if ours else None, "simulator": simulated or None, "table": table}
@@ -421,8 +427,10 @@ def print_run(run: Mapping[str, Any]) -> None:
         factor = "-" if row["reduction_factor"] is None else f"{row['reduction_factor']:g}"
         check = "" if row.get("matches_replay_json", True) else "  (differs from replay.json)"
         if "decisions_unlike_ranks" in row:
-            check += (f"  [unlike ranks {row['decisions_unlike_ranks']}, non-dominated stopped "
-                      f"{row['non_dominated_stopped']}, baseline stops ignored {row['baseline_stops_ignored']}]")
+            check += (f"  [of {row['rung_decisions']} rung decisions: unlike ranks {row['decisions_unlike_ranks']} "
+                      f"(stopped where ranks keep {row['stopped_ranks_keep']}), "
+                      f"non-dominated stopped {row['non_dominated_stopped']}, dominating all stopped "
+                      f"{row['dominant_stopped']}; baseline stops ignored {row['baseline_stops_ignored']}]")
         stops = " ".join(f"{n}@{s}" for n, s in row["stops"])
         print(f"{row['scheduler']:<26} {factor:>3} {row['stopped']:>7} {row['steps']:>6} "
               f"{row['steps_saved_pct']:>7.1f} {row['hypervolume_loss_pct']:>8.2f} {str(row['meets_target']):>5}  "
