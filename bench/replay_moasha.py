@@ -448,6 +448,18 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return across_runs(tables, TARGET_STEPS, TARGET_LOSS)
 
 
+def compact_json(value: Any, indent: str = "") -> str:
+    """JSON with one line per list item of dicts and per short value (a readable, diffable file)."""
+    if isinstance(value, dict) and len(json.dumps(value)) > 120:
+        inner = indent + " "
+        items = [f"{inner}{json.dumps(key)}: {compact_json(item, inner)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        inner = indent + " "
+        return "[\n" + ",\n".join(inner + json.dumps(item) for item in value) + "\n" + indent + "]"
+    return json.dumps(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -493,17 +505,17 @@ def main(argv: list[str] | None = None) -> int:
                   f" {loss['mean']:>10.2f} [{loss['min']:6.2f}, {loss['max']:6.2f}]"
                   f" {row['meets_target']:>3}/{row['runs']}")
         print()
-    rows = [{"run": run["run"], **{key: row[key] for key in ("scheduler", "reduction_factor", "steps",
-                                                             "steps_saved_pct", "hypervolume", "hypervolume_loss_pct",
-                                                             "meets_target", "stopped", "stops", "source")}}
-            for run in runs for row in run["table"]]
     if args.json:
         from importlib.metadata import version
 
+        first = ("scheduler", "reduction_factor", "steps", "steps_saved_pct", "hypervolume", "hypervolume_loss_pct",
+                 "meets_target")
+        rows = [{"run": run["run"], **{key: row[key] for key in first}, **row} for run in runs for row in run["table"]]
         output = {"command": " ".join(sys.argv), "syne_tune": version("syne-tune"),
                   "target": {"steps_saved_pct": TARGET_STEPS, "hypervolume_loss_pct": TARGET_LOSS},
-                  "rows": rows, "runs": runs, "summaries": summaries}
-        Path(args.json).write_text(json.dumps(output, indent=1))
+                  "runs": [{key: value for key, value in run.items() if key != "table"} for run in runs],
+                  "summaries": summaries, "rows": rows}
+        Path(args.json).write_text(compact_json(output))
     return 0
 
 

@@ -130,7 +130,7 @@ def test_the_bench_replays_moasha_in_fifo_order_with_the_same_accounting(tmp_pat
         assert row["steps"] == sum(stop_steps.get(number, 6) for number in range(5))
     ours = rows[("pareto_sh", 3.0)]
     assert ours["steps"] == 24 and ours["source"] == "replay.json"
-    table = {(r["scheduler"], r["reduction_factor"]): r for r in written["runs"][0]["table"]}
+    table = rows  # every row carries the run's diagnostics too
     assert table[("pareto_sh", 3.0)]["matches_replay_json"]
     assert table[("moasha", 3.0)]["dominant_stopped"] == 1 and table[("moasha:ranks", 3.0)]["dominant_stopped"] == 0
     assert table[("moasha:ranks", 3.0)]["decisions_unlike_ranks"] == 0
@@ -159,11 +159,12 @@ def test_the_simulator_backend_replays_the_same_curves_through_its_tuner(tmp_pat
     out = tmp_path / "moasha.json"
     assert replay_moasha.main([str(curves), "--reduction-factors", "3", "--priorities", "moasha", "moasha:ranks",
                                "--simulator", "--json", str(out)]) == 0
-    run = json.loads(out.read_text())["runs"][0]
+    written = json.loads(out.read_text())
+    run = written["runs"][0]
     # one worker (no max_concurrent in sweep.json) and trials run one after another: the simulated fifo run
     # delivers the results in the recorded order, so the simulated arms decide as the API-driven ones
     assert run["simulator"] == {"n_workers": 1, "fifo_order_matches": True, "fifo_rung_peers_match": True}
-    rows = {(row["scheduler"], row["reduction_factor"]): row for row in run["table"]}
+    rows = {(row["scheduler"], row["reduction_factor"]): row for row in written["rows"]}
     assert rows[("moasha@sim", 3.0)]["source"] == "syne_tune simulator"
     for name in ("moasha", "moasha:ranks"):
         assert rows[(f"{name}@sim", 3.0)]["stops"] == rows[(name, 3.0)]["stops"]
