@@ -114,6 +114,19 @@ def test_a_gain_beyond_two_paired_errors_is_claimed_and_a_loss_is_not():
         "not judged: the baseline has no per-question exact scores")
 
 
+def test_claims_on_non_embedding_parameters_report_the_total_beside_them():
+    rows = [_row("base", 100, (1, 0, 1, 0), baseline=True), _row("a", 70, (1, 0, 1, 0), pareto=True)]
+    for row, embeddings in zip(rows, (300, 300)):  # the same embeddings: the total shrinks by less
+        row["non_embedding_parameters"], row["parameters"] = row["parameters"], row["parameters"] + embeddings
+    result = paired_claims(rows, "exact", "non_embedding_parameters", bootstrap=0)
+    assert result["baseline"]["parameters"] == 400
+    smaller = result["claims"]["smaller_at_no_loss"]
+    assert smaller["holds"] and smaller["smaller_than_baseline_pct"] == pytest.approx(30.0)
+    assert smaller["parameters_smaller_than_baseline_pct"] == pytest.approx(7.5)  # 370 against 400
+    assert "non_embedding_parameters 70 against 100 (+30.0% smaller), parameters 370 against 400 (+7.5% smaller)" \
+        in smaller["statement"]
+
+
 def test_the_report_summary_carries_the_paired_claims(tmp_path):
     trials = []
     for number, (size, values) in enumerate([(100, (1, 0, 1, 0)), (70, (1, 0, 0, 0)), (104, (1, 1, 1, 1))]):

@@ -133,3 +133,43 @@ def test_confirm_works_from_the_sweeps_remote_storage(sweep, tmp_path, monkeypat
     result = confirm("s3://bucket/prefix", str(sweep["data"]["test"]), tmp_path / "out", device="cpu")
     assert {row["trial_id"] for row in result["trials"]} >= {"base0001"}
     assert (tmp_path / "out" / "sweep" / "runs" / "base0001" / "per_question.json").is_file()
+
+
+def test_carve_takes_the_last_articles_no_question_of_which_the_sweep_used(sweep, tmp_path):
+    norhaven, animals = tiny_squad_dict()["data"]
+    partly = _renamed(animals, "p-")
+    partly["paragraphs"][0]["qas"][0]["id"] = animals["paragraphs"][0]["qas"][0]["id"]  # one validation question
+    source = _write(tmp_path / "train-more.json", [_renamed(norhaven, "a-"), norhaven, _renamed(animals, "b-"), partly])
+    config = load_config(Path(sweep["records"][0]["run_dir"]) / "config.yaml")
+    carved = confirm_module.carve(config, str(source), 1, tmp_path / "test.json")
+    assert carved["titles"] == [f"b-{animals['title']}"]  # the last unused one: `partly` shares a question id
+    written = json.loads((tmp_path / "test.json").read_text())
+    assert [article["title"] for article in written["data"]] == carved["titles"]
+    assert carved["questions"] == sum(len(p["qas"]) for p in animals["paragraphs"])
+    assert json.loads((tmp_path / "test.json.carve.json").read_text())["titles"] == carved["titles"]
+    assert confirm_module.carve(config, str(source), 2, tmp_path / "two.json")["titles"] == \
+        [f"a-{norhaven['title']}", f"b-{animals['title']}"]  # file order kept
+    with pytest.raises(ConfirmError, match=r"only 2 of its 4 articles are unused .* asked for 3"):
+        confirm_module.carve(config, str(source), 3, tmp_path / "three.json")
+
+
+def test_confirm_on_carved_articles_with_every_trial(sweep, tmp_path, capsys):
+    norhaven, animals = tiny_squad_dict()["data"]
+    source = _write(tmp_path / "train-more.json", [norhaven, _renamed(animals, "c-")])
+    data = tmp_path / "carved.json"
+    assert main(["confirm", "--sweep", str(sweep["folder"]), "--carve-from", str(source), "--articles", "1",
+                 "--data", str(data), "--out", str(tmp_path / "out"), "--all-trials"]) == 0
+    assert f"carved 1 articles ({sum(len(p['qas']) for p in animals['paragraphs'])} questions)" in \
+        capsys.readouterr().out
+    result = json.loads((tmp_path / "out" / "confirm.json").read_text())
+    assert result["carved"]["titles"] == [f"c-{animals['title']}"]
+    assert {row["trial_id"] for row in result["trials"]} == set(STUDENTS)
+    # every size the claims know is reported beside the size objective
+    assert "non_embedding_parameters_smaller_than_baseline_pct" in result["confirmation"]["by_trial"]["prun0002"]
+
+
+def test_every_finished_trial_is_chosen_with_all_trials(sweep):
+    summary = {"baseline": {"trial_id": "base0001"}, "pareto_trials": []}
+    assert [role for _, role in confirm_module._choose(sweep["records"], summary, [])] == ["baseline"]
+    chosen = confirm_module._choose(sweep["records"], summary, [], every=True)
+    assert [(record["trial_id"], role) for record, role in chosen] == [("base0001", "baseline"), ("prun0002", "asked")]

@@ -41,6 +41,9 @@ SIZE_SLACK = 0.05  # "about the same size": within the baseline's size + 5% (as 
 NO_LOSS_ERRORS = 1.0  # "no loss": the gain is at least minus this many paired standard errors
 GAIN_ERRORS = 2.0  # "more accurate": the gain exceeds this many paired standard errors
 BOOTSTRAP = 1000  # resamples of the paired bootstrap interval (95%)
+# Sizes every claim reports beside the sweep's size objective, when the rows carry them: the total, and
+# the non-embedding parameters (what pruning changes and compute scales with).
+SIZES = ("parameters", "non_embedding_parameters")
 
 
 def write_per_question(run_dir: str | Path, scores: Mapping[str, Mapping[str, float]], **extra: Any) -> Path:
@@ -108,8 +111,13 @@ def paired_claims(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, *
             continue
         difference.update({accuracy: float(row[accuracy]), size: float(row[size]),
                            "smaller_than_baseline_pct": 100.0 * (1.0 - float(row[size]) / base_size)})
+        for name in SIZES:
+            if name != size and _number(row.get(name)) and _number(base.get(name)):
+                difference.update({name: float(row[name]),
+                                   f"{name}_smaller_than_baseline_pct": 100.0 * (1.0 - float(row[name]) / base[name])})
         paired.append((row, difference))
     result.update(baseline={"trial_id": base["trial_id"], accuracy: base_accuracy, size: base_size,
+                            **{name: base[name] for name in SIZES if name != size and _number(base.get(name))},
                             "questions": len(base_scores)},
                   by_trial={row["trial_id"]: difference for row, difference in paired}, unpaired=unpaired)
 
@@ -117,10 +125,13 @@ def paired_claims(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, *
         return difference["gain"] >= -NO_LOSS_ERRORS * difference["gain_se"]
 
     def words(trial_id: str, difference: Mapping[str, Any]) -> str:
+        others = "".join(f", {name} {difference[name]:,.0f} against {base[name]:,.0f} "
+                         f"({difference[f'{name}_smaller_than_baseline_pct']:+.1f}% smaller)"
+                         for name in SIZES if f"{name}_smaller_than_baseline_pct" in difference)
         return (f"trial {trial_id}: {accuracy} {difference[accuracy]:.2f} against {base_accuracy:.2f}, gain "
                 f"{difference['gain']:+.2f} +/- {difference['gain_se']:.2f} (paired, {difference['questions']} "
                 f"questions), {size} {difference[size]:,.0f} against {base_size:,.0f} "
-                f"({difference['smaller_than_baseline_pct']:+.1f}% smaller)")
+                f"({difference['smaller_than_baseline_pct']:+.1f}% smaller){others}")
 
     claims: dict[str, Any] = {}
     smaller_pareto = [(row, d) for row, d in paired if row.get("pareto") and d[size] < base_size]
@@ -178,5 +189,5 @@ def paired_summary(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, An
         folder = run_dir(record) if run_dir is not None else record.get("run_dir")
         rows.append({"trial_id": str(record["trial_id"]), "baseline": str(record["trial_id"]) == base,
                      "pareto": record["trial_id"] in pareto, accuracy: metrics.get(accuracy),
-                     size: metrics.get(size), "scores": read_per_question(folder)})
+                     **{name: metrics.get(name) for name in (size, *SIZES)}, "scores": read_per_question(folder)})
     return paired_claims(rows, accuracy, size, bootstrap=bootstrap)

@@ -18,10 +18,17 @@ The sweep is a folder, or its remote storage_path (s3://bucket/prefix): sweep.js
 and summary.json come from there, and each chosen trial's run folder from
 `<storage_path>/<name>/trial_*_<id>/run`, copied into `--out/sweep/`.
 
+`--carve-from FILE --articles N` first writes `--data` as the last N articles of FILE that the sweep
+never trained or validated on (none of their questions used), e.g. training articles past the sweep's
+`data.max_train_examples`; `--all-trials` confirms every finished trial, so that the share claim
+covers all students as on validation.
+
 Must not know: Ray, searchers, training, how a sweep ran.
 
 Example (CPU, minutes: 7 students on 1,630 questions):
     tune-distill confirm --sweep sweeps/cpu --data ../shared/data/squad2/test.json --out sweeps/cpu/confirm
+    tune-distill confirm --sweep sweeps/cpu --carve-from ../shared/data/squad2/train.json --articles 5 \
+        --data sweeps/cpu/test-carved.json --out sweeps/cpu/confirm --all-trials
 """
 
 from __future__ import annotations
@@ -77,6 +84,44 @@ def check_unseen(config: RunConfig, split: Sequence[SquadExample], data_file: st
                            "never saw")
 
 
+def used_examples(config: RunConfig) -> list[SquadExample]:
+    """The questions a run trained and validated on (`data.max_*_examples` counted)."""
+    data = config.data
+    return load_many(list(data.train_files), data.max_train_examples) + \
+        load_many([data.val_file], data.max_val_examples)
+
+
+def carve(config: RunConfig, source: str, articles: int, out: str | Path) -> dict[str, Any]:
+    """Write the last `articles` articles of `source` that `config`'s run never used into `out` (SQuAD 2.0 JSON).
+
+    An article is unused when none of its questions is among the questions the run trained or
+    validated on (by title and by id), so a partly used article is never taken. Articles keep their
+    order in `source`. Returns what was written (titles, questions, unanswerable).
+    """
+    if articles < 1:
+        raise ConfirmError(f"--articles {articles}: expected at least 1")
+    path = Path(source)
+    if not path.is_file():
+        raise ConfirmError(f"--from {source}: data file not found")
+    load_many([source])  # checks every field of the file (DataError names the question)
+    used = used_examples(config)
+    titles, ids = {example.title for example in used}, {example.id for example in used}
+    document = json.loads(path.read_text(encoding="utf-8"))
+    unused = [article for article in document["data"] if article["title"] not in titles
+              and not any(qa["id"] in ids for paragraph in article["paragraphs"] for qa in paragraph["qas"])]
+    if len(unused) < articles:
+        raise ConfirmError(f"--from {source}: only {len(unused)} of its {len(document['data'])} articles are unused "
+                           f"by the sweep's training and validation questions; asked for {articles}")
+    chosen = unused[-articles:]
+    questions = [qa for article in chosen for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    write_json(Path(out), {"version": document.get("version", "v2.0"), "data": chosen}, indent=None)
+    result = {"from": str(source), "from_sha256": file_fingerprint(source), "out": str(out),
+              "titles": [article["title"] for article in chosen], "questions": len(questions),
+              "unanswerable": sum(bool(qa.get("is_impossible")) for qa in questions)}
+    write_json(Path(str(out) + ".carve.json"), result)
+    return result
+
+
 def _trial_folder(filesystem: Any, experiment: str, trial_id: str) -> str | None:
     import pyarrow.fs as pafs
 
@@ -118,8 +163,11 @@ def fetch_remote_sweep(filesystem: Any, path: str, local: Path, trial_ids: Seque
 
 
 def _choose(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-            asked: Sequence[str]) -> list[tuple[Mapping[str, Any], str]]:
-    """(record, role) of the baseline, the Pareto students and the asked trials."""
+            asked: Sequence[str], every: bool = False) -> list[tuple[Mapping[str, Any], str]]:
+    """(record, role) of the baseline, the Pareto students and the asked trials (`every`: all finished trials)."""
+    if every:
+        asked = [*asked, *(str(record["trial_id"]) for record in records
+                           if record.get("status") in ("complete", "stopped"))]
     by_id = {str(record["trial_id"]): record for record in records}
     unknown = [trial for trial in asked if trial not in by_id]
     if unknown:
@@ -183,8 +231,11 @@ def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path:
 
 def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str] = (), device: str = "auto",
             batch_size: int = 64, cache_dir: str | None = None, storage_endpoint: str = "",
-            max_examples: int = 0) -> dict[str, Any]:
-    """Re-score the sweep's baseline, Pareto students and `trials` on `data_file`; write and return confirm.json."""
+            max_examples: int = 0, every: bool = False, carve_from: str | None = None,
+            carve_articles: int = 0) -> dict[str, Any]:
+    """Re-score the sweep's baseline, Pareto students and `trials` (`every`: all finished trials) on `data_file`;
+    write and return confirm.json. With `carve_from`, `data_file` is first written as the last `carve_articles`
+    articles of that file the sweep never used (`carve`)."""
     out = Path(out)
     if storage.is_remote(sweep):
         filesystem, path = storage.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
@@ -201,7 +252,7 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
                                                 {"name": "parameters", "direction": "min"}]
     accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
     size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
-    chosen = _choose(records, summary, list(trials))
+    chosen = _choose(records, summary, list(trials), every)
     from tune_distill.export.choose import resolve_run_dir
 
     runs = {}
@@ -212,6 +263,7 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
                                f"(recorded {record.get('run_dir')})")
         runs[str(record["trial_id"])] = run_dir
     base_config = load_config(runs[str(chosen[0][0]["trial_id"])] / "config.yaml")
+    carved = carve(base_config, carve_from, carve_articles, data_file) if carve_from else None
     split = load_many([data_file], max_examples)
     check_unseen(base_config, split, data_file)
     resolved_device = resolve_device(device)
@@ -230,8 +282,9 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
                                         max_examples=max_examples)
         write_json(out / "trials" / trial_id / "metrics.json", metrics)
         claims.write_per_question(out / "trials" / trial_id, scores, na_threshold=validation["na_threshold"])
-        rows.append({"trial_id": trial_id, "role": role, size: validation.get(size, (record.get("metrics") or {})
-                                                                                 .get(size)),
+        recorded = {**(record.get("metrics") or {}), **validation}
+        rows.append({"trial_id": trial_id, "role": role, size: recorded.get(size),
+                     **{name: recorded.get(name) for name in claims.SIZES if name != size},
                      "na_threshold": float(validation["na_threshold"]),
                      "validation_" + accuracy: validation.get(accuracy), "confirmation_" + accuracy: metrics[accuracy],
                      "confirmation_exact": metrics["exact"], "confirmation_f1": metrics["f1"],
@@ -241,11 +294,12 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
 
     result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
                               "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
-                              "questions": len(split), "accuracy": accuracy, "size": size}
+                              "questions": len(split), "accuracy": accuracy, "size": size, "carved": carved}
     for split_name in ("validation", "confirmation"):
         judged = claims.paired_claims([{"trial_id": row["trial_id"], "baseline": row["role"] == "baseline",
                                         "pareto": row["role"] == "pareto", accuracy: row[f"{split_name}_{accuracy}"],
-                                        size: row[size], "scores": row[f"_{split_name}_scores"]} for row in rows],
+                                        **{name: row.get(name) for name in (size, *claims.SIZES)},
+                                        "scores": row[f"_{split_name}_scores"]} for row in rows],
                                       accuracy, size)
         result[split_name] = judged
         for row in rows:
@@ -276,13 +330,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: no cache)")
     parser.add_argument("--storage-endpoint", default="", help="S3 endpoint of an s3:// sweep (default: AWS)")
     parser.add_argument("--max-examples", type=int, default=0, help="first N questions of --data only (0 = all)")
+    parser.add_argument("--all-trials", action="store_true",
+                        help="confirm every finished trial, not only the baseline and the Pareto set (the share claim "
+                             "is then over all students, as on validation)")
+    parser.add_argument("--carve-from", default=None,
+                        help="first write --data as the last --articles articles of this SQuAD file that the sweep "
+                             "never trained or validated on (a record of them beside it: <data>.carve.json)")
+    parser.add_argument("--articles", type=int, default=5, help="articles to carve with --carve-from")
 
 
 def command(args: argparse.Namespace) -> dict[str, Any]:
     """Confirm as the parsed options say; print the claims on both splits."""
     result = confirm(args.sweep, args.data, args.out, trials=args.trial, device=args.device,
                      batch_size=args.batch_size, cache_dir=args.cache_dir, storage_endpoint=args.storage_endpoint,
-                     max_examples=args.max_examples)
+                     max_examples=args.max_examples, every=args.all_trials, carve_from=args.carve_from,
+                     carve_articles=args.articles)
+    if result.get("carved"):
+        carved = result["carved"]
+        print(f"confirm: carved {len(carved['titles'])} articles ({carved['questions']} questions) of "
+              f"{carved['from']} into {args.data}: {', '.join(carved['titles'])}")
     print(json.dumps({split: {name: claim["statement"] for name, claim in result[split]["claims"].items()}
                       for split in ("validation", "confirmation")}, indent=1))
     print(f"confirm: {args.out}/confirm.csv, confirm.json, confirm.png")
