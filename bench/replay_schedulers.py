@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-SCHEDULERS = ("pareto_sh", "pareto_sh:crowding", "single", "asha")
+SCHEDULERS = ("pareto_sh", "pareto_sh:plain", "pareto_sh:crowding", "single", "asha")
 KEPT_FIELDS = ("trial_id", "number", "kind", "timestamp", "step", "total_steps", "final")
 
 
@@ -75,6 +76,8 @@ def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any
                 result = json.loads(line)
                 row = {key: result.get(key) for key in KEPT_FIELDS}
                 row["metrics"] = {name: result.get(name) for name in metric_names}
+                row["metrics"].update({f"{name}_se": result[f"{name}_se"] for name in metric_names
+                                       if result.get(f"{name}_se") is not None})  # the rung's measured noise
                 rows.append(row)
     for index, row in enumerate(rows):
         missing = [key for key in ("trial_id", "timestamp", "step", "metrics") if row.get(key) is None]
@@ -83,8 +86,46 @@ def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any
     return sorted(rows, key=lambda row: (row["timestamp"], str(row["trial_id"]), row["step"]))
 
 
+def scheduler_options(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(pareto_sh or single, SchedulerSettings changes, measuring knobs) of a scheduler name (see make)."""
+    base, *options = name.split(":")
+    if base not in ("pareto_sh", "single"):
+        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)} (and options, see make)")
+    changes: dict[str, Any] = {"rung_rule": "plain"} if base == "single" else {}  # halving as before issue 15
+    knobs: dict[str, Any] = {}
+    for option in options:
+        if option in ("plain", "noise"):
+            changes["rung_rule"] = "plain" if option == "plain" else "beyond_error"
+        elif option in ("crowding", "hypervolume", "sweep_hypervolume"):
+            changes["within_front"] = option
+        elif option.startswith("z=") and option[2:].replace(".", "", 1).isdigit():
+            changes["noise_z"] = float(option[2:])
+        elif option.startswith("margin=") and option[7:].replace(".", "", 1).isdigit():
+            knobs["margin"] = float(option[7:])
+        elif option in ("competitor", "yardstick", "reserved"):
+            knobs["baseline"] = option
+        elif option == "guard":
+            knobs["guard"] = True
+        else:
+            raise ValueError(f"scheduler {name!r}: unknown option {option!r}")
+    if changes.get("rung_rule") == "plain":  # the rule before issue 15, with its order unless told otherwise
+        changes.setdefault("within_front", "hypervolume")
+    if knobs.get("guard") and changes.get("rung_rule") == "plain":
+        raise ValueError(f"scheduler {name!r}: guard needs the noise rule")
+    return base, changes, knobs
+
+
 def make(name: str, rungs: Sequence[int], reduction_factor: float, objectives: Sequence[Any]):
-    """The scheduler a sweep would build for `name` (through sweep.make_scheduler, the sweep's own factory)."""
+    """The scheduler a sweep would build for `name` (through sweep.make_scheduler, the sweep's own factory).
+
+    `name` is `asha`, or `pareto_sh` / `single` followed by options separated by colons: `plain` or
+    `noise` (scheduler.rung_rule plain / beyond_error; default: the config's default), `z=X`
+    (scheduler.noise_z), `crowding` (scheduler.within_front), and two measuring knobs that are not
+    settings: `slot` / `noslot` (the baseline takes a kept slot or not) and `guard` (the plain order
+    proposes the stops; only a trial dominated beyond error can be stopped).
+    """
+    import dataclasses
+
     from tune_distill.sweep.config import SchedulerSettings
     from tune_distill.sweep.schedulers import make_scheduler
 
@@ -92,12 +133,91 @@ def make(name: str, rungs: Sequence[int], reduction_factor: float, objectives: S
         settings = SchedulerSettings(name="asha", grace_period=min(rungs), max_t=max(rungs),
                                      reduction_factor=reduction_factor)
         return make_scheduler(settings, objectives)
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
-    within_front = "crowding" if name == "pareto_sh:crowding" else "hypervolume"
-    settings = SchedulerSettings(name="pareto_sh", rungs=tuple(rungs), reduction_factor=reduction_factor,
-                                 within_front=within_front)
-    return make_scheduler(settings, objectives[:1] if name == "single" else objectives)
+    base, changes, knobs = scheduler_options(name)
+    settings = dataclasses.replace(SchedulerSettings(name="pareto_sh", rungs=tuple(rungs),
+                                                     reduction_factor=reduction_factor), **changes)
+    scheduler = make_scheduler(settings, objectives[:1] if base == "single" else objectives)
+    for knob, value in knobs.items():
+        setattr(scheduler.ranking if knob == "margin" else scheduler, knob, value)
+    return scheduler
+
+
+# Rung standard errors where the recorded curves lack them (curves saved before --save-curves kept `_se`):
+# the standard error of a mean of n per-question scores in [0, 100] with mean f is at most
+# sqrt(f (100 - f) / n) (reached when every score is 0 or 100; exact match is such a score). Each trial's
+# recorded final standard error of span F1 is a share of that bound (0.60-0.87 over the 32 final records
+# of early-stopping-es-fullval-s1 and early-stopping-learners, median POOLED_SHARE); a rung's standard
+# error is estimated as that trial's share (or the median where the run recorded none) times the bound
+# at the rung's score. `--se-estimate bound` uses the bound itself (share 1: wider errors, more ties).
+POOLED_SHARE = 0.785
+QUESTION_COUNTS = {"HasAns_": "HasAns_total", "NoAns_": "NoAns_total", "": "total"}
+EXACT_OBJECTIVES = ("parameters", "non_embedding_parameters", "bytes_on_disk")
+
+
+def _count_key(name: str) -> str:
+    return next(key for prefix, key in QUESTION_COUNTS.items() if name.startswith(prefix))
+
+
+def _bound(score: float, count: float) -> float:
+    return math.sqrt(max(score, 0.0) * max(100.0 - score, 0.0) / count)
+
+
+def estimate_standard_errors(curves: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                             names: Sequence[str], mode: str = "trial") -> tuple[list[dict[str, Any]], str]:
+    """The curves with `<name>_se` filled in where missing, for each measured (non-size) objective, and a note.
+
+    `records`: the run's trials.jsonl (final metrics: the question counts, and the final standard errors
+    the trials' own shares come from). `mode`: 'trial' (the trial's share of the bound, else POOLED_SHARE),
+    'bound' (share 1), 'none' (nothing filled in: the scheduler falls back to plain dominance).
+    """
+    measured = [name for name in names if name not in EXACT_OBJECTIVES and not name.startswith("latency")]
+    missing = [name for name in measured if any(f"{name}_se" not in row["metrics"] for row in curves)]
+    if not missing:
+        return [dict(row) for row in curves], "recorded"
+    if mode == "none":
+        return [dict(row) for row in curves], "none (not estimated)"
+    finals = {str(record.get("trial_id")): record.get("metrics") or {} for record in records}
+    estimated, shares_used = [], set()
+    for row in curves:
+        metrics = dict(row["metrics"])
+        final = finals.get(str(row["trial_id"]), {})
+        for name in missing:
+            count = final.get(_count_key(name)) or next((m.get(_count_key(name)) for m in finals.values()
+                                                         if m.get(_count_key(name))), None)
+            score = metrics.get(name)
+            if f"{name}_se" in metrics or not count or not isinstance(score, (int, float)):
+                continue
+            share = 1.0
+            if mode == "trial":
+                final_se, final_score = final.get(f"{name}_se"), final.get(name)
+                share = (final_se / _bound(final_score, count) if final_se and final_score
+                         and _bound(final_score, count) > 0 else POOLED_SHARE)
+            shares_used.add("own" if mode == "trial" and share != POOLED_SHARE else "pooled" if mode == "trial"
+                            else "bound")
+            metrics[f"{name}_se"] = share * _bound(float(score), float(count))
+        estimated.append({**row, "metrics": metrics})
+    return estimated, f"estimated ({mode}: {', '.join(sorted(shares_used)) or 'no counts'})"
+
+
+def curve_reference(curves: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
+                    constraints: Sequence[Mapping[str, Any]]) -> list[float]:
+    """The reference point over every recorded evaluation: the same for every scheduler replayed from these
+    curves (any arm's trials end on one of them), so rows of different benches on one run compare."""
+    from bench.early_stopping import common_reference, usable_rows
+
+    records = [{"status": "complete", "metrics": row["metrics"]} for row in curves]
+    return common_reference(usable_rows(records, [o["name"] for o in objectives], ("complete",)), objectives,
+                            constraints)
+
+
+def run_name(source: Path) -> str:
+    """`results/X/fifo/curves.jsonl`, `sweeps/X/fifo` or `results/X/curves.jsonl` -> X."""
+    parts = list(source.parts)
+    if parts and parts[-1].endswith(".jsonl"):
+        parts.pop()
+    if parts and parts[-1] == "fifo":
+        parts.pop()
+    return parts[-1] if parts else str(source)
 
 
 def replay(curves: Sequence[Mapping[str, Any]], scheduler: Any) -> dict[str, dict[str, Any]]:
@@ -132,12 +252,19 @@ def as_records(last: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, factors: Sequence[float],
-                 schedulers: Sequence[str], save_curves: str | None = None) -> dict[str, Any]:
-    """One fifo run replayed through every scheduler and reduction factor: the table, as --json writes it."""
-    from bench.early_stopping import arm_hypervolume, common_reference, steps_of, usable_rows
+                 schedulers: Sequence[str], save_curves: str | None = None, se_estimate: str = "trial",
+                 target_steps: float = 40.0, target_loss: float = 2.0) -> dict[str, Any]:
+    """One fifo run replayed through every scheduler and reduction factor: the table, as --json writes it.
+
+    Each table row: scheduler (the arm's label, 'name rf=3'), name, reduction_factor, stopped, steps,
+    steps_saved_pct, hypervolume, hypervolume_loss_pct, meets_target, stops. The reference point is the
+    one of every recorded evaluation (`curve_reference`).
+    """
+    from bench.early_stopping import arm_hypervolume, steps_of, usable_rows
     from tune_distill.search import Objective
 
-    sweep_json = sweep_json or (source if source.is_dir() else source.parent) / "sweep.json"
+    folder = source if source.is_dir() else source.parent
+    sweep_json = sweep_json or folder / "sweep.json"
     if not sweep_json.is_file():
         raise FileNotFoundError(f"{sweep_json}: not found (give --sweep-json)")
     saved = json.loads(sweep_json.read_text())
@@ -151,38 +278,55 @@ def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | N
     curves = read_curves(source, metric_names)
     if save_curves:
         Path(save_curves).write_text("".join(json.dumps(row) + "\n" for row in curves))
+    trials_path = folder / "trials.jsonl"
+    records = ([json.loads(line) for line in trials_path.read_text().splitlines() if line.strip()]
+               if trials_path.is_file() else [])
+    curves, errors = estimate_standard_errors(curves, records, names, se_estimate)
     fifo = {}
     for row in curves:
         fifo[str(row["trial_id"])] = {**row, "stopped": False}
-    arms = {"fifo": as_records(fifo)}
+    arms: dict[str, tuple[str, float | None, list[dict[str, Any]]]] = {"fifo": ("fifo", None, as_records(fifo))}
     ranked = [Objective(o["name"], o["direction"]) for o in objectives]
     for name in schedulers:
         for factor in factors:
-            arms[f"{name} rf={factor:g}"] = as_records(replay(curves, make(name, rungs, factor, ranked)))
+            last = replay(curves, make(name, rungs, factor, ranked))
+            arms[f"{name} rf={factor:g}"] = (name, factor, as_records(last))
 
-    usable = {arm: usable_rows(records, names, ("complete", "stopped")) for arm, records in arms.items()}
-    reference = common_reference([row for rows in usable.values() for row in rows], objectives, constraints)
+    usable = {arm: usable_rows(records, names, ("complete", "stopped")) for arm, (_, _, records) in arms.items()}
+    reference = curve_reference(curves, objectives, constraints)
     table = []
-    fifo_steps = sum(steps_of(r) for r in arms["fifo"])
+    fifo_steps = sum(steps_of(r) for r in arms["fifo"][2])
     fifo_hv, _ = arm_hypervolume(usable["fifo"], objectives, constraints, reference)
-    for arm, records in arms.items():
+    for arm, (name, factor, records) in arms.items():
         steps = sum(steps_of(r) for r in records)
         value, _ = arm_hypervolume(usable[arm], objectives, constraints, reference)
+        saved_pct = 100.0 * (1 - steps / fifo_steps) if fifo_steps else None
+        loss = 100.0 * (1 - value / fifo_hv) if fifo_hv > 0 else None
         table.append({
-            "scheduler": arm, "stopped": sum(r["status"] == "stopped" for r in records), "steps": steps,
-            "steps_saved_pct": 100.0 * (1 - steps / fifo_steps) if fifo_steps else None,
-            "hypervolume": value,
-            "hypervolume_loss_pct": 100.0 * (1 - value / fifo_hv) if fifo_hv > 0 else None,
+            "scheduler": arm, "name": name, "reduction_factor": factor,
+            "stopped": sum(r["status"] == "stopped" for r in records), "steps": steps,
+            "steps_saved_pct": saved_pct, "hypervolume": value, "hypervolume_loss_pct": loss,
+            "meets_target": bool(saved_pct is not None and loss is not None and saved_pct >= target_steps
+                                 and loss <= target_loss),
             "stops": sorted((int(r["number"]), steps_of(r)) for r in records if r["status"] == "stopped"),
         })
-    return {"source": str(source), "trials": len(fifo), "rungs": rungs, "objectives": objectives,
-            "constraints": constraints, "reference_point": reference, "table": table}
+    return {"source": str(source), "run": run_name(source), "trials": len(fifo), "rungs": rungs,
+            "objectives": objectives, "constraints": constraints, "standard_errors": errors,
+            "reference_point": reference, "table": table}
+
+
+def flat_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, scheduler, reduction factor), the keys another replay's rows share (to merge them)."""
+    keys = ("steps", "steps_saved_pct", "hypervolume", "hypervolume_loss_pct", "meets_target")
+    return [{"run": run["run"], "scheduler": row["name"], "reduction_factor": row["reduction_factor"],
+             **{key: row[key] for key in keys}} for run in runs for row in run["table"]]
 
 
 def print_table(run: Mapping[str, Any]) -> None:
     names = [o["name"] for o in run["objectives"]]
     print(f"{run['source']}: {run['trials']} trials, rungs {run['rungs']}, objectives {names}; reference point "
-          f"{', '.join(f'{n} {v:.6g}' for n, v in zip(names, run['reference_point']))}")
+          f"{', '.join(f'{n} {v:.6g}' for n, v in zip(names, run['reference_point']))}; rung standard errors "
+          f"{run['standard_errors']}")
     print(f"{'scheduler':<26} {'stopped':>7} {'steps':>6} {'saved%':>7} {'hv_loss%':>8}  stops (trial@step)")
     for row in run["table"]:
         saved_pct = "-" if row["steps_saved_pct"] is None else f"{row['steps_saved_pct']:.1f}"
@@ -217,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
                                              "each source)")
     parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: the sweep's pareto_sh rungs)")
     parser.add_argument("--reduction-factors", type=float, nargs="+", default=[2.0, 3.0])
-    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=SCHEDULERS)
+    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS),
+                        help=f"default: {' '.join(SCHEDULERS)}; pareto_sh and single take options after colons "
+                             "(plain, noise, z=X, crowding, slot, noslot, guard: see make)")
+    parser.add_argument("--se-estimate", choices=("trial", "bound", "none"), default="trial",
+                        help="rung standard errors where the curves lack them: the trial's share of the bound "
+                             "(default), the bound, or none (the noise rule then falls back to plain dominance)")
     parser.add_argument("--save-curves", help="write the curves read from a sweep folder to this curves.jsonl "
                                               "(one source only)")
     parser.add_argument("--target-steps", type=float, default=40.0,
@@ -229,18 +378,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_curves and len(args.sources) > 1:
         parser.error("--save-curves takes one source")
 
+    for name in args.schedulers:
+        if name != "asha":
+            try:
+                scheduler_options(name)
+            except ValueError as error:
+                parser.error(str(error))
     runs = []
     for source in args.sources:
         try:
             runs.append(replay_table(Path(source), Path(args.sweep_json) if args.sweep_json else None, args.rungs,
-                                     args.reduction_factors, args.schedulers, args.save_curves))
+                                     args.reduction_factors, args.schedulers, args.save_curves, args.se_estimate,
+                                     args.target_steps, args.target_loss))
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
         print_table(runs[-1])
         print()
     command = " ".join(sys.argv)
     if len(runs) == 1:
-        output: dict[str, Any] = {**runs[0], "command": command}
+        output: dict[str, Any] = {**runs[0], "rows": flat_rows(runs), "command": command}
     else:
         summary = across_runs(runs, args.target_steps, args.target_loss)
         print(f"{len(runs)} runs; target: >= {args.target_steps:g}% fewer steps for <= {args.target_loss:g}% "
@@ -251,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['scheduler']:<26} {saved['mean']:>8.1f} [{saved['min']:5.1f}, {saved['max']:5.1f}]"
                   f" {loss['mean']:>10.2f} [{loss['min']:6.2f}, {loss['max']:6.2f}]"
                   f" {row['meets_target']:>3}/{row['runs']}")
-        output = {"runs": runs, "summary": summary, "target": {"steps_saved_pct": args.target_steps,
-                                                              "hypervolume_loss_pct": args.target_loss},
+        output = {"runs": runs, "rows": flat_rows(runs), "summary": summary,
+                  "target": {"steps_saved_pct": args.target_steps, "hypervolume_loss_pct": args.target_loss},
                   "command": command}
     if args.json:
         Path(args.json).write_text(json.dumps(output, indent=1))

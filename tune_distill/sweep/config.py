@@ -38,6 +38,7 @@ from tune_distill.sweep.ranking import RANKING_RULES
 CONFIGS_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 SCHEDULERS = ("pareto_sh", "asha", "fifo")
 WITHIN_FRONT = tuple(RANKING_RULES)  # pareto_sh's order within a front (sweep/ranking.py)
+RUNG_RULES = ("beyond_error", "plain")  # pareto_sh's rung decision (sweep/schedulers.py)
 NO_ANSWER = "no_answer"
 # Metrics present in every evaluation report (the rest, e.g. latency, only in the final one).
 INTERMEDIATE_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "parameters",
@@ -68,9 +69,23 @@ class SchedulerSettings:
     grace_period: int = _f(0, "Steps before the first decision: asha's first rung; pareto_sh's first rung "
                               "when no rungs are given (then rungs grow by reduction_factor up to max_t).")
     max_t: int = _f(0, "Largest step considered by asha / generated pareto_sh rungs (0 = unbounded for asha).")
-    within_front: str = _f("hypervolume", "pareto_sh: order within a front of the non-dominated sorting: "
-                                          "'hypervolume' (exclusive hypervolume contribution, largest first) "
-                                          "or 'crowding' (NSGA-II crowding distance).")
+    within_front: str = _f("sweep_hypervolume", "pareto_sh: order within a front of the non-dominated sorting: "
+                                                "'sweep_hypervolume' (exclusive hypervolume contribution against "
+                                                "the report's reference point: least accuracy, 1.1 x largest "
+                                                "size), 'hypervolume' (the same against the rung's nadir pushed "
+                                                "out by 10% of the spread; the order before issue 15) or "
+                                                "'crowding' (NSGA-II crowding distance).")
+    rung_rule: str = _f("beyond_error",
+                        "pareto_sh: how a rung decides. 'beyond_error': a trial is dominated only beyond its "
+                        "measured error (better on a measured objective by more than noise_z standard errors of "
+                        "the difference, from the results' <metric>_se; results without one are compared "
+                        "plainly), and the baseline is a yardstick that dominates others, is not ranked, and "
+                        "holds one of the ceil(n / reduction_factor) kept slots; 'plain': the rule before issue "
+                        "15 (plain Pareto dominance, the baseline ranked as a competitor; with within_front "
+                        "hypervolume, the whole rule of old). Measured in results/early-stopping-noise.md.")
+    noise_z: float = _f(2.0, "pareto_sh with rung_rule beyond_error: how many standard errors of a difference "
+                             "make it real, 0 to 10 (0 = any difference on a measured objective). 2 was chosen "
+                             "by replaying recorded curves (results/early-stopping-noise.md).")
 
 
 @dataclass(frozen=True)
@@ -326,6 +341,13 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
     if scheduler.within_front not in WITHIN_FRONT:
         raise SweepConfigError(f"{source}: scheduler.within_front: expected one of {', '.join(WITHIN_FRONT)}, "
                                f"got {scheduler.within_front!r}")
+    if scheduler.rung_rule not in RUNG_RULES:
+        raise SweepConfigError(f"{source}: scheduler.rung_rule: expected one of {', '.join(RUNG_RULES)}, "
+                               f"got {scheduler.rung_rule!r}")
+    if isinstance(scheduler.noise_z, bool) or not isinstance(scheduler.noise_z, (int, float)) \
+            or not math.isfinite(scheduler.noise_z) or not 0 <= scheduler.noise_z <= 10:
+        raise SweepConfigError(f"{source}: scheduler.noise_z: must be a number of standard errors in [0, 10], "
+                               f"got {scheduler.noise_z!r}")
     if scheduler.grace_period < 0 or scheduler.max_t < 0:
         raise SweepConfigError(f"{source}: scheduler: grace_period and max_t must be >= 0")
     if scheduler.name == "pareto_sh" and not scheduler.rungs and not (scheduler.grace_period and scheduler.max_t):

@@ -3,7 +3,10 @@
 What it does: `ParetoSuccessiveHalving` stops trials at rungs (optimiser steps) by ranking them on
 several objectives with a `RankingRule` (sweep/ranking.py: non-dominated sorting, then hypervolume
 contribution or crowding distance within a front), so small students are not all stopped for a
-lower exact; its rung records persist to a JSON file so a resumed sweep keeps its decisions.
+lower exact; with a `BeyondError` relation (scheduler.rung_rule beyond_error, the default) a trial
+counts as dominated only beyond the evaluations' standard errors (`<metric>_se`), so statistical ties
+survive a rung, and the baseline is a yardstick, not a competitor (BASELINE_ROLES). Its rung records
+persist to a JSON file so a resumed sweep keeps its decisions.
 `BaselineKeepingASHA` is Ray's ASHA on one metric that never stops the baseline. `pareto_rungs` turns
 the settings into rung steps and `make_scheduler` builds the scheduler a sweep config names
 (pareto_sh, asha, or fifo: no early stopping).
@@ -25,17 +28,25 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tune_distill.files import write_json
 from tune_distill.search import Objective
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 from tune_distill.sweep.config import INTERMEDIATE_METRICS, WITHIN_FRONT, SchedulerSettings, SweepConfigError
-from tune_distill.sweep.ranking import RANKING_RULES, RankingRule, ranking_rule
+from tune_distill.sweep.ranking import RANKING_RULES, BeyondError, RankingRule, ranking_rule
 
 log = logging.getLogger(__name__)
 
 CONTINUE, STOP = "CONTINUE", "STOP"  # the values of TrialScheduler.CONTINUE / STOP
+# How pareto_sh's rung treats the baseline (never stopped in any case):
+#   competitor  ranked like any trial: counted in n, it takes a kept slot when it ranks within the quota
+#               and competes within its front (the rule before issue 15);
+#   yardstick   it dominates others, but is left out of n, of the kept slots and of the within-front order;
+#   reserved    as yardstick, except that it is counted in n and always holds one of the ceil(n / rf) slots
+#               (it always continues, so it spends one of them): the others share ceil(n / rf) - 1 (at least 1).
+BASELINE_ROLES = ("competitor", "yardstick", "reserved")
 
 
 class ParetoSuccessiveHalving(FIFOScheduler):
@@ -53,8 +64,16 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         accurate) owns a box as deep as a tenth of the spread, not an automatic place (with two points
         the two boxes are equal, and the newcomer keeps the tie);
       * 'crowding' (`CrowdingDistance`): NSGA-II crowding distance (every extreme of the front ranks first).
+      * 'sweep_hypervolume' (`SweepHypervolumeContribution`): the contribution against the reference the
+        sweep's report measures with (the least accuracy, 1.1 x the largest size).
     It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
     it stops. The first trial at a rung always continues (nothing to compare with), like ASHA.
+    The noise-aware rule (`beyond_error`, a `ranking.BeyondError`, None = plain dominance): the fronts
+    are sorted by dominance beyond error (better on a measured objective by more than z standard errors
+    of the difference, the standard errors read from each result's `<objective>_se`), and a front's
+    members are then ordered as before (plain fronts within it, then the rule's score). `baseline` says
+    how the baseline counts (BASELINE_ROLES; make_scheduler: 'reserved' with the noise-aware rule,
+    'competitor' with the plain one). Results without standard errors are compared plainly (logged once).
     Decisions are never revisited; a resumed trial meets its recorded decision again. A report at
     the run's last step is recorded but never stopped. Rung records persist to `state_path` (JSON)
     so a resumed sweep keeps them.
@@ -62,7 +81,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
     def __init__(self, rungs: Sequence[int], objectives: Sequence[Objective], reduction_factor: float = 3.0,
                  time_attr: str = "step", state_path: str | None = None,
-                 within_front: str | RankingRule = "hypervolume"):
+                 within_front: str | RankingRule = "hypervolume", beyond_error: BeyondError | None = None,
+                 baseline: str = "competitor", guard: bool = False):
         super().__init__()
         if not rungs:
             raise SweepConfigError("pareto_sh: at least one rung is needed")
@@ -73,6 +93,12 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                                    f"got {within_front!r}")
         self.ranking = within_front if isinstance(within_front, RankingRule) else ranking_rule(within_front)
         self.within_front = self.ranking.name  # its name, for the state file
+        self.beyond_error = beyond_error  # None: plain Pareto dominance (the rule before issue 15)
+        if baseline not in BASELINE_ROLES:
+            raise SweepConfigError(f"pareto_sh: baseline must be one of {', '.join(BASELINE_ROLES)}, got {baseline!r}")
+        self.baseline = baseline
+        self.guard = bool(guard)
+        self._fallback_logged = False
         self.rungs = tuple(sorted({int(r) for r in rungs}))
         self.objectives = tuple(objectives)
         self.reduction_factor = float(reduction_factor)
@@ -118,16 +144,21 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                     decision = STOP
                     break
                 continue
-            rank, quota, seen = self.rank(rung, [float(v) for v in values])
-            last_step = total is not None and step >= total
             # the baseline is the sweep's yardstick: it is ranked (others are compared with it) but never stopped
             protected = result.get("kind") == "baseline"
+            errors = [_standard_error(result, o.name) for o in self.objectives]
+            rank, quota, seen = self.rank(rung, [float(v) for v in values], errors, protected)
+            last_step = total is not None and step >= total
             verdict = CONTINUE if rank < quota or last_step or protected else STOP
-            self.records[rung][trial_id] = {"values": [float(v) for v in values], "decision": verdict,
-                                            "step": int(step)}
+            record = {"values": [float(v) for v in values], "decision": verdict, "step": int(step)}
+            if any(e is not None for e in errors):
+                record["errors"] = errors
+            if protected:
+                record["baseline"] = True
+            self.records[rung][trial_id] = record
             changed = True
             log.info("pareto_sh: trial %s at rung %d (step %d): rank %d of %d, keep %d -> %s", trial_id, rung, step,
-                     rank + 1, seen, quota, verdict.lower())
+                     rank + 1, seen, quota, "baseline, continue" if protected else verdict.lower())
             if verdict == STOP:
                 self.num_stopped += 1
                 self.steps_saved += max(0, int(total) - int(step)) if total is not None else 0
@@ -137,18 +168,45 @@ class ParetoSuccessiveHalving(FIFOScheduler):
             self._save()
         return decision
 
-    def rank(self, rung: int, values: Sequence[float]) -> tuple[int, int, int]:
-        """(rank of `values` among the trials recorded at `rung` plus itself, quota kept, count)."""
-        points = [list(values)] + [record["values"] for record in self.records[rung].values()]
-        n = len(points)
-        quota = max(1, math.ceil(n / self.reduction_factor))
-        return self.ranking.rank(points, [o.direction for o in self.objectives]), quota, n
+    def rank(self, rung: int, values: Sequence[float], errors: Sequence[float | None] | None = None,
+             baseline: bool = False) -> tuple[int, int, int]:
+        """(rank of `values` among the trials recorded at `rung` plus itself, quota kept, count).
+
+        `errors`: the newcomer's standard errors (None where none was reported); `baseline`: the newcomer
+        is the baseline. With `beyond_error` the fronts come from dominance beyond error. Unless the
+        baseline is a 'competitor', it dominates but is not ranked: it is left out of the rank and the
+        within-front scores, and of the count ('yardstick') or of the slots the others share ('reserved').
+        """
+        records = list(self.records[rung].values())
+        points = [list(values)] + [record["values"] for record in records]
+        directions = [o.direction for o in self.objectives]
+        yardsticks = [baseline] + [bool(record.get("baseline")) for record in records]
+        if self.baseline == "competitor":
+            yardsticks = [False] * len(points)
+        n = len(points) - (sum(yardsticks) if self.baseline == "yardstick" else 0)
+        quota = max(1, math.ceil(n / self.reduction_factor) - (sum(yardsticks) if self.baseline == "reserved" else 0))
+        if self.beyond_error is None:
+            return self.ranking.rank(points, directions, yardsticks=yardsticks), quota, n
+        table = [list(errors or [None] * len(values))] + [record.get("errors") or [None] * len(values)
+                                                           for record in records]
+        dominates, fallback = self.beyond_error.matrix(
+            points, [[np.nan if e is None else e for e in row] for row in table], directions)
+        if fallback and not self._fallback_logged:
+            self._fallback_logged = True
+            log.warning("pareto_sh: some rung results carry no standard error (%s); those pairs are compared by "
+                        "plain Pareto dominance", ", ".join(f"{o.name}_se" for o in self.objectives))
+        if self.guard:  # the plain order proposes; only a trial dominated beyond error can be stopped
+            rank = self.ranking.rank(points, directions, yardsticks=yardsticks)
+            return (rank if dominates[:, 0].any() else 0), quota, n
+        return self.ranking.rank(points, directions, dominates, yardsticks), quota, n
 
     # -- persistence -------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         return {"rungs": list(self.rungs), "objectives": [[o.name, o.direction] for o in self.objectives],
                 "reduction_factor": self.reduction_factor, "within_front": self.within_front,
+                "rung_rule": "plain" if self.beyond_error is None else self.beyond_error.name,
+                "noise_z": None if self.beyond_error is None else self.beyond_error.z, "baseline": self.baseline,
                 "num_stopped": self.num_stopped,
                 "steps_saved": self.steps_saved,
                 "records": {str(rung): records for rung, records in self.records.items()}}
@@ -177,6 +235,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         # only the rule's name: rebuild the rule it names, so that such a sweep resumes with the same decisions.
         if "ranking" not in state:
             state = {**state, "ranking": ranking_rule(state.get("within_front", "hypervolume"))}
+        # ... and one pickled before issue 15 decides by the rule of its time: plain dominance, baseline in the quota
+        state = {"beyond_error": None, "baseline": "competitor", "guard": False, "_fallback_logged": False, **state}
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
@@ -187,6 +247,12 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self._loaded = False
         self._load()
         self.state_path = previous
+
+
+def _standard_error(result: Mapping[str, Any], name: str) -> float | None:
+    """The result's `<name>_se` when it is a finite number >= 0, else None (an exact or unmeasured value)."""
+    value = result.get(f"{name}_se")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0 else None
 
 
 def pareto_rungs(settings: SchedulerSettings) -> tuple[int, ...]:
@@ -226,6 +292,9 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
     if not ranked:
         raise SweepConfigError("scheduler pareto_sh: no objective is reported at evaluations "
                                f"({', '.join(INTERMEDIATE_METRICS)})")
+    noise_aware = settings.rung_rule == "beyond_error"
     return ParetoSuccessiveHalving(pareto_rungs(settings), ranked, settings.reduction_factor, state_path=state_path,
-                                   within_front=ranking_rule(settings.within_front))
+                                   within_front=ranking_rule(settings.within_front),
+                                   beyond_error=BeyondError(settings.noise_z) if noise_aware else None,
+                                   baseline="reserved" if noise_aware else "competitor")
 
