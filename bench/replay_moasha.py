@@ -3,10 +3,13 @@
 The peer comparison of issue 15: the same recorded evaluations that bench/replay_schedulers.py feeds
 to our schedulers are fed, in the same order (their timestamps), to Syne Tune's own MOASHA scheduler
 object (`syne_tune.optimizer.schedulers.multiobjective.MOASHA`: its on_trial_add / on_trial_result /
-on_trial_complete decide; nothing of its rung rule is rewritten here). Why its API and not its
-simulator backend: the simulator reorders arrivals (a stopped trial frees its worker, later trials
-start sooner), which replay_schedulers does not do; driving the scheduler in fifo's recorded order
-gives both sides identical inputs, so a difference in the table is a difference of rule only.
+on_trial_complete decide; nothing of its rung rule is rewritten here). Why its API first, and its
+simulator backend only as a check (--simulator, arms NAME@sim: Syne Tune's Tuner with a
+UserBlackboxBackend over a tabulated blackbox of exactly these curves, the sweep's max_concurrent
+workers, durations from the recorded timestamps): the simulator reorders arrivals (a stopped trial frees
+its worker, later trials start sooner, and even its fifo run need not reproduce Ray's order, which the
+table's `simulator` line reports), which replay_schedulers does not do; driving the scheduler in fifo's
+recorded order gives both sides identical inputs, so a difference in the table is a difference of rule.
 
 Arms (each at every reduction factor):
   moasha               MOASHA with its default priority (NonDominatedPriority: nondominated_sort, whose
@@ -21,16 +24,19 @@ schedulers, where it is ranked but never stopped) and a STOP for it is ignored.
 Accounting: replay_schedulers' records (as_records) and bench/early_stopping.py's measures (steps_of,
 usable_rows, common_reference, arm_hypervolume), one reference point per run over the union of every
 arm's usable trials: fifo, MOASHA's arms, and our schedulers' arms rebuilt from the run's
-replay.json (its `stops`), whose figures are recomputed against that point and checked against the file.
+replay.json (bench/replay_schedulers.py's --json, beside fifo/ or beside the curves; its `stops`), whose
+figures are recomputed against that point and checked against the file.
 
 Must not know: Ray, torch, our schedulers' code (their replay comes from replay.json), or anything of
 Syne Tune beyond the MOASHA object and its priority functions. Needs syne-tune (a venv of its own:
-`python -m venv /work/venv-syne && /work/venv-syne/bin/pip install syne-tune numpy pyyaml pandas`).
+`python -m venv /work/venv-syne && /work/venv-syne/bin/pip install syne-tune numpy pyyaml pandas`;
+--simulator also needs huggingface_hub, which syne_tune.blackbox_repository imports; nothing is downloaded).
 
 Commands (CPU, seconds; from the repository root):
   PYTHONPATH=. /work/venv-syne/bin/python bench/replay_moasha.py results/early-stopping-learners/fifo/curves.jsonl
-  PYTHONPATH=. nice -n 19 /work/venv-syne/bin/python bench/replay_moasha.py \
-      results/early-stopping-*/fifo/curves.jsonl --json results/replay-moasha.json
+  PYTHONPATH=. nice -n 19 /work/venv-syne/bin/python bench/replay_moasha.py --simulator \
+      results/early-stopping-*/fifo/curves.jsonl --json results/replay-moasha.json --markdown /tmp/tables.md
+  (results/moasha.md gives the exact command with its --group summaries)
 """
 
 from __future__ import annotations
@@ -381,7 +387,7 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
                 arms[f"{name}@sim rf={factor:g}"] = as_records(result["last"])
 
     ours: dict[str, Any] = {}
-    replay_json = folder.parent / "replay.json"
+    replay_json = (folder.parent if folder.name == "fifo" else folder) / "replay.json"
     if replay_json.is_file():
         theirs = json.loads(replay_json.read_text())
         numbers = {int(row["number"]) for row in curves}
@@ -448,6 +454,39 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return across_runs(tables, TARGET_STEPS, TARGET_LOSS)
 
 
+def markdown(runs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Any]) -> str:
+    """The note's tables: per reduction factor, every arm on every run (steps saved % / hypervolume loss %, a star
+    where the target is met), then each group's summary."""
+    names = [run["run"].removeprefix("early-stopping-") or run["run"] for run in runs]
+    arms = list(dict.fromkeys((row["scheduler"], row["reduction_factor"]) for run in runs for row in run["table"]))
+    lines = []
+    for factor in sorted({f for _, f in arms if f is not None}):
+        lines += [f"reduction factor {factor:g} (cells: steps saved % / hypervolume loss %, * = target met)", "",
+                  "| scheduler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for scheduler, arm_factor in arms:
+            if arm_factor != factor:
+                continue
+            cells = []
+            for run in runs:
+                row = next((r for r in run["table"] if (r["scheduler"], r["reduction_factor"]) == (scheduler, factor)),
+                           None)
+                cells.append("-" if row is None else f"{row['steps_saved_pct']:.1f} / {row['hypervolume_loss_pct']:.2f}"
+                             + (" *" if row["meets_target"] else ""))
+            lines.append(f"| {scheduler} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for group, summary in summaries.items():
+        lines += [f"{group} ({len(summary['runs'])} runs: {', '.join(summary['runs'])})", "",
+                  "| arm | steps saved % mean [min, max] | hypervolume loss % mean [min, max] | meets target |",
+                  "|---|---|---|---|"]
+        for row in summary["summary"]:
+            saved, loss = row["steps_saved_pct"], row["hypervolume_loss_pct"]
+            lines.append(f"| {row['scheduler']} | {saved['mean']:.1f} [{saved['min']:.1f}, {saved['max']:.1f}] | "
+                         f"{loss['mean']:.2f} [{loss['min']:.2f}, {loss['max']:.2f}] | "
+                         f"{row['meets_target']}/{row['runs']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def compact_json(value: Any, indent: str = "") -> str:
     """JSON with one line per list item of dicts and per short value (a readable, diffable file)."""
     if isinstance(value, dict) and len(json.dumps(value)) > 120:
@@ -475,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN",
                         help="also summarise these runs together (run names as printed)")
     parser.add_argument("--json", help="write every run's table, the rows and the summaries here")
+    parser.add_argument("--markdown", help="write the tables as markdown here (results/moasha.md quotes them)")
     args = parser.parse_args(argv)
 
     runs = []
@@ -516,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                   "runs": [{key: value for key, value in run.items() if key != "table"} for run in runs],
                   "summaries": summaries, "rows": rows}
         Path(args.json).write_text(compact_json(output))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(runs, summaries))
     return 0
 
 
