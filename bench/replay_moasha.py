@@ -377,14 +377,18 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
     simulated: dict[str, Any] = {}
     if simulator:
         n_workers = int(saved["config"].get("max_concurrent") or 1)
-        check = simulate(curves, None, objectives, rungs, max_t, factors[0], n_workers)
-        recorded = [(int(row["number"]), int(row["step"])) for row in curves]
-        simulated = {"n_workers": n_workers, "fifo_order_matches": check["order"] == recorded,
-                     "fifo_rung_peers_match": rung_peers(check["order"], rungs) == rung_peers(recorded, rungs)}
-        for name in priorities:
-            for factor in factors:
-                result = simulate(curves, name, objectives, rungs, max_t, factor, n_workers)
-                arms[f"{name}@sim rf={factor:g}"] = as_records(result["last"])
+        try:
+            check = simulate(curves, None, objectives, rungs, max_t, factors[0], n_workers)
+        except ValueError as error:  # e.g. a trial that failed part-way has no full row in the table
+            simulated = {"n_workers": n_workers, "skipped": str(error)}
+        else:
+            recorded = [(int(row["number"]), int(row["step"])) for row in curves]
+            simulated = {"n_workers": n_workers, "fifo_order_matches": check["order"] == recorded,
+                         "fifo_rung_peers_match": rung_peers(check["order"], rungs) == rung_peers(recorded, rungs)}
+            for name in priorities:
+                for factor in factors:
+                    result = simulate(curves, name, objectives, rungs, max_t, factor, n_workers)
+                    arms[f"{name}@sim rf={factor:g}"] = as_records(result["last"])
 
     ours: dict[str, Any] = {}
     replay_json = (folder.parent if folder.name == "fifo" else folder) / "replay.json"
@@ -424,7 +428,9 @@ def moasha_table(source: Path, factors: Sequence[float], priorities: Sequence[st
 def print_run(run: Mapping[str, Any]) -> None:
     print(f"{run['run']}: {run['trials']} trials, rungs {run['rungs']}, max_t {run['max_t']}, reference point "
           f"{run['reference_point']}, our arms from {run['replay_json'] or '-'}")
-    if run.get("simulator"):
+    if (run.get("simulator") or {}).get("skipped"):
+        print(f"simulator: skipped ({run['simulator']['skipped']})")
+    elif run.get("simulator"):
         print(f"simulator: {run['simulator']['n_workers']} workers; fifo simulated: arrival order as recorded "
               f"{run['simulator']['fifo_order_matches']}, same peers at every rung "
               f"{run['simulator']['fifo_rung_peers_match']}")

@@ -170,3 +170,24 @@ def test_the_simulator_backend_replays_the_same_curves_through_its_tuner(tmp_pat
         assert rows[(f"{name}@sim", 3.0)]["stops"] == rows[(name, 3.0)]["stops"]
     assert [4, 2] in rows[("moasha@sim", 3.0)]["stops"]
     assert "simulator: 1 workers" in capsys.readouterr().out
+
+
+def test_curves_outside_a_fifo_folder_and_a_trial_that_stopped_reporting(tmp_path, capsys):
+    # a run folder holding curves.jsonl, sweep.json and replay.json side by side; trial 3 failed after rung 2
+    curves = _curves(tmp_path / "run-b")
+    folder = tmp_path / "run-b" / "cpu-run"
+    curves.parent.rename(folder)
+    curves = folder / "curves.jsonl"
+    rows = [json.loads(line) for line in curves.read_text().splitlines()]
+    curves.write_text("".join(json.dumps(row) + "\n" for row in rows if not (row["number"] == 3 and row["step"] > 2)))
+    (folder / "replay.json").write_text(json.dumps({"rungs": [2, 4], "table": [
+        {"scheduler": "asha rf=3", "steps": 22, "hypervolume_loss_pct": 0.0, "stops": [[1, 2]]}]}))
+    out = tmp_path / "moasha.json"
+    assert replay_moasha.main([str(curves), "--reduction-factors", "3", "--priorities", "moasha", "--simulator",
+                               "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["runs"][0]["run"] == "cpu-run" and "skipped" in written["runs"][0]["simulator"]
+    rows = {(row["scheduler"], row["reduction_factor"]): row for row in written["rows"]}
+    assert rows[("fifo", None)]["steps"] == 26  # trial 3 counts its last step, 2
+    assert rows[("asha", 3.0)]["source"] == "replay.json" and ("moasha@sim", 3.0) not in rows
+    assert "simulator: skipped" in capsys.readouterr().out
