@@ -1,7 +1,8 @@
-"""sweep/schedulers.py and sweep/ranking.py: Pareto successive halving and its rung-ranking rules.
+"""sweep/schedulers.py and sweep/ranking.py: Pareto successive halving, its rung-ranking rules, its rung rules.
 
-No Ray trials: results are fed in by hand. The rules' decisions are checked against rung ranks recorded
-from the pre-split sweep.py (fixtures/old_sweep/rung_ranks.json, made by make_rung_ranks.py there).
+No Ray trials: results are fed in by hand (tests/test_ranking.py has the relation beyond error on its
+own). The rules' decisions are checked against rung ranks recorded from the pre-split sweep.py
+(fixtures/old_sweep/rung_ranks.json, made by make_rung_ranks.py there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tune_distill.search import Objective
 from tune_distill.sweep.config import WITHIN_FRONT, SchedulerSettings, SweepConfigError
 from tune_distill.sweep.ranking import (
     RANKING_RULES,
+    BeyondError,
     CrowdingDistance,
     HypervolumeContribution,
     RankingRule,
@@ -26,6 +28,7 @@ from tune_distill.sweep.ranking import (
     ranking_rule,
 )
 from tune_distill.sweep.schedulers import (
+    BASELINE_ROLES,
     CONTINUE,
     STOP,
     BaselineKeepingASHA,
@@ -176,5 +179,129 @@ def test_a_scheduler_pickled_before_ranking_rules_unpickles_with_its_rule():
     restored = ParetoSuccessiveHalving.__new__(ParetoSuccessiveHalving)
     restored.__setstate__(old_state)
     assert isinstance(restored.ranking, CrowdingDistance) and restored.rank(1, [50, 10]) == scheduler.rank(1, [50, 10])
+    # ... and one pickled before issue 15 decides by the rule of its time
+    assert restored.beyond_error is None and restored.baseline == "competitor" and not restored.guard
     again = pickle.loads(pickle.dumps(scheduler))
     assert isinstance(again.ranking, CrowdingDistance) and again.records == scheduler.records
+
+
+# --------------------------------------------------------------------------------------------------
+# The noise-aware rung rule (issue 15): ties within error survive, the baseline is a yardstick
+# --------------------------------------------------------------------------------------------------
+
+F1 = "HasAns_f1_always_answer"
+SPAN = (Objective(F1, "max"), Objective("parameters", "min"))
+BASELINE_SIZE = 17242754
+
+
+def _span(step, f1, se, parameters=BASELINE_SIZE, kind="search", total=120):
+    """A rung result as a sweep reports it: span F1 with its standard error, the parameter count."""
+    result = {"step": step, F1: f1, "parameters": parameters, "total_steps": total, "kind": kind}
+    return {**result, f"{F1}_se": se} if se is not None else result
+
+
+def _noise_aware(**settings):
+    return make_scheduler(SchedulerSettings(name="pareto_sh", rungs=(40,), **settings), SPAN)
+
+
+def test_the_default_rule_is_the_noise_aware_one_and_the_old_one_stays_available():
+    scheduler = _noise_aware()
+    assert isinstance(scheduler.beyond_error, BeyondError) and scheduler.beyond_error.z == 2.0
+    assert scheduler.baseline == "reserved" and isinstance(scheduler.ranking, SweepHypervolumeContribution)
+    assert scheduler.state()["rung_rule"] == "beyond_error" and scheduler.state()["noise_z"] == 2.0
+    old = _noise_aware(rung_rule="plain", within_front="hypervolume")
+    assert old.beyond_error is None and old.baseline == "competitor"
+    assert isinstance(old.ranking, HypervolumeContribution)
+    assert _noise_aware(noise_z=0.5).beyond_error.z == 0.5
+    # built directly, the scheduler keeps the rule of old (what old sweeps' state files were decided by)
+    assert ParetoSuccessiveHalving([1], OBJECTIVES).beyond_error is None
+
+
+def test_a_newcomer_tied_with_the_baseline_within_its_error_survives():
+    # results/early-stopping-learners at step 40: trial 7 is 0.004 points below the baseline at its size,
+    # with standard errors of 1.4; the plain rule stopped it (it ended as the best student, 48.0 F1)
+    for scheduler, verdict in ((_noise_aware(), CONTINUE), (_noise_aware(rung_rule="plain"), STOP)):
+        assert scheduler.on_result("1", _span(40, 27.20, 1.32, 16504034)) == CONTINUE
+        assert scheduler.on_result("0", _span(40, 32.072, 1.41, kind="baseline")) == CONTINUE
+        assert scheduler.on_result("7", _span(40, 32.068, 1.44)) == verdict
+
+
+def test_a_newcomer_dominated_far_beyond_its_error_is_stopped():
+    scheduler = _noise_aware()
+    scheduler.on_result("1", _span(40, 27.20, 1.32, 16504034))
+    scheduler.on_result("0", _span(40, 32.072, 1.41, kind="baseline"))
+    scheduler.on_result("7", _span(40, 32.068, 1.44))
+    # 17 points below trial 7 and the baseline at their size (beyond 2 x 1.8): behind both trials
+    assert scheduler.rank(40, [15.31, BASELINE_SIZE], [1.08, None]) == (2, 1, 4)
+    assert scheduler.on_result("2", _span(40, 15.31, 1.08)) == STOP
+    assert scheduler.records[40]["2"] == {"values": [15.31, BASELINE_SIZE], "decision": STOP, "step": 40,
+                                          "errors": [1.08, None]}
+    assert scheduler.records[40]["0"]["baseline"] is True
+
+
+def test_the_baseline_holds_one_slot_but_takes_none_by_rank():
+    # rung: the baseline (best) and one small trial; the newcomer is tied with the baseline at its size
+    newcomer, errors = [32.068, BASELINE_SIZE], [1.44, None]
+    ranks = {}
+    for role in BASELINE_ROLES:
+        scheduler = _noise_aware()
+        scheduler.baseline = role
+        scheduler.on_result("1", _span(40, 27.20, 1.32, 16504034))
+        scheduler.on_result("0", _span(40, 32.072, 1.41, kind="baseline"))
+        ranks[role] = scheduler.rank(40, newcomer, errors)
+    # competitor (the old role): counted, and ranked ahead of the newcomer within the front (a tie at
+    # its size loses to it plainly): rank 2 of 3, 1 slot
+    assert ranks["competitor"] == (2, 1, 3)
+    # reserved (the default): counted in n, it holds one of ceil(3 / 3) = 1 slots, at least one is left
+    # to the others, and the newcomer is ranked among the search trials only: first
+    assert ranks["reserved"] == (0, 1, 3)
+    # yardstick: left out of n too
+    assert ranks["yardstick"] == (0, 1, 2)
+    scheduler = _noise_aware()
+    scheduler.on_result("0", _span(40, 50, 1, kind="baseline"))
+    for number in range(1, 6):
+        scheduler.on_result(str(number), _span(40, 10 + number, 1, 16_000_000 - number))
+    assert scheduler.rank(40, [30, 15_000_000], [1, None])[1:] == (2, 7)  # ceil(7 / 3) = 3 slots, one the baseline's
+    with pytest.raises(SweepConfigError, match="baseline must be one of"):
+        ParetoSuccessiveHalving([1], SPAN, baseline="judge")
+
+
+def test_results_without_standard_errors_fall_back_to_plain_dominance_and_say_so_once(caplog):
+    scheduler = _noise_aware()
+    scheduler.on_result("1", _span(40, 27.20, None, 16504034))
+    scheduler.on_result("0", _span(40, 32.072, None, kind="baseline"))
+    with caplog.at_level("WARNING", logger="tune_distill.sweep.schedulers"):
+        # without standard errors the baseline dominates trial 7 plainly: behind trial 1, outside 1 slot
+        assert scheduler.on_result("7", _span(40, 32.068, None)) == STOP
+        assert scheduler.on_result("8", _span(40, 5.0, None, 17000000)) == STOP
+    warnings = [r.getMessage() for r in caplog.records if "no standard error" in r.getMessage()]
+    assert len(warnings) == 1 and f"{F1}_se" in warnings[0]
+    assert "errors" not in scheduler.records[40]["7"]
+
+
+def test_resume_keeps_the_noise_aware_decisions(tmp_path):
+    state = tmp_path / "scheduler_state.json"
+    settings = SchedulerSettings(name="pareto_sh", rungs=(40, 80), reduction_factor=3)
+    first = make_scheduler(settings, SPAN, str(state))
+    decisions = {}
+    for trial, args in (("1", (27.20, 1.32, 16504034)), ("0", (32.072, 1.41, BASELINE_SIZE, "baseline")),
+                        ("7", (32.068, 1.44)), ("2", (15.31, 1.08))):
+        decisions[trial] = first.on_result(trial, _span(40, *args))
+    assert decisions == {"1": CONTINUE, "0": CONTINUE, "7": CONTINUE, "2": STOP}
+    saved = json.loads(state.read_text())
+    assert saved["rung_rule"] == "beyond_error" and saved["baseline"] == "reserved"
+    resumed = make_scheduler(settings, SPAN, str(state))
+    # a stopped trial stays stopped and a kept one is not judged again at its rung, whatever it reports now
+    assert resumed.on_result("2", _span(41, 99.0, 0.1)) == STOP
+    assert resumed.on_result("7", _span(41, 0.0, 0.1)) == CONTINUE
+    assert resumed.records[40] == first.records[40] and resumed.num_stopped == 1
+    # a state file written before issue 15 (records without standard errors or baseline flags) loads,
+    # and its decisions stand
+    for records in saved["records"].values():
+        for record in records.values():
+            record.pop("errors", None), record.pop("baseline", None)
+    old = tmp_path / "old_state.json"
+    old.write_text(json.dumps({key: value for key, value in saved.items()
+                               if key not in ("rung_rule", "noise_z", "baseline")}))
+    from_old = make_scheduler(settings, SPAN, str(old))
+    assert [from_old.on_result(trial, _span(40, 20.0, 1.0)) for trial in decisions] == list(decisions.values())
