@@ -8,21 +8,35 @@ again. This script instead feeds the recorded results, in the order they arrived
 timestamps), to the scheduler classes the sweep itself uses, and reports for each scheduler and
 reduction factor the optimiser steps saved and the hypervolume lost against fifo, measured as
 bench/early_stopping.py measures them (complete and stopped trials with their last metrics,
-feasible ones, one reference point for all rows).
+feasible ones), against one reference point per run: that of every recorded evaluation
+(`curve_reference`), so rows of different schedulers, or of another bench on the same curves, compare.
 
-Schedulers replayed (tune_distill.sweep):
-  pareto_sh            ParetoSuccessiveHalving, fronts ordered by hypervolume contribution (default);
-  pareto_sh:crowding   the same, fronts ordered by crowding distance;
-  single               ParetoSuccessiveHalving on the first objective alone (successive halving on
-                       accuracy with pareto_sh's bookkeeping: same rungs, same quota rule);
+Schedulers replayed (tune_distill.sweep, built by its make_scheduler):
+  pareto_sh            ParetoSuccessiveHalving as the config's defaults build it (issue 15: dominance
+                       beyond the rung results' standard errors, z = 2; the baseline a yardstick that
+                       holds one kept slot; fronts ordered by hypervolume contribution against the
+                       report's reference point);
+  pareto_sh:plain      the rule before issue 15 (plain dominance, the baseline ranked as a competitor,
+                       fronts ordered against the rung's nadir + 10% of the spread);
+  pareto_sh:crowding   the default rule, fronts ordered by crowding distance;
+  single               successive halving on the first objective alone with pareto_sh's bookkeeping
+                       (same rungs, same quota rule; the plain rule);
   asha                 BaselineKeepingASHA (Ray's ASHA on the first objective), grace_period = the
                        first rung, max_t = the last.
-The baseline is never stopped, as in a sweep.
+pareto_sh and single take options after colons (`make`): plain | noise, z=X, hypervolume |
+sweep_hypervolume | crowding, and the measuring knobs competitor | yardstick | reserved (how the
+baseline counts) and guard. The baseline is never stopped, as in a sweep.
+
+Rung standard errors: the sweep reports `<metric>_se` with every evaluation, and read_curves keeps them
+from a sweep folder; curves saved before that lack them, and are given estimates
+(`estimate_standard_errors`: the trial's final standard error as a share of the largest one a mean
+of per-question scores in [0, 100] can have, carried to the rung's score; `--se-estimate`).
 
 Limits: the arrival order is fifo's. In a real run a stopped trial frees its slot earlier, so later
 trials reach the rungs sooner and may be judged against fewer records; asynchronous decisions can
 then differ. Check against a real run: on results/early-stopping-v3 the real pareto_sh arm and its
-replay stop the same trials at the same rungs (54.2% fewer steps, 10.0% less hypervolume).
+replay stop the same trials at the same rungs (54.2% fewer steps, 10.0% less hypervolume; the rule
+before issue 15).
 
 Input: a sweep folder (its Tune trial folders `tune/trial_*/result.json` hold the curves) or a
 `curves.jsonl` written by --save-curves (one line per evaluation; small enough to keep in results/).
@@ -34,6 +48,10 @@ Commands (CPU, seconds):
   python bench/replay_schedulers.py CURVES --rungs 40 80 --reduction-factors 2 3 --schedulers pareto_sh single asha
   python bench/replay_schedulers.py results/early-stopping-teacher*/fifo/curves.jsonl   # replicates: mean, range,
                                                                 # and how many runs meet the target per scheduler
+  python bench/replay_schedulers.py CURVES --reduction-factors 3 \
+      --schedulers pareto_sh pareto_sh:plain pareto_sh:z=1 pareto_sh:yardstick   # the noise rule's choices
+The JSON (--json) also holds `rows`: one per (run, scheduler, reduction factor) with run, scheduler,
+reduction_factor, steps, steps_saved_pct, hypervolume, hypervolume_loss_pct, meets_target.
 """
 
 from __future__ import annotations
@@ -272,10 +290,14 @@ def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | N
     names = [o["name"] for o in objectives]
     metric_names = sorted(set(names) | {c["name"] for c in constraints})
     rungs = list(rungs or saved["config"]["scheduler"].get("rungs") or [])
-    if not rungs:
-        raise ValueError(f"{sweep_json}: the sweep has no pareto_sh rungs; give --rungs")
-
     curves = read_curves(source, metric_names)
+    if not rungs:  # a fifo sweep without rungs in its config: every evaluation step short of the end
+        rungs = sorted({int(row["step"]) for row in curves if not row.get("final")
+                        and (row.get("total_steps") is None or row["step"] < row["total_steps"])})
+    if not rungs:
+        raise ValueError(f"{sweep_json}: the sweep has no pareto_sh rungs and its curves no evaluation before "
+                         "the end; give --rungs")
+
     if save_curves:
         Path(save_curves).write_text("".join(json.dumps(row) + "\n" for row in curves))
     trials_path = folder / "trials.jsonl"
@@ -310,9 +332,61 @@ def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | N
                                  and loss <= target_loss),
             "stops": sorted((int(r["number"]), steps_of(r)) for r in records if r["status"] == "stopped"),
         })
+    bound = clairvoyant(curves, rungs, objectives, constraints, reference, target_loss)
     return {"source": str(source), "run": run_name(source), "trials": len(fifo), "rungs": rungs,
             "objectives": objectives, "constraints": constraints, "standard_errors": errors,
-            "reference_point": reference, "table": table}
+            "reference_point": reference, "table": table, "clairvoyant": bound}
+
+
+def clairvoyant(curves: Sequence[Mapping[str, Any]], rungs: Sequence[int], objectives: Sequence[Mapping[str, str]],
+                constraints: Sequence[Mapping[str, Any]], reference: Sequence[float],
+                target_loss: float) -> dict[str, Any]:
+    """What a scheduler that knew the final results could save for at most `target_loss`% less hypervolume.
+
+    Every search trial may stop at its first evaluation at or past each rung, or run to its end; the
+    baseline runs to its end. Greedy: start with every search trial stopped at its first rung, then let
+    the trial whose next stopping point adds the most hypervolume per extra step run on, until the loss
+    is within the target. A bound on what rung decisions can reach (greedy, so not always the best).
+    """
+    from bench.early_stopping import arm_hypervolume, steps_of, usable_rows
+
+    names = [o["name"] for o in objectives]
+    evaluations: dict[str, list[Mapping[str, Any]]] = {}
+    for row in sorted(curves, key=lambda row: row["step"]):
+        evaluations.setdefault(str(row["trial_id"]), []).append(row)
+    options = {}
+    for trial, rows in evaluations.items():
+        stops = [next((row for row in rows if row["step"] >= rung), rows[-1]) for rung in sorted(rungs)]
+        chain = [row for i, row in enumerate(stops) if row not in stops[:i]]
+        chain = [] if rows[0].get("kind") == "baseline" else chain
+        options[trial] = chain + ([rows[-1]] if not chain or chain[-1] is not rows[-1] else [])
+
+    def measure(choice: Mapping[str, int]) -> tuple[int, float]:
+        last = {trial: {**options[trial][index], "stopped": False} for trial, index in choice.items()}
+        records = as_records(last)
+        value, _ = arm_hypervolume(usable_rows(records, names, ("complete", "stopped")), objectives, constraints,
+                                   reference)
+        return sum(steps_of(r) for r in records), value
+
+    full_steps, full = measure({trial: len(chain) - 1 for trial, chain in options.items()})
+    choice = {trial: 0 for trial in options}
+    steps, value = measure(choice)
+    while full > 0 and 100.0 * (1 - value / full) > target_loss:
+        best = None
+        for trial, index in choice.items():
+            for later in range(index + 1, len(options[trial])):
+                trial_steps, trial_value = measure({**choice, trial: later})
+                gain = (trial_value - value) / max(1, trial_steps - steps)
+                if best is None or gain > best[0]:
+                    best = (gain, trial, later, trial_steps, trial_value)
+        if best is None:
+            break
+        _, trial, later, steps, value = best
+        choice[trial] = later
+    return {"steps": steps, "steps_saved_pct": 100.0 * (1 - steps / full_steps) if full_steps else None,
+            "hypervolume_loss_pct": 100.0 * (1 - value / full) if full > 0 else None,
+            "kept_past_first_rung": sorted((int(options[t][i]["number"]), int(options[t][i]["step"]))
+                                           for t, i in choice.items() if i > 0)}
 
 
 def flat_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -333,6 +407,11 @@ def print_table(run: Mapping[str, Any]) -> None:
         loss = "-" if row["hypervolume_loss_pct"] is None else f"{row['hypervolume_loss_pct']:.2f}"
         stops = " ".join(f"{n}@{s}" for n, s in row["stops"])
         print(f"{row['scheduler']:<26} {row['stopped']:>7} {row['steps']:>6} {saved_pct:>7} {loss:>8}  {stops}")
+    bound = run.get("clairvoyant")
+    if bound and bound["steps_saved_pct"] is not None:
+        kept = " ".join(f"{n}@{s}" for n, s in bound["kept_past_first_rung"])
+        print(f"{'clairvoyant (greedy)':<26} {'':>7} {bound['steps']:>6} {bound['steps_saved_pct']:>7.1f} "
+              f"{bound['hypervolume_loss_pct']:>8.2f}  kept past the first rung: {kept}")
 
 
 def across_runs(runs: Sequence[Mapping[str, Any]], target_steps: float, target_loss: float) -> list[dict[str, Any]]:
@@ -359,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(several: replicates, summarised together)")
     parser.add_argument("--sweep-json", help="the sweep.json with objectives and constraints (default: next to "
                                              "each source)")
-    parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: the sweep's pareto_sh rungs)")
+    parser.add_argument("--rungs", type=int, nargs="+", help="rungs (default: the sweep's pareto_sh rungs, else "
+                                                             "every evaluation step short of the end)")
     parser.add_argument("--reduction-factors", type=float, nargs="+", default=[2.0, 3.0])
     parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS),
                         help=f"default: {' '.join(SCHEDULERS)}; pareto_sh and single take options after colons "
