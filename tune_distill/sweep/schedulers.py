@@ -56,16 +56,16 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     recorded at that rung so far (itself included) by non-dominated sorting, then within its front by
     the ranking rule `within_front` (a `RankingRule`, or the name of one in ranking.RANKING_RULES;
     larger first; ties go to the newcomer):
-      * 'hypervolume' (default, `HypervolumeContribution`): the exclusive hypervolume contribution of
+      * 'hypervolume' (the constructor's default, `HypervolumeContribution`): the exclusive hypervolume contribution of
         each member of the front, against the rung points' nadir pushed out by 10% of each objective's
         spread (`pareto.nadir_reference`). A point's box spans the gaps to its neighbours on the front, so a
         student that is smaller than its neighbour by little and less accurate by much ranks low, and
         one that opens a wide gap ranks high; an extreme of the front (the smallest, the most
         accurate) owns a box as deep as a tenth of the spread, not an automatic place (with two points
         the two boxes are equal, and the newcomer keeps the tie);
-      * 'crowding' (`CrowdingDistance`): NSGA-II crowding distance (every extreme of the front ranks first).
-      * 'sweep_hypervolume' (`SweepHypervolumeContribution`): the contribution against the reference the
-        sweep's report measures with (the least accuracy, 1.1 x the largest size).
+      * 'crowding' (`CrowdingDistance`): NSGA-II crowding distance (every extreme of the front ranks first);
+      * 'sweep_hypervolume' (the config's default, `SweepHypervolumeContribution`): the contribution against
+        the reference the sweep's report measures with (the least accuracy, 1.1 x the largest size).
     It continues when its rank is within the best ceil(n / reduction_factor) of those n trials, else
     it stops. The first trial at a rung always continues (nothing to compare with), like ASHA.
     The noise-aware rule (`beyond_error`, a `ranking.BeyondError`, None = plain dominance): the fronts
@@ -74,6 +74,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     members are then ordered as before (plain fronts within it, then the rule's score). `baseline` says
     how the baseline counts (BASELINE_ROLES; make_scheduler: 'reserved' with the noise-aware rule,
     'competitor' with the plain one). Results without standard errors are compared plainly (logged once).
+    Built directly, without `beyond_error`, it decides by the rule before issue 15 (old state files and
+    pickles resume with it); the config's defaults (make_scheduler) build the noise-aware rule.
     Decisions are never revisited; a resumed trial meets its recorded decision again. A report at
     the run's last step is recorded but never stopped. Rung records persist to `state_path` (JSON)
     so a resumed sweep keeps them.
