@@ -305,3 +305,21 @@ def test_resume_keeps_the_noise_aware_decisions(tmp_path):
                                if key not in ("rung_rule", "noise_z", "baseline")}))
     from_old = make_scheduler(settings, SPAN, str(old))
     assert [from_old.on_result(trial, _span(40, 20.0, 1.0)) for trial in decisions] == list(decisions.values())
+
+
+@pytest.mark.parametrize(("scheduler", "message"), [
+    ({"rung_rule": "fuzzy"}, r"scheduler.rung_rule: expected one of beyond_error, plain, got 'fuzzy'"),
+    ({"noise_z": -1}, r"scheduler.noise_z: must be a number of standard errors in \[0, 10\], got -1"),
+    ({"noise_z": 11}, r"scheduler.noise_z: must be a number of standard errors in \[0, 10\]"),
+    ({"noise_z": float("nan")}, r"scheduler.noise_z: must be a finite number"),
+    ({"noise_z": "two"}, r"scheduler.noise_z: expected a number"),
+    ({"noise": 2}, r"scheduler.noise: unknown key"),
+])
+def test_the_rung_rule_settings_are_checked(scheduler, message):
+    from tune_distill.sweep.config import CONFIGS_DIR, sweep_config_from_dict
+
+    space = str(CONFIGS_DIR / "space_smoke.yaml")
+    settings = sweep_config_from_dict({"space": space, "scheduler": {"name": "pareto_sh", "rungs": [1]}}).scheduler
+    assert (settings.rung_rule, settings.noise_z, settings.within_front) == ("beyond_error", 2.0, "sweep_hypervolume")
+    with pytest.raises(SweepConfigError, match=message):
+        sweep_config_from_dict({"space": space, "scheduler": {"name": "pareto_sh", "rungs": [1], **scheduler}})
