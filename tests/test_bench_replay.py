@@ -88,3 +88,32 @@ def test_replay_reads_a_sweep_folder_and_saves_its_curves(tmp_path):
     bad.write_text('{"trial_id": "x"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl: evaluation 0 lacks \['timestamp', 'step', 'metrics'\]"):
         replay_schedulers.read_curves(bad, ["f1"])
+
+
+def test_missing_rung_errors_are_the_trials_share_of_the_binomial_bound():
+    # a trial's final span F1 50 on 100 questions with se 4 is 0.8 of the bound sqrt(50 * 50 / 100) = 5
+    records = [{"trial_id": "a", "metrics": {"f1": 50.0, "f1_se": 4.0, "total": 100}},
+               {"trial_id": "b", "metrics": {"f1": 20.0, "total": 100}}]  # no final error: the pooled share
+    curves = [{"trial_id": "a", "step": 2, "metrics": {"f1": 20.0, "parameters": 9}},
+              {"trial_id": "b", "step": 2, "metrics": {"f1": 20.0, "parameters": 9}}]
+    filled, note = replay_schedulers.estimate_standard_errors(curves, records, ["f1", "parameters"])
+    bound = (20.0 * 80.0 / 100) ** 0.5  # 4.0 at the rung's score
+    assert filled[0]["metrics"]["f1_se"] == pytest.approx(0.8 * bound)
+    assert filled[1]["metrics"]["f1_se"] == pytest.approx(replay_schedulers.POOLED_SHARE * bound)
+    assert "parameters_se" not in filled[0]["metrics"] and note.startswith("estimated (trial")
+    bounded, _ = replay_schedulers.estimate_standard_errors(curves, records, ["f1"], mode="bound")
+    assert bounded[0]["metrics"]["f1_se"] == pytest.approx(bound)
+    untouched, note = replay_schedulers.estimate_standard_errors(curves, records, ["f1"], mode="none")
+    assert "f1_se" not in untouched[0]["metrics"] and note.startswith("none")
+
+
+def test_the_clairvoyant_bound_keeps_only_what_the_final_front_needs(tmp_path):
+    rows = [json.loads(line) for line in _curves(tmp_path).read_text().splitlines()]
+    objectives = [{"name": "f1", "direction": "max"}, {"name": "parameters", "direction": "min"}]
+    reference = replay_schedulers.curve_reference(rows, objectives, [])
+    loose = replay_schedulers.clairvoyant(rows, [2, 4], objectives, [], reference, target_loss=100.0)
+    assert loose["kept_past_first_rung"] == [] and loose["steps"] == 6 + 3 * 2  # the baseline runs to its end
+    exact = replay_schedulers.clairvoyant(rows, [2, 4], objectives, [], reference, target_loss=0.0)
+    assert exact["hypervolume_loss_pct"] == pytest.approx(0.0)
+    assert (3, 6) in exact["kept_past_first_rung"]  # t3, half the size, is on the final front
+    assert all(number != 2 for number, _ in exact["kept_past_first_rung"])  # t2 is dominated at every step
