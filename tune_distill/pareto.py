@@ -75,7 +75,7 @@ def feasible_mask(frame: Any, constraints: Sequence[Any]) -> np.ndarray:
 
 
 
-def _minimisation_form(values: Any, directions: Sequence[str]) -> np.ndarray:
+def minimisation_form(values: Any, directions: Sequence[str]) -> np.ndarray:
     """Rows of objective values with 'max' columns negated, as a float (n, m) array."""
     array = np.asarray(values, dtype=float)
     if array.ndim == 1:
@@ -95,7 +95,7 @@ def _minimisation_form(values: Any, directions: Sequence[str]) -> np.ndarray:
     return array * np.array(signs)
 
 
-def _dominance_matrix(points: np.ndarray) -> np.ndarray:
+def dominance_matrix(points: np.ndarray) -> np.ndarray:
     """dominates[i, j]: point i is no worse than j everywhere and better somewhere (minimisation)."""
     no_worse = (points[:, None, :] <= points[None, :, :]).all(axis=-1)
     better = (points[:, None, :] < points[None, :, :]).any(axis=-1)
@@ -107,25 +107,28 @@ def non_dominated_sort(values: Any, directions: Sequence[str]) -> list[np.ndarra
 
     Equal rows never dominate each other and land in the same front.
     """
-    points = _minimisation_form(values, directions)
-    n = len(points)
-    if n == 0:
-        return []
-    dominates = _dominance_matrix(points)
-    domination_count = dominates.sum(axis=0)
+    points = minimisation_form(values, directions)
+    return fronts_of(dominance_matrix(points)) if len(points) else []
+
+
+def fronts_of(dominates: np.ndarray) -> list[np.ndarray]:
+    """Fronts of row indices peeled off a dominance relation (dominates[i, j]: i dominates j; acyclic):
+    plain Pareto dominance (`dominance_matrix`) or another, e.g. the noise-aware one of sweep/ranking.py."""
+    dominates = np.asarray(dominates, dtype=bool)
+    remaining = np.ones(len(dominates), dtype=bool)
     fronts = []
-    current = np.flatnonzero(domination_count == 0)
-    while current.size:
+    while remaining.any():
+        current = np.flatnonzero(remaining & ~dominates[remaining].any(axis=0))
+        if not current.size:
+            raise ValueError("the dominance relation has a cycle")
         fronts.append(current)
-        domination_count = domination_count - dominates[current].sum(axis=0)
-        domination_count[current] = -1
-        current = np.flatnonzero(domination_count == 0)
+        remaining[current] = False
     return fronts
 
 
 def pareto_mask(values: Any, directions: Sequence[str]) -> np.ndarray:
     """Boolean mask of the non-dominated rows (duplicates of a non-dominated row are all kept)."""
-    points = _minimisation_form(values, directions)
+    points = minimisation_form(values, directions)
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
     if points.shape[1] == 2:
@@ -148,8 +151,8 @@ def hypervolume(values: Any, directions: Sequence[str], reference_point: Sequenc
     a lower bound). Points that do not strictly beat the reference in every objective add nothing.
     2-D by a sweep line, more objectives by slicing along the last one (fine for small sets).
     """
-    points = _minimisation_form(values, directions)
-    reference = _minimisation_form(np.asarray(reference_point, dtype=float).reshape(1, -1), directions)[0]
+    points = minimisation_form(values, directions)
+    reference = minimisation_form(np.asarray(reference_point, dtype=float).reshape(1, -1), directions)[0]
     points = points[(points < reference).all(axis=1)]
     if len(points) == 0:
         return 0.0
@@ -213,7 +216,7 @@ def nadir_reference(values: Any, directions: Sequence[str], margin: float = 0.1)
     neither the most accurate nor the smallest point wins or loses by convention. Where all points
     agree on an objective the reference sits on them (that objective then separates nothing).
     """
-    array = _minimisation_form(np.asarray(values, dtype=float).reshape(-1, len(directions)), directions)
+    array = minimisation_form(np.asarray(values, dtype=float).reshape(-1, len(directions)), directions)
     if len(array) == 0:
         return [0.0] * len(directions)
     worst, best = array.max(axis=0), array.min(axis=0)
@@ -238,7 +241,7 @@ def crowding_distance(values: Any, directions: Sequence[str]) -> np.ndarray:
     Per objective, the gap between a row's two neighbours divided by the objective's range, summed;
     the extreme rows of every objective get infinity. Objectives where all rows agree add nothing.
     """
-    points = _minimisation_form(values, directions)
+    points = minimisation_form(values, directions)
     n, m = points.shape
     distance = np.zeros(n)
     if n <= 2:

@@ -32,8 +32,11 @@ import numpy as np
 
 from tune_distill.pareto import (
     crowding_distance,
+    dominance_matrix,
+    fronts_of,
     hypervolume_contributions,
     hypervolume_reference,
+    minimisation_form,
     nadir_reference,
     non_dominated_sort,
 )
@@ -137,20 +140,6 @@ class CrowdingDistance(RankingRule):
         return crowding_distance(front, directions)
 
 
-def fronts_of(dominates: np.ndarray) -> list[np.ndarray]:
-    """Fronts of row indices peeled off a dominance relation (dominates[i, j]: i dominates j; acyclic)."""
-    dominates = np.asarray(dominates, dtype=bool)
-    remaining = np.ones(len(dominates), dtype=bool)
-    fronts = []
-    while remaining.any():
-        current = np.flatnonzero(remaining & ~dominates[remaining].any(axis=0))
-        if not current.size:
-            raise ValueError("the dominance relation has a cycle")
-        fronts.append(current)
-        remaining[current] = False
-    return fronts
-
-
 class BeyondError:
     """Pareto dominance that needs more than measurement noise: the noise-aware rung rule's relation.
 
@@ -174,15 +163,13 @@ class BeyondError:
         `errors`: an array shaped like `values`, a standard error per value, NaN where none was reported.
         A column with no finite error anywhere is an exact objective.
         """
-        points = np.asarray(values, dtype=float)
-        errors = np.asarray(errors, dtype=float).reshape(points.shape)
-        signs = np.array([-1.0 if d in ("max", "maximize") else 1.0 for d in directions])
-        low = points * signs  # minimisation form
+        low = minimisation_form(values, directions)
+        errors = np.asarray(errors, dtype=float).reshape(low.shape)
+        plain = dominance_matrix(low)
         no_worse = (low[:, None, :] <= low[None, :, :]).all(axis=-1)
-        plain = no_worse & (low[:, None, :] < low[None, :, :]).any(axis=-1)
         measured = np.isfinite(errors).any(axis=0)
         if not measured.any():
-            return plain, len(points) * (len(points) - 1)
+            return plain, len(low) * (len(low) - 1)
         gaps = low[None, :, measured] - low[:, None, measured]  # gaps[i, j, k]: how much i beats j on k
         known = np.isfinite(errors[:, measured])
         both = known[:, None, :] & known[None, :, :]
