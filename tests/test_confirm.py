@@ -151,6 +151,9 @@ def test_carve_takes_the_last_articles_no_question_of_which_the_sweep_used(sweep
         [f"a-{norhaven['title']}", f"b-{animals['title']}"]  # file order kept
     with pytest.raises(ConfirmError, match=r"only 2 of its 4 articles are unused .* asked for 3"):
         confirm_module.carve(config, str(source), 3, tmp_path / "three.json")
+    assert confirm_module.carve(config, str(source), 1, tmp_path / "test.json")["titles"] == carved["titles"]  # rerun
+    with pytest.raises(ConfirmError, match=r"test.json: exists with other questions"):
+        confirm_module.carve(config, str(source), 2, tmp_path / "test.json")  # never overwrites another split
 
 
 def test_confirm_on_carved_articles_with_every_trial(sweep, tmp_path, capsys):

@@ -114,7 +114,11 @@ def carve(config: RunConfig, source: str, articles: int, out: str | Path) -> dic
                            f"by the sweep's training and validation questions; asked for {articles}")
     chosen = unused[-articles:]
     questions = [qa for article in chosen for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
-    write_json(Path(out), {"version": document.get("version", "v2.0"), "data": chosen}, indent=None)
+    payload = {"version": document.get("version", "v2.0"), "data": chosen}
+    if Path(out).exists() and json.loads(Path(out).read_text(encoding="utf-8")) != payload:
+        raise ConfirmError(f"--data {out}: exists with other questions; carve into a new file (a rerun may reuse "
+                           "the same one)")
+    write_json(Path(out), payload, indent=None)
     result = {"from": str(source), "from_sha256": file_fingerprint(source), "out": str(out),
               "titles": [article["title"] for article in chosen], "questions": len(questions),
               "unanswerable": sum(bool(qa.get("is_impossible")) for qa in questions)}
