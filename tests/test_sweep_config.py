@@ -25,7 +25,7 @@ from tune_distill.sweep.plan import load_sweep_space, trial_run_config
 
 
 def test_presets_load_and_their_spaces_resolve():
-    for name in ("smoke", "cpu", "paper"):
+    for name in ("smoke", "cpu", "cpu_v4", "cpu_v3", "paper"):
         config = load_sweep_config(preset_path(name))
         assert Path(config.space).is_file(), name
         space = load_sweep_space(config, EXAMPLE_TEACHER_CONTEXT)
