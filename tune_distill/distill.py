@@ -279,7 +279,7 @@ def train(
                                         start_positions, end_positions, batch["attention_mask"],
                                         config.alpha_ce, config.temperature)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"training diverged: the loss became {float(loss)} at step {step}; lower "
+            raise TrainingDiverged(f"training diverged: the loss became {float(loss.detach())} at step {step}; lower "
                                    f"distill.learning_rate (now {config.learning_rate:g}) or try"
                                    " distill.precision=fp32")
         if scaler is not None:
