@@ -25,6 +25,8 @@ import pytest
 import ray
 import yaml
 
+from tune_distill.private_api import ray_launcher_prepare_config, ray_launcher_validate_config
+
 ROOT = Path(__file__).resolve().parent.parent
 GPU_YAML = ROOT / "cluster" / "gpu.yaml"
 KUBERAY_YAML = ROOT / "cluster" / "kuberay.yaml"
@@ -78,9 +80,7 @@ def load(path: Path) -> dict:
 
 def prepared(config: dict) -> dict:
     """What `ray up` validates: the config merged with Ray's AWS defaults (no AWS call is made)."""
-    from ray.autoscaler._private.util import prepare_config
-
-    return prepare_config(copy.deepcopy(config))
+    return ray_launcher_prepare_config(copy.deepcopy(config))
 
 
 def python_on_path(tmp_path: Path) -> dict[str, str]:
@@ -112,9 +112,7 @@ def worker_types(config: dict) -> dict[str, dict]:
 
 
 def test_gpu_config_passes_rays_validation(gpu_config):
-    from ray.autoscaler._private.util import validate_config
-
-    validate_config(prepared(gpu_config))
+    ray_launcher_validate_config(prepared(gpu_config))
 
 
 @pytest.mark.parametrize("mutate", [
@@ -127,12 +125,11 @@ def test_gpu_config_passes_rays_validation(gpu_config):
 ])
 def test_rays_validation_rejects_a_broken_config(gpu_config, mutate):
     import jsonschema
-    from ray.autoscaler._private.util import validate_config
 
     broken = copy.deepcopy(gpu_config)
     mutate(broken)
     with pytest.raises((jsonschema.ValidationError, ValueError)):
-        validate_config(prepared(broken))
+        ray_launcher_validate_config(prepared(broken))
 
 
 def test_head_runs_no_trials_and_keeps_its_dashboard_local(gpu_config):

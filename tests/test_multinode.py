@@ -38,6 +38,7 @@ ray = pytest.importorskip("ray")
 
 from conftest import write_sweep_inputs  # noqa: E402
 
+from tune_distill.private_api import ray_address_file  # noqa: E402
 from tune_distill.report import read_trials  # noqa: E402
 
 pytestmark = [
@@ -168,9 +169,7 @@ def two_node_cluster(tmp_path):
     # a short root: Ray's unix sockets live under <temp dir>/session_*/sockets (107-character limit)
     root = Path(tempfile.mkdtemp(prefix="td-multinode-", dir="/tmp"))
     temp_dir = root / "ray"
-    from ray._common.utils import get_ray_address_file
-
-    machine_address_file = Path(get_ray_address_file(None))  # /tmp/ray/ray_current_cluster: what `ray.init()` joins
+    machine_address_file = Path(ray_address_file())  # /tmp/ray/ray_current_cluster: what `ray.init()` joins
     env = {key: value for key, value in os.environ.items()
            if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH") and not key.startswith("RAY_health_check")}
     env.update(HEALTH_CHECKS, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),

@@ -35,6 +35,7 @@ from tune_distill.search import (
 )
 from tune_distill.search.expression import _Expression
 from tune_distill.search.searchers.base import _STATE_HEADER, _Outcome
+from tune_distill.search.searchers.state import STATE_HEADER
 from tune_distill.search.searchers.parego import _parego_scores
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -136,6 +137,7 @@ def _runs_and_restores_exactly(name: str) -> None:
             if index == 10:
                 state = searcher.state()
                 assert isinstance(state, bytes)
+                _assert_plain_data(state)
                 searcher = restore_searcher(state)
         for trial_id, params in batch:
             replayed.append(params)
@@ -146,6 +148,14 @@ def _runs_and_restores_exactly(name: str) -> None:
             else:
                 searcher.observe(trial_id, values)
     assert replayed == [r.params for r in records]
+
+
+def _assert_plain_data(state: bytes) -> None:
+    """A state is a header line and JSON: settings and what was seen, no pickled object anywhere."""
+    assert state.startswith(STATE_HEADER)
+    data = json.loads(state[len(STATE_HEADER):])
+    assert {"searcher", "seed", "options", "space", "objectives", "constraints", "seen_ids"} <= set(data)
+    assert b"\x80" not in state  # no pickle protocol marker
 
 
 def _reads_statuses_and_refuses_bad_calls(name: str) -> None:
@@ -320,3 +330,75 @@ def test_states_saved_by_the_single_module_code_restore(name):
     n = fixture["n_observed"]
     assert searcher.suggest(f"trial_{n + 1:04d}") == saved["next"]
     searcher.observe(f"trial_{n:04d}", None, "failed")  # the trial pending when it was saved
+
+
+# --------------------------------------------------------------------------------------------------
+# States as data (format 2): readable under another Optuna release, refused with a clear error when bad
+# --------------------------------------------------------------------------------------------------
+
+
+def _data_states():
+    with open(FIXTURES / "search_data_states.json") as handle:
+        return json.load(handle)
+
+
+@pytest.mark.parametrize("name", sorted(_data_states()["states"]))
+def test_data_states_restore_under_this_optuna(name):
+    """tests/fixtures/search_data_states.json: states saved as data with trial 6 pending (see
+    tests/fixtures/search_data_states.py). Under the Optuna release that saved them, the restored searcher
+    suggests exactly what the original did; under another release (an upgrade), they still load and the
+    searcher goes on inside the space."""
+    fixture = _data_states()
+    saved = fixture["states"][name]
+    searcher = restore_searcher(saved["state"].encode())
+    n = fixture["n_observed"]
+    suggestion = searcher.suggest(f"trial_{n + 1:04d}")
+    same_release = optuna.__version__ == fixture["optuna"] or name in ("parego", "replay")
+    if same_release and int(np.__version__.split(".")[0]) == int(fixture["numpy"].split(".")[0]):
+        assert suggestion == saved["next"]
+    assert TOY_SPACE.contains(suggestion)
+    searcher.observe(f"trial_{n:04d}", {"loss": 0.5, "score": -0.5, "size": 1.0})  # pending when it was saved
+    searcher.observe(f"trial_{n + 1:04d}", None, "failed")
+    again = restore_searcher(searcher.state())
+    assert again.suggest("after") == searcher.suggest("after")
+
+
+def test_bad_states_are_refused_naming_the_field():
+    state = make_searcher("parego", TOY_SPACE, TOY_OBJECTIVES, TOY_CONSTRAINTS, seed=0).state()
+    data = json.loads(state[len(STATE_HEADER):])
+
+    def encoded(**changes):
+        return STATE_HEADER + json.dumps({**data, **changes}).encode()
+
+    with pytest.raises(SearcherError, match="not valid JSON"):
+        restore_searcher(STATE_HEADER + b"{not json")
+    with pytest.raises(SearcherError, match=r"lacks \['seen_ids'\]"):
+        restore_searcher(STATE_HEADER + json.dumps({k: v for k, v in data.items() if k != "seen_ids"}).encode())
+    with pytest.raises(SearcherError, match="unknown searcher 'cma'"):
+        restore_searcher(encoded(searcher="cma"))
+    with pytest.raises(SearcherError, match=r"searcher state\.seed: expected int, got str"):
+        restore_searcher(encoded(seed="3"))
+    with pytest.raises(SearcherError, match=r"pending\[0\]\.params: .* is not a sample of the space"):
+        restore_searcher(encoded(pending=[{"trial_id": "t0", "params": {"x": 5.0}}]))
+    optuna_state = make_searcher("random", TOY_SPACE, TOY_OBJECTIVES, seed=0)
+    optuna_state.suggest("t0")
+    data = json.loads(optuna_state.state()[len(STATE_HEADER):])
+    data["trials"][0]["status"] = "lost"
+    with pytest.raises(SearcherError, match=r"trials\[0\]\.status: expected running, complete, pruned or failed"):
+        restore_searcher(STATE_HEADER + json.dumps(data).encode())
+
+
+def test_optuna_searchers_pickle_as_their_state_data():
+    """Ray keeps the search algorithm in tuner.pkl: an Optuna searcher pickles as its state data (no Optuna
+    object inside, so any Optuna release can pickle it, NSGA-II's lock included) and unpickles to the same."""
+    searcher = make_searcher("nsga2", TOY_SPACE, TOY_OBJECTIVES, TOY_CONSTRAINTS, seed=2, population_size=4)
+    for index in range(5):
+        searcher.suggest(f"t{index}")
+        searcher.observe(f"t{index}", {"loss": index / 5, "score": -index / 5, "size": float(index % 4)})
+    searcher.suggest("t5")
+    pickled = pickle.dumps(searcher)
+    assert b"optuna" not in pickled.replace(b"tune_distill.search.searchers.optuna", b"")
+    copy = pickle.loads(pickled)
+    copy.observe("t5", None, "failed")
+    searcher.observe("t5", None, "failed")
+    assert copy.suggest("t6") == searcher.suggest("t6")

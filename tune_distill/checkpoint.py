@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tune_distill.files import write_atomically
+from tune_distill.private_api import numpy_pickle_globals
 
 log = logging.getLogger(__name__)
 
@@ -205,28 +206,20 @@ def save_checkpoint(directory: str | Path, state: Mapping[str, Any], step: int,
     return target
 
 
-def _legacy_globals() -> list[Any]:
-    """What a format-1 checkpoint pickles besides tensors: numpy arrays (the RNG state) and numpy scalars."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1
-        from numpy.core import multiarray
-    dtypes = [type(np.dtype(name)) for name in ("uint32", "int64", "float32", "float64", "bool")]
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The state saved in `path` (a checkpoint folder), loaded with weights_only=True: no code runs.
 
     Raises CheckpointError when the file holds anything but tensors, numbers, strings and containers
-    (format 1 may hold numpy arrays and scalars too).
+    (format 1 may hold numpy arrays and scalars too), private_api.PrivateApiChanged when the numpy installed
+    no longer has the reconstructors a format-1 checkpoint names.
     """
     file = Path(path) / STATE_FILE
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         try:
-            with torch.serialization.safe_globals(_legacy_globals()):
+            # what a format-1 checkpoint pickles besides tensors: numpy arrays (the RNG state) and numpy scalars
+            with torch.serialization.safe_globals(numpy_pickle_globals()):
                 state = torch.load(file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             reason = str(error).strip().splitlines()[0][:300]

@@ -32,11 +32,12 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tune_distill.private_api import constraints_system_attrs, distribution_contains
+
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.journal"
 TUNE_ID_ATTR = "tune_trial_id"
-CONSTRAINTS_ATTR = "constraints"  # optuna.study._constrained_optimization._CONSTRAINTS_KEY in Optuna 5.0
 _STATES = {"complete": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"}
 
 
@@ -134,11 +135,7 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
         if distribution is None:
             continue
         value = json.dumps(value) if isinstance(value, (list, dict)) else value
-        try:
-            inside = distribution._contains(distribution.to_internal_repr(value))
-        except (ValueError, TypeError):
-            inside = False
-        if inside:
+        if distribution_contains(distribution, value):
             params[name], used[name] = value, distribution
     accuracy = next((o["name"] for o in objectives if o.get("direction") == "max"), objectives[0]["name"])
     steps = dict(curve or {})
@@ -160,7 +157,7 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
     judged = [Constraint(**_plain(constraint)) for constraint in constraints]
     if judged and state != TrialState.FAIL and all(_finite(metrics.get(c.name)) for c in judged):
         # (a trial without a constrained metric gets none: Optuna's samplers then count it infeasible)
-        system_attrs[CONSTRAINTS_ATTR] = [c.violation(float(metrics[c.name])) for c in judged]
+        system_attrs.update(constraints_system_attrs([c.violation(float(metrics[c.name])) for c in judged]))
     return create_trial(
         state=state, values=None if state == TrialState.FAIL else [float(v) for v in values],
         params=params, distributions=used, user_attrs=attrs, system_attrs=system_attrs,
@@ -282,7 +279,8 @@ def load_or_build(sweep: str | Path | None, records: Sequence[Mapping[str, Any]]
         storage = JournalStorage(JournalFileBackend(str(journal)))
         summaries = storage.get_all_studies()
         if summaries:
-            study.add_trials(storage.get_all_trials(summaries[0]._study_id, deepcopy=False))
+            study_id = storage.get_study_id_from_name(summaries[0].study_name)
+            study.add_trials(storage.get_all_trials(study_id, deepcopy=False))
     distributions = {**observed_distributions(records), **held_distributions(study)}
     record_trials(study, records, distributions, objectives, constraints)
     return study

@@ -5,7 +5,7 @@ What it does: `SweepSearcher` is a `ray.tune.search.Searcher` around a `search.S
 {number, kind, params (sampled), overrides (resolved config keys)}; the baseline, if any, is
 suggestion 0 and is never shown to the wrapped searcher. A trial's last result reaches the wrapped
 searcher once (complete, pruned by the scheduler, or failed), and `save`/`restore` carry the
-wrapped searcher's state so a resumed sweep continues from what it saw.
+wrapped searcher's state (plain data, JSON) so a resumed sweep continues from what it saw.
 
 What it must not know: how trials run, the scheduler, files other than Tune's searcher checkpoint.
 
@@ -15,8 +15,10 @@ Example (CPU, a minute; the smoke sweep's searcher goes through it):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ray.tune.search import Searcher as RaySearcher
@@ -113,15 +115,47 @@ class SweepSearcher(RaySearcher):
         self._observed = dict(state["observed"])
 
     def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.get_state(), handle)
+        """Tune's searcher checkpoint (tune/searcher-state-*.pkl, a name Tune chooses) as JSON: the adapter's
+        counters and the wrapped searcher's state data."""
+        state = self.get_state()
+        document = {"format": SWEEP_SEARCHER_FORMAT, **state, "inner": _state_text(state["inner"])}
+        with open(checkpoint_path, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, allow_nan=False)
 
     def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as handle:
-            self.set_state(pickle.load(handle))
+        self.set_state(read_searcher_checkpoint(checkpoint_path))
         log.info("searcher restored: %d trials suggested, %d observed, %d outstanding", self._next_number,
                  len(self._observed), len(self._outstanding))
+
+
+SWEEP_SEARCHER_FORMAT = "tune_distill.sweep.searcher/2"
+
+
+def _state_text(state: bytes) -> str:
+    """A searcher's state bytes (a header line and JSON) as text for the checkpoint's JSON."""
+    try:
+        return state.decode("utf-8")
+    except UnicodeDecodeError:  # a pickled (format 1) state cannot be written as data
+        raise SearcherError("the wrapped searcher's state is not data (a pickle): it cannot be saved") from None
+
+
+def read_searcher_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The adapter state in Tune's searcher checkpoint `path`: JSON (this version), or a pickle written by an
+    earlier version (trusted input only: reading a pickle can run code). SearcherError names the file."""
+    raw = Path(path).read_bytes()
+    if raw[:1] != b"{":
+        import pickle
+
+        log.warning("%s: a pickled searcher checkpoint written by an earlier tune_distill (trusted input only)", path)
+        return pickle.loads(raw)
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise SearcherError(f"{path}: not a searcher checkpoint ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != SWEEP_SEARCHER_FORMAT:
+        raise SearcherError(f"{path}: not a searcher checkpoint (expected format {SWEEP_SEARCHER_FORMAT!r})")
+    problems = [key for key, kind in (("inner", str), ("next_number", int), ("outstanding", list),
+                                      ("observed", dict)) if not isinstance(document.get(key), kind)]
+    if problems:
+        raise SearcherError(f"{path}: field(s) {problems} missing or of the wrong type")
+    return {**document, "inner": document["inner"].encode("utf-8")}

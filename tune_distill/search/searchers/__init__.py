@@ -4,8 +4,8 @@ What it does: `make_searcher(name, space, objectives, constraints, seed, **optio
 SEARCHER_NAMES: optuna-tpe, optuna-gp, nsga2, random (Optuna samplers, `optuna.py`), parego
 (hyperopt TPE on random scalarisations, `parego.py`), botorch (qLogNEHVI, `botorch.py`) and replay
 (a given list of samples, `replay.py`). Every searcher has `suggest`, `observe` and `state`
-(`base.py`); `restore_searcher(state)` rebuilds one exactly. `parse_searcher_spec` reads
-'name:key=value' strings; `searcher_available` says whether a name can run here.
+(`base.py`); `restore_searcher(state)` rebuilds one exactly from its state, plain data (`state.py`).
+`parse_searcher_spec` reads 'name:key=value' strings; `searcher_available` says whether a name can run here.
 
 What it must not know: Ray, models or data. The algorithm modules are imported here, but each one
 imports its library (Optuna, hyperopt, BoTorch) only when its searcher is built.
@@ -23,11 +23,18 @@ import yaml
 
 from tune_distill.search.errors import SearcherError
 from tune_distill.search.objectives import Constraint, Objective
-from tune_distill.search.searchers.base import Searcher, TrialStatus, restore_searcher
+from tune_distill.search.searchers.base import _STATE_HEADER, Searcher, TrialStatus, restore_pickled_searcher
 from tune_distill.search.searchers.botorch import BoTorchSearcher
-from tune_distill.search.searchers.optuna import OptunaSearcher, _optuna_sampler
+from tune_distill.search.searchers.optuna import OptunaSearcher
 from tune_distill.search.searchers.parego import ParEGOSearcher
 from tune_distill.search.searchers.replay import ReplaySearcher
+from tune_distill.search.searchers.state import (
+    constraints_from_data,
+    decode_state,
+    objectives_from_data,
+    space_from_data,
+    typed_field,
+)
 from tune_distill.search.space import SearchSpace
 
 __all__ = [
@@ -94,11 +101,33 @@ def make_searcher(
         elif name == "botorch":
             searcher = BoTorchSearcher(space, objectives, constraints, seed, **options)
         else:
-            sampler = _optuna_sampler(name, int(seed), dict(options))
-            searcher = OptunaSearcher(space, objectives, constraints, seed, sampler, label=name)
+            searcher = OptunaSearcher(space, objectives, constraints, seed, label=name, options=options)
     except TypeError as error:
         raise SearcherError(f"searcher {name!r}: bad option(s) {sorted(options)}: {error}") from None
     logger.debug("searcher %s (seed %d, options %s) over %s", name, seed, options, space.names)
+    return searcher
+
+
+def restore_searcher(state: bytes, where: str = "searcher state") -> Searcher:
+    """Rebuild a searcher from `Searcher.state()` bytes: built afresh from the saved settings, then handed what
+    it had seen. Pickled states of earlier versions (format 1) still load, as trusted input (a pickle runs code).
+
+    Errors (SearcherError) name `where` and the field that is wrong."""
+    if isinstance(state, (bytes, bytearray)) and bytes(state).startswith(_STATE_HEADER):
+        return restore_pickled_searcher(state)
+    data = decode_state(state, where)
+    name = typed_field(data, "searcher", str, where)
+    if name not in SEARCHER_NAMES:
+        raise SearcherError(f"{where}.searcher: unknown searcher {name!r}; known: {', '.join(SEARCHER_NAMES)}")
+    seed = typed_field(data, "seed", int, where)
+    options = typed_field(data, "options", dict, where)
+    try:
+        space = space_from_data(data["space"], f"{where}.space")
+        objectives, constraints = objectives_from_data(data["objectives"]), constraints_from_data(data["constraints"])
+    except (SearcherError, ValueError, TypeError) as error:
+        raise SearcherError(f"{where}: {error}") from None
+    searcher = make_searcher(name, space, objectives, constraints, seed, **options)
+    searcher._load_settings_state(data)
     return searcher
 
 

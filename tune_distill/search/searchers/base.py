@@ -2,12 +2,13 @@
 
 What it does: `Searcher` is the three-method protocol (suggest, observe, state); `_read_outcome`
 turns what a trial reported into objective values and constraint violations (or a failure);
-`_SearcherBase` keeps trial ids and writes state bytes (`_STATE_HEADER` + a pickle) that
-`restore_searcher` reads back; `_HistorySearcher` is the base of the searchers that keep their own
-history in the unit-cube encoding (replay, parego, botorch).
+`_SearcherBase` keeps trial ids and writes its state as data (state.py: its settings, then what
+each searcher adds in `_dump_state`); `_HistorySearcher` is the base of the searchers that keep their
+own history in the unit-cube encoding (replay, parego, botorch). `restore_pickled_searcher` reads the
+pickled states (`_STATE_HEADER`) that earlier versions wrote.
 
 What it must not know: any particular algorithm or library (Optuna, hyperopt, BoTorch), Ray or
-models. The state header's text is kept from the single-module days so that saved states still load.
+models. The old state header's text is kept from the single-module days so that saved states still load.
 
 Example (CPU, a few seconds):
     python -c "from tune_distill.search.searchers.base import _STATE_HEADER; print(_STATE_HEADER)"
@@ -25,6 +26,14 @@ import numpy as np
 
 from tune_distill.search.errors import SearcherError
 from tune_distill.search.objectives import Constraint, Objective
+from tune_distill.search.searchers.state import (
+    constraints_to_data,
+    encode_state,
+    finite_list,
+    objectives_to_data,
+    space_to_data,
+    typed_field,
+)
 from tune_distill.search.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -40,7 +49,8 @@ class Searcher(Protocol):
     observe(trial_id, values, status) -> record a finished trial: `values` maps every objective and
         constraint metric name to a number; failed trials pass values=None and status="failed".
     state() -> bytes from which `restore_searcher` rebuilds the searcher, pending trials included,
-        so that a resumed sweep continues exactly as the uninterrupted one would.
+        so that a resumed sweep continues exactly as the uninterrupted one would: a header line and
+        JSON data (settings, trials seen, random state), never a pickle.
     """
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None: ...
@@ -52,13 +62,18 @@ class Searcher(Protocol):
     def state(self) -> bytes: ...
 
 
+# The header of the pickled states written before states became data (format 1).
 _STATE_HEADER = b"tune_distill.search.state/1\n"
 
 
-def restore_searcher(state: bytes) -> Searcher:
-    """Rebuild a searcher from `Searcher.state()` bytes (trusted input: it is a pickle)."""
+def restore_pickled_searcher(state: bytes) -> Searcher:
+    """Rebuild a searcher from a format-1 state (a pickle: trusted input only, it can run code when read).
+
+    Kept so that sweeps saved by earlier versions resume; Optuna's pickles load only under the Optuna
+    release that wrote them."""
     if not isinstance(state, (bytes, bytearray)) or not bytes(state).startswith(_STATE_HEADER):
         raise SearcherError("not a searcher state written by tune_distill.search (missing header)")
+    logger.warning("reading a pickled searcher state written by an earlier tune_distill (trusted input only)")
     return pickle.loads(bytes(state)[len(_STATE_HEADER):])
 
 
@@ -106,7 +121,14 @@ def _read_outcome(
 
 
 class _SearcherBase:
-    """Bookkeeping shared by all searchers: trial ids, pending trials, state bytes."""
+    """Bookkeeping shared by all searchers: trial ids, pending trials, state as data.
+
+    Subclasses set `name` (their `make_searcher` name), return their `make_searcher` options from
+    `options()`, and add what they have seen in `_dump_state` / `_load_state`; `restore_searcher`
+    builds a fresh searcher from the settings and hands it the rest.
+    """
+
+    name = "searcher"
 
     def __init__(
         self, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint], seed: int
@@ -128,8 +150,31 @@ class _SearcherBase:
             raise SearcherError(f"trial id {trial_id!r} was already suggested")
         self._seen_ids.add(trial_id)
 
+    def options(self) -> dict[str, Any]:
+        """The keyword options that `make_searcher(self.name, ...)` takes to build this searcher again."""
+        return {}
+
     def state(self) -> bytes:
-        return _STATE_HEADER + pickle.dumps(self)
+        settings = {
+            "searcher": self.name, "seed": self.seed, "options": self.options(),
+            "space": space_to_data(self.space), "objectives": objectives_to_data(self.objectives),
+            "constraints": constraints_to_data(self.constraints), "seen_ids": sorted(self._seen_ids),
+        }
+        return encode_state({**settings, **self._dump_state()})
+
+    def _load_settings_state(self, data: Mapping[str, Any]) -> None:
+        """What `restore_searcher` hands a freshly built searcher: the ids it had seen, then its own state."""
+        seen = typed_field(data, "seen_ids", list, "searcher state")
+        if not all(isinstance(trial_id, str) for trial_id in seen):
+            raise SearcherError("searcher state.seen_ids: expected a list of trial ids (strings)")
+        self._seen_ids = set(seen)
+        self._load_state(data)
+
+    def _dump_state(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _load_state(self, data: Mapping[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 class _HistorySearcher(_SearcherBase):
@@ -159,6 +204,48 @@ class _HistorySearcher(_SearcherBase):
             self._completed.append(
                 (params, signs * np.array(outcome.objective_values), np.array(outcome.violations, dtype=float))
             )
+
+    def _dump_state(self) -> dict[str, Any]:
+        return {
+            "rng": self._rng.bit_generator.state,
+            "n_suggested": self._n_suggested,
+            "pending": [{"trial_id": trial_id, "params": params} for trial_id, params in self._pending.items()],
+            "completed": [{"params": params, "minimised": y.tolist(), "violations": v.tolist()}
+                          for params, y, v in self._completed],
+        }
+
+    def _load_state(self, data: Mapping[str, Any]) -> None:
+        where = f"searcher state ({self.name})"
+        rng = typed_field(data, "rng", dict, where)
+        try:
+            self._rng.bit_generator.state = rng
+        except (TypeError, ValueError, KeyError) as error:
+            kind = type(self._rng.bit_generator).__name__
+            raise SearcherError(f"{where}.rng: not a {kind} state ({error})") from None
+        self._n_suggested = typed_field(data, "n_suggested", int, where)
+        self._pending = {}
+        for index, item in enumerate(typed_field(data, "pending", list, where)):
+            label = f"{where}.pending[{index}]"
+            if not isinstance(item, Mapping):
+                raise SearcherError(f"{label}: expected an object")
+            self._pending[typed_field(item, "trial_id", str, label)] = self._checked_params(item, label)
+        self._completed = []
+        for index, item in enumerate(typed_field(data, "completed", list, where)):
+            label = f"{where}.completed[{index}]"
+            if not isinstance(item, Mapping):
+                raise SearcherError(f"{label}: expected an object")
+            y = finite_list(item.get("minimised"), f"{label}.minimised")
+            v = finite_list(item.get("violations"), f"{label}.violations")
+            if len(y) != len(self.objectives) or len(v) != len(self.constraints):
+                raise SearcherError(f"{label}: {len(y)} values and {len(v)} violations for {len(self.objectives)} "
+                                    f"objectives and {len(self.constraints)} constraints")
+            self._completed.append((self._checked_params(item, label), np.array(y), np.array(v, dtype=float)))
+
+    def _checked_params(self, item: Mapping[str, Any], where: str) -> dict[str, Any]:
+        params = typed_field(item, "params", dict, where)
+        if not self.space.contains(params):
+            raise SearcherError(f"{where}.params: {params!r} is not a sample of the space")
+        return dict(params)
 
     def _history_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit-cube X, minimised Y and violations V of the completed trials."""

@@ -37,6 +37,8 @@ class BoTorchSearcher(_HistorySearcher):
     [0, 1] (a simple relaxation). Start-up points come from a scrambled Sobol sequence.
     """
 
+    name = "botorch"
+
     def __init__(
         self, space, objectives, constraints, seed, n_startup_trials: int | None = None, num_restarts: int = 8,
         raw_samples: int = 256, mc_samples: int = 128, maxiter: int = 100,
@@ -61,6 +63,36 @@ class BoTorchSearcher(_HistorySearcher):
         engine = torch.quasirandom.SobolEngine(dimension=dimension, scramble=True, seed=self.seed)
         self._sobol = engine.draw(self.n_startup_trials, dtype=torch.float64).numpy()
         self._hyperparameters: dict[str, Any] | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {"n_startup_trials": self.n_startup_trials, "num_restarts": self.num_restarts,
+                "raw_samples": self.raw_samples, "mc_samples": self.mc_samples, "maxiter": self.maxiter,
+                "reference_point": self.reference_point}
+
+    def _dump_state(self) -> dict[str, Any]:
+        """The history, and the last fit's GP hyperparameters (the next fit starts from them) as numbers."""
+        hyperparameters = None
+        if self._hyperparameters is not None:
+            hyperparameters = {key: {"dtype": str(value.dtype).removeprefix("torch."), "values": value.tolist()}
+                               for key, value in self._hyperparameters.items()}
+        return {**super()._dump_state(), "hyperparameters": hyperparameters}
+
+    def _load_state(self, data: Mapping[str, Any]) -> None:
+        import torch
+
+        super()._load_state(data)
+        saved = data.get("hyperparameters")
+        if saved is None:
+            self._hyperparameters = None
+            return
+        if not isinstance(saved, Mapping):
+            raise SearcherError("searcher state (botorch).hyperparameters: expected an object or null")
+        self._hyperparameters = {}
+        for key, item in saved.items():
+            dtype = getattr(torch, str(item.get("dtype")) if isinstance(item, Mapping) else "", None)
+            if not isinstance(dtype, torch.dtype):
+                raise SearcherError(f"searcher state (botorch).hyperparameters.{key}: expected {{dtype, values}}")
+            self._hyperparameters[key] = torch.tensor(item.get("values"), dtype=dtype)
 
     def _propose(self) -> dict[str, Any]:
         if self._n_suggested < self.n_startup_trials:

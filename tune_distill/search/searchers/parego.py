@@ -33,6 +33,8 @@ class ParEGOSearcher(_HistorySearcher):
     categorical ones with hp.choice.
     """
 
+    name = "parego"
+
     def __init__(
         self, space, objectives, constraints, seed, n_startup_trials: int = 10, rho: float = 0.05,
         n_ei_candidates: int = 24, gamma: float = 0.25,
@@ -45,6 +47,10 @@ class ParEGOSearcher(_HistorySearcher):
         self.n_ei_candidates = int(n_ei_candidates)
         self.gamma = float(gamma)
         self._domain = None
+
+    def options(self) -> dict[str, Any]:
+        return {"n_startup_trials": self.n_startup_trials, "rho": self.rho, "n_ei_candidates": self.n_ei_candidates,
+                "gamma": self.gamma}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -28,6 +28,8 @@ class ReplaySearcher(_HistorySearcher):
     Observations are recorded and change nothing.
     """
 
+    name = "replay"
+
     def __init__(self, space, objectives, constraints, seed, trials: Sequence[Mapping[str, Any]] = ()) -> None:
         super().__init__(space, objectives, constraints, seed)
         if isinstance(trials, (str, bytes)) or not isinstance(trials, Sequence) or not trials:
@@ -49,6 +51,9 @@ class ReplaySearcher(_HistorySearcher):
                                         "is outside the space")
             checked.append(dict(sample))
         self._trials = checked
+
+    def options(self) -> dict[str, Any]:
+        return {"trials": [dict(sample) for sample in self._trials]}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._n_suggested >= len(self._trials):
