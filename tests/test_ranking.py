@@ -2,7 +2,7 @@
 
 Rows are (span F1, parameters) with directions max, min; standard errors are given per value (NaN: none
 reported, as for a parameter count). The numbers of the first tests are trial 7 and the baseline of
-results/early-stopping-learners at step 40.
+results/archive/early-stopping-learners at step 40.
 """
 
 from __future__ import annotations

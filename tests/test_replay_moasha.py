@@ -1,6 +1,6 @@
 """bench/replay_moasha.py, and what Syne Tune's MOASHA does at a rung (skipped where syne_tune is not installed).
 
-The first tests pin the INSTALLED Syne Tune's behaviour (the ordering flaw of results/moasha.md): if a
+The first tests pin the INSTALLED Syne Tune's behaviour (the ordering flaw of results/archive/moasha.md): if a
 release fixes it, they fail and the note must be revisited. Run them in a venv that has syne-tune:
   PYTHONPATH=. /work/venv-syne/bin/python -m pytest -q tests/test_replay_moasha.py
 """

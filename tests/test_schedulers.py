@@ -218,7 +218,7 @@ def test_the_default_rule_is_the_noise_aware_one_and_the_old_one_stays_available
 
 
 def test_a_newcomer_tied_with_the_baseline_within_its_error_survives():
-    # results/early-stopping-learners at step 40: trial 7 is 0.004 points below the baseline at its size,
+    # results/archive/early-stopping-learners at step 40: trial 7 is 0.004 points below the baseline at its size,
     # with standard errors of 1.4; the plain rule stopped it (it ended as the best student, 48.0 F1)
     for scheduler, verdict in ((_noise_aware(), CONTINUE), (_noise_aware(rung_rule="plain"), STOP)):
         assert scheduler.on_result("1", _span(40, 27.20, 1.32, 16504034)) == CONTINUE

@@ -25,7 +25,8 @@ from tune_distill.sweep.plan import load_sweep_space, trial_run_config
 
 
 def test_presets_load_and_their_spaces_resolve():
-    for name in ("smoke", "cpu", "cpu_v4", "cpu_v3", "paper"):
+    # users' presets in configs/; the benchmarks' and the cpu preset's earlier versions in bench/configs/
+    for name in ("smoke", "cpu", "paper", "cpu_v4", "cpu_v3", "es", "es_teacher", "es_learners"):
         config = load_sweep_config(preset_path(name))
         assert Path(config.space).is_file(), name
         space = load_sweep_space(config, EXAMPLE_TEACHER_CONTEXT)
@@ -37,6 +38,7 @@ def test_presets_load_and_their_spaces_resolve():
     assert [o.name for o in cpu.objectives] == ["HasAns_f1_always_answer", "non_embedding_parameters"]
     paper = load_sweep_config(preset_path("paper"))
     assert paper.scheduler.name == "pareto_sh" and paper.resources_per_trial.gpu == 1 and paper.num_samples >= 400
+    assert preset_path("cpu").parent.name == "configs" and preset_path("cpu_v4").parent.parent.name == "bench"
     with pytest.raises(SweepConfigError, match="no configs/sweep_nope.yaml"):
         preset_path("nope")
 

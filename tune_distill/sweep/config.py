@@ -36,6 +36,8 @@ from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 from tune_distill.sweep.ranking import RANKING_RULES
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+# The benchmarks' presets and the cpu preset's earlier versions (kept for replays and reruns).
+BENCH_CONFIGS_DIR = CONFIGS_DIR.parent / "bench" / "configs"
 SCHEDULERS = ("pareto_sh", "asha", "fifo")
 WITHIN_FRONT = tuple(RANKING_RULES)  # pareto_sh's order within a front (sweep/ranking.py)
 RUNG_RULES = ("beyond_error", "plain")  # pareto_sh's rung decision (sweep/schedulers.py)
@@ -82,10 +84,10 @@ class SchedulerSettings:
                         "plainly), and the baseline is a yardstick that dominates others, is not ranked, and "
                         "holds one of the ceil(n / reduction_factor) kept slots; 'plain': the rule before issue "
                         "15 (plain Pareto dominance, the baseline ranked as a competitor; with within_front "
-                        "hypervolume, the whole rule of old). Measured in results/early-stopping-noise.md.")
+                        "hypervolume, the whole rule of old). Measured in results/archive/early-stopping-noise.md.")
     noise_z: float = _f(2.0, "pareto_sh with rung_rule beyond_error: how many standard errors of a difference "
                              "make it real, 0 to 10 (0 = any difference on a measured objective). 2 was chosen "
-                             "by replaying recorded curves (results/early-stopping-noise.md).")
+                             "by replaying recorded curves (results/archive/early-stopping-noise.md).")
 
 
 @dataclass(frozen=True)
@@ -382,14 +384,16 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 
 def preset_path(name: str) -> Path:
-    """configs/sweep_<name>.yaml of this checkout (or of the current directory)."""
-    for folder in (Path("configs"), CONFIGS_DIR):
+    """configs/sweep_<name>.yaml of the current directory or of this checkout, else bench/configs/sweep_<name>.yaml
+    (the benchmarks' presets and the cpu preset's earlier versions: es, es_teacher, es_learners, cpu_v3, cpu_v4)."""
+    folders = (Path("configs"), CONFIGS_DIR, BENCH_CONFIGS_DIR)
+    for folder in folders:
         candidate = folder / f"sweep_{name}.yaml"
         if candidate.is_file():
             return candidate
-    available = sorted(p.stem[len("sweep_"):] for folder in {Path("configs"), CONFIGS_DIR} if folder.is_dir()
-                       for p in folder.glob("sweep_*.yaml"))
-    raise SweepConfigError(f"preset {name!r}: no configs/sweep_{name}.yaml; "
+    available = sorted({p.stem[len("sweep_"):] for folder in folders if folder.is_dir()
+                        for p in folder.glob("sweep_*.yaml")})
+    raise SweepConfigError(f"preset {name!r}: no configs/sweep_{name}.yaml (nor bench/configs/sweep_{name}.yaml); "
                            f"available: {', '.join(available) or 'none'}")
 
 
