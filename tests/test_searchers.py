@@ -33,10 +33,10 @@ from tune_distill.search import (
     restore_searcher,
     searcher_available,
 )
-from tune_distill.search.expression import _Expression
-from tune_distill.search.searchers.base import _STATE_HEADER, _Outcome
-from tune_distill.search.searchers.state import STATE_HEADER
+from tune_distill.search.expression import Expression
+from tune_distill.search.searchers.base import PICKLED_STATE_HEADER, Outcome
 from tune_distill.search.searchers.parego import _parego_scores
+from tune_distill.search.searchers.state import STATE_HEADER
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -269,13 +269,13 @@ def _old_class_paths(data: bytes) -> set[str]:
 
 
 def test_value_objects_pickled_under_old_paths_load_as_the_new_classes():
-    expression = _Expression("{a} * 2", "where")
+    expression = Expression("{a} * 2", "where")
     objects = [TOY_OBJECTIVES[0], TOY_CONSTRAINTS[0], TOY_SPACE.params[1], TOY_SPACE, expression,
-               _Outcome("complete", (1.0, 2.0), (-1.0,)), TrialRecord("t0", {"k": 1}, {"k": 1}, None, "failed"),
+               Outcome("complete", (1.0, 2.0), (-1.0,)), TrialRecord("t0", {"k": 1}, {"k": 1}, None, "failed"),
                SearcherError("bad searcher"), tune_distill.search.SearchSpaceError("bad space")]
     old = _as_single_module_pickle(pickle.dumps(objects, protocol=2))
     assert _old_class_paths(old) >= {"tune_distill.search Objective", "tune_distill.search SearchSpace",
-                                     "tune_distill.search _Expression", "tune_distill.search _Outcome"}
+                                     "tune_distill.search Expression", "tune_distill.search Outcome"}
     assert all(path.startswith("tune_distill.search ") for path in _old_class_paths(old))
     loaded = pickle.loads(old)
     assert [type(value) for value in loaded] == [type(value) for value in objects]
@@ -298,7 +298,7 @@ def test_searchers_pickled_under_old_paths_restore_and_continue_the_same(name):
     searcher.suggest("t6")  # pending when saved
     old = _as_single_module_pickle(pickle.dumps(searcher, protocol=2))
     assert f"tune_distill.search {type(searcher).__name__}" in _old_class_paths(old)
-    restored = restore_searcher(_STATE_HEADER + old)
+    restored = restore_searcher(PICKLED_STATE_HEADER + old)
     assert type(restored) is type(searcher)
     restored.observe("t6", None, "failed")
     searcher.observe("t6", None, "failed")
@@ -322,7 +322,8 @@ def test_states_saved_by_the_single_module_code_restore(name):
         pytest.skip(f"Optuna {fixture['optuna']} pickled this study; Optuna's pickles do not cross versions")
     saved = fixture["states"][name]
     state = zlib.decompress(base64.b64decode(saved["state"]))
-    names = {argument for _, argument, _ in pickletools.genops(state[len(_STATE_HEADER):]) if isinstance(argument, str)}
+    names = {argument for _, argument, _ in pickletools.genops(state[len(PICKLED_STATE_HEADER):])
+             if isinstance(argument, str)}
     assert "tune_distill.search" in names and "tune_distill.search.searchers.base" not in names  # old class paths
     searcher = restore_searcher(state)
     assert type(searcher).__module__.startswith("tune_distill.search.searchers.")

@@ -41,7 +41,7 @@ TUNE_ID_ATTR = "tune_trial_id"
 _STATES = {"complete": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"}
 
 
-def _plain(item: Any) -> dict[str, Any]:
+def plain(item: Any) -> dict[str, Any]:
     """An Objective / Constraint (dataclass) or a mapping, as a plain dict."""
     return dict(item) if isinstance(item, Mapping) else dict(vars(item))
 
@@ -53,9 +53,9 @@ def dashboard_command(study_path: str | Path, port: int = 8080) -> str:
 
 def space_distributions(space: Any) -> dict[str, Any]:
     """Optuna distributions of a search space's sampled parameters (search.space.Param)."""
-    from tune_distill.search.searchers.optuna import _optuna_distribution
+    from tune_distill.search.searchers.optuna import optuna_distribution
 
-    return {param.name: _optuna_distribution(param) for param in space.params}
+    return {param.name: optuna_distribution(param) for param in space.params}
 
 
 def observed_distributions(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
     status = record.get("status")
     if status not in _STATES:
         return None
-    objectives = [_plain(o) for o in objectives]
+    objectives = [plain(o) for o in objectives]
     metrics = dict(record.get("metrics") or {})
     state = TrialState[_STATES[status]]
     error = record.get("error")
@@ -154,7 +154,7 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
         if isinstance(value, (int, float, str, bool)) and (not isinstance(value, float) or math.isfinite(value)):
             attrs.setdefault(f"metric.{name}" if name in attrs else name, value)
     system_attrs = {}
-    judged = [Constraint(**_plain(constraint)) for constraint in constraints]
+    judged = [Constraint(**plain(constraint)) for constraint in constraints]
     if judged and state != TrialState.FAIL and all(_finite(metrics.get(c.name)) for c in judged):
         # (a trial without a constrained metric gets none: Optuna's samplers then count it infeasible)
         system_attrs.update(constraints_system_attrs([c.violation(float(metrics[c.name])) for c in judged]))
@@ -182,7 +182,7 @@ def open_study(path: str | Path | None, name: str, objectives: Sequence[Any]):
         storage = JournalStorage(JournalFileBackend(str(path)))
         held = [summary.study_name for summary in storage.get_all_studies()]
         name = held[0] if len(held) == 1 and name not in held else name
-    objectives = [_plain(o) for o in objectives]
+    objectives = [plain(o) for o in objectives]
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -215,8 +215,8 @@ def record_trials(study: Any, records: Sequence[Mapping[str, Any]], distribution
         key = trial.user_attrs.get(TUNE_ID_ATTR)
         if key is not None and (key not in held or held[key].state == TrialState.FAIL):
             held[key] = trial
-    accuracy = next((_plain(o)["name"] for o in objectives if _plain(o).get("direction") == "max"),
-                    _plain(objectives[0])["name"])
+    accuracy = next((plain(o)["name"] for o in objectives if plain(o).get("direction") == "max"),
+                    plain(objectives[0])["name"])
     added = 0
     for record in records:
         key = str(record["trial_id"])
@@ -248,7 +248,7 @@ def sync_study(sweep: str | Path, records: Sequence[Mapping[str, Any]] | None = 
 
     sweep = Path(sweep)
     settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
-    objectives = settings.get("objectives") or [_plain(o) for o in DEFAULT_OBJECTIVES]
+    objectives = settings.get("objectives") or [plain(o) for o in DEFAULT_OBJECTIVES]
     records = read_trials(sweep) if records is None else records
     study = open_study(sweep / STUDY_FILE, sweep.resolve().name, objectives)
     if distributions is None:
@@ -326,7 +326,7 @@ def param_importances(study: Any, objectives: Sequence[Any], seed: int = 0) -> d
         result["skipped"] = f"{len(used)} complete trials with {len(params)} common parameters: need 2 and 1"
         return result
     for index, objective in enumerate(objectives):
-        name = _plain(objective)["name"]
+        name = plain(objective)["name"]
         targets = [trial.values[index] for trial in used]
         if max(targets) == min(targets):
             result["by_objective"][name] = {param: 0.0 for param in params}

@@ -30,7 +30,7 @@ from tune_distill.pareto import (
     satisfies,
 )
 from tune_distill.search.errors import SearcherError, SearchSpaceError
-from tune_distill.search.expression import _Expression
+from tune_distill.search.expression import Expression
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
 from tune_distill.search.optimize import TrialRecord, optimize
 from tune_distill.search.searchers import (
@@ -50,12 +50,15 @@ from tune_distill.search.searchers import (
 # one module, tune_distill/search.py: they name classes as `tune_distill.search.<Class>`. Every class
 # such a pickle can hold stays reachable under that old path, private ones included, so that old
 # states still load (tests/test_searchers.py checks it). Do not remove these without a migration.
-from tune_distill.search.searchers.base import _HistorySearcher, _Outcome, _SearcherBase
+from tune_distill.search.searchers.base import HistorySearcher, Outcome, SearcherBase
 from tune_distill.search.searchers.botorch import BoTorchSearcher
 from tune_distill.search.searchers.optuna import OptunaSearcher
 from tune_distill.search.searchers.parego import ParEGOSearcher
 from tune_distill.search.searchers.replay import ReplaySearcher
 from tune_distill.search.space import EXAMPLE_TEACHER_CONTEXT, Param, SearchSpace, load_space, parse_space
+
+# The names those classes had when they were private (pickles name classes by the name they had then).
+_Expression, _Outcome, _SearcherBase, _HistorySearcher = Expression, Outcome, SearcherBase, HistorySearcher
 
 __all__ = [
     # errors, objectives, spaces

@@ -1,15 +1,15 @@
 """The safe expression evaluator behind search-space bounds and derived keys.
 
-What it does: `_Expression("{student.num_attention_heads} * {_head_dim}", where)` parses a small
+What it does: `Expression("{student.num_attention_heads} * {_head_dim}", where)` parses a small
 arithmetic expression over `{name}` references once, rejects anything outside a whitelist when the
-space loads (never `eval`), and evaluates it against a mapping of values; `_constant_or_expression`
+space loads (never `eval`), and evaluates it against a mapping of values; `constant_or_expression`
 reads a YAML bound (a number or such an expression over the context and fixed keys).
 
 What it must not know: search spaces, searchers, configuration keys or files. References are
 opaque names; the caller supplies their values.
 
 Example (CPU, instant):
-    python -c "from tune_distill.search.expression import _Expression as E; \\
+    python -c "from tune_distill.search.expression import Expression as E; \\
 print(E('round({a} * 2.5)', 'x').evaluate({'a': 1}))"
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 from tune_distill.search.errors import SearchSpaceError
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -64,7 +64,7 @@ MAX_STRING = 1000  # characters of any string it holds or makes
 MAX_MAGNITUDE = 10**15  # largest absolute number it may make (far above any width, count or step)
 
 
-class _Expression:
+class Expression:
     """An arithmetic expression over `{name}` references, checked at load time, evaluated safely.
 
     Allowed: numbers, quoted strings, {references}, + - * / // % on numbers (+ also joins two strings),
@@ -156,7 +156,7 @@ class _Expression:
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise SearchSpaceError(f"{self.where}: {self.text!r} makes a string of {len(value)} characters; at most "
                                    f"{MAX_STRING} allowed")
-        if _is_number(value) and not (math.isfinite(value) and abs(value) <= MAX_MAGNITUDE):
+        if is_number(value) and not (math.isfinite(value) and abs(value) <= MAX_MAGNITUDE):
             raise SearchSpaceError(f"{self.where}: {self.text!r} makes the number {value:.6g}; numbers must be finite "
                                    f"and at most {MAX_MAGNITUDE:.0e} in size")
         return value
@@ -183,7 +183,7 @@ class _Expression:
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, env), self._eval(node.right, env)
             strings = isinstance(left, str) and isinstance(right, str) and isinstance(node.op, ast.Add)
-            if not strings and not (_is_number(left) and _is_number(right)):
+            if not strings and not (is_number(left) and is_number(right)):
                 raise TypeError(f"{type(node.op).__name__} needs two numbers (or + two strings), got "
                                 f"{str(left)[:50]!r} and {str(right)[:50]!r}")  # evaluate() names the expression
             if strings and len(left) + len(right) > MAX_STRING:
@@ -207,16 +207,16 @@ class _Expression:
         raise SearchSpaceError(f"{self.where}: cannot evaluate {type(node).__name__}")  # pragma: no cover
 
 
-def _constant_or_expression(raw: Any, where: str, env: Mapping[str, Any]) -> Any:
+def constant_or_expression(raw: Any, where: str, env: Mapping[str, Any]) -> Any:
     """A bound as written in YAML: a number, or an expression string over the context and fixed keys."""
-    if _is_number(raw):
+    if is_number(raw):
         return raw
     if isinstance(raw, str):
         try:
             return float(raw)  # PyYAML reads 1e-5 (no dot) as a string
         except ValueError:
             pass
-        expression = _Expression(raw, where)
+        expression = Expression(raw, where)
         unknown = expression.references - set(env)
         if unknown:
             raise SearchSpaceError(
@@ -226,3 +226,7 @@ def _constant_or_expression(raw: Any, where: str, env: Mapping[str, Any]) -> Any
             )
         return expression.evaluate(env)
     raise SearchSpaceError(f"{where}: expected a number or an expression string, got {raw!r}")
+
+
+# The names these classes had when they were private: pickles written then name them so.
+_Expression = Expression

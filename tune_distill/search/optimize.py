@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tune_distill.pareto import is_feasible
 from tune_distill.search.errors import SearcherError
-from tune_distill.search.expression import _is_number
+from tune_distill.search.expression import is_number
 from tune_distill.search.objectives import Constraint, Objective
 from tune_distill.search.searchers import make_searcher
 from tune_distill.search.searchers.base import Searcher, TrialStatus
@@ -93,7 +93,7 @@ def _evaluate(objective_fn, space, trial_id, params, needed, constraints) -> Tri
     try:
         raw = objective_fn(dict(config))
         values = {name: float(raw[name]) for name in needed}
-        extra = {name: float(value) for name, value in raw.items() if name not in values and _is_number(value)}
+        extra = {name: float(value) for name, value in raw.items() if name not in values and is_number(value)}
         values.update(extra)
     except Exception as error:  # the objective failing is data, not a crash
         return TrialRecord(trial_id, params, config, None, "failed", error=f"{type(error).__name__}: {error}")

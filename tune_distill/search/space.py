@@ -29,7 +29,7 @@ import numpy as np
 
 from tune_distill.config import read_yaml
 from tune_distill.search.errors import SearcherError, SearchSpaceError
-from tune_distill.search.expression import _constant_or_expression, _Expression, _is_number
+from tune_distill.search.expression import Expression, constant_or_expression, is_number
 
 # Shape of the teacher that the shipped spaces are checked against and that the CLI previews with.
 EXAMPLE_TEACHER_CONTEXT = {
@@ -93,7 +93,7 @@ class Param:
             value = getattr(self, name)
             if value is None:
                 raise SearchSpaceError(f"{where}: a {self.type} parameter needs '{name}'")
-            if not _is_number(value) or not math.isfinite(value):
+            if not is_number(value) or not math.isfinite(value):
                 raise SearchSpaceError(f"{where}: '{name}' must be a finite number, got {value!r}")
             if self.type == "int" and float(value) != int(value):
                 raise SearchSpaceError(f"{where}: '{name}' of an int parameter must be a whole number, got {value!r}")
@@ -106,7 +106,7 @@ class Param:
         if self.log and self.low <= 0:
             raise SearchSpaceError(f"{where}: a log-scaled parameter needs low > 0, got low={self.low}")
         if self.step is not None:
-            if not _is_number(self.step) or not self.step > 0:
+            if not is_number(self.step) or not self.step > 0:
                 raise SearchSpaceError(f"{where}: 'step' must be a positive number, got {self.step!r}")
             if self.log:
                 raise SearchSpaceError(f"{where}: 'step' and 'log' cannot be combined")
@@ -132,7 +132,7 @@ class Param:
         """Whether `value` is a value this parameter can take."""
         if self.type == "categorical":
             return self._choice_index(value) is not None
-        if not _is_number(value):
+        if not is_number(value):
             return False
         if self.type == "int" and float(value) != int(value):
             return False
@@ -213,7 +213,7 @@ class SearchSpace:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
     source: str = "search space"
-    _compiled: tuple[tuple[str, _Expression], ...] = field(init=False, repr=False, compare=False)
+    _compiled: tuple[tuple[str, Expression], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(self.params))
@@ -245,11 +245,11 @@ class SearchSpace:
                 raise SearchSpaceError(f"{where}: fixed.{key}: fixed keys cannot be auxiliary ('_') names")
         compiled = {}
         for key, text in self.derived.items():
-            if _is_number(text):
+            if is_number(text):
                 text = repr(text)
             if not isinstance(text, str):
                 raise SearchSpaceError(f"{where}: derived.{key}: expected an expression string, got {text!r}")
-            compiled[key] = _Expression(text, f"{where}: derived.{key}")
+            compiled[key] = Expression(text, f"{where}: derived.{key}")
         known = set(self.context) | {p.name for p in self.params} | set(self.fixed) | set(self.derived)
         for key, expression in compiled.items():
             unknown = expression.references - known
@@ -281,9 +281,9 @@ class SearchSpace:
                 f"(missing: {missing or 'none'}, unknown: {extra or 'none'})"
             )
         env: dict[str, Any] = {**self.context, **self.fixed}
-        env.update({name: _plain(sampled[name]) for name in self.names})
+        env.update({name: plain(sampled[name]) for name in self.names})
         for key, expression in self._compiled:
-            env[key] = _plain(expression.evaluate(env))
+            env[key] = plain(expression.evaluate(env))
         resolved: dict[str, Any] = {name: env[name] for name in self.names if not name.startswith("_")}
         resolved.update({key: env[key] for key, _ in self._compiled if not key.startswith("_")})
         resolved.update(self.fixed)
@@ -297,14 +297,14 @@ class SearchSpace:
         return set(sampled) == set(self.names) and all(p.contains(sampled[p.name]) for p in self.params)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, so resolved dicts are JSON- and YAML-friendly."""
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
-def _derived_order(compiled: Mapping[str, _Expression], where: str) -> list[str]:
+def _derived_order(compiled: Mapping[str, Expression], where: str) -> list[str]:
     """Derived keys in an order where each comes after the derived keys it references."""
     order: list[str] = []
     state: dict[str, str] = {}
@@ -338,7 +338,7 @@ def parse_space(
         raise SearchSpaceError(f"{source}: unknown top-level key(s) {unknown}; known: {', '.join(_TOP_LEVEL_KEYS)}")
     context = dict(context or {})
     for key, value in context.items():
-        if not _is_number(value):
+        if not is_number(value):
             raise SearchSpaceError(f"{source}: context value {key!r} must be a number, got {value!r}")
     sections = {}
     for section in ("parameters", "derived", "fixed"):
@@ -347,7 +347,7 @@ def parse_space(
             raise SearchSpaceError(f"{source}: {section}: expected a mapping of key: value")
         sections[section] = dict(value)
     fixed = {key: (tuple(v) if isinstance(v, list) else v) for key, v in sections["fixed"].items()}
-    bound_env = {**context, **{k: v for k, v in fixed.items() if _is_number(v)}}
+    bound_env = {**context, **{k: v for k, v in fixed.items() if is_number(v)}}
     params = []
     for name, spec in sections["parameters"].items():
         where = f"{source}: parameters.{name}"
@@ -361,7 +361,7 @@ def parse_space(
         values: dict[str, Any] = {"name": name, "type": spec["type"], "log": spec.get("log", False)}
         for key in ("low", "high", "step"):
             if spec.get(key) is not None:
-                values[key] = _constant_or_expression(spec[key], f"{where}.{key}", bound_env)
+                values[key] = constant_or_expression(spec[key], f"{where}.{key}", bound_env)
         if "choices" in spec:
             choices = spec["choices"]
             if not isinstance(choices, (list, tuple)):

@@ -23,7 +23,7 @@ import yaml
 
 from tune_distill.search.errors import SearcherError
 from tune_distill.search.objectives import Constraint, Objective
-from tune_distill.search.searchers.base import _STATE_HEADER, Searcher, TrialStatus, restore_pickled_searcher
+from tune_distill.search.searchers.base import PICKLED_STATE_HEADER, Searcher, TrialStatus, restore_pickled_searcher
 from tune_distill.search.searchers.botorch import BoTorchSearcher
 from tune_distill.search.searchers.optuna import OptunaSearcher
 from tune_distill.search.searchers.parego import ParEGOSearcher
@@ -113,7 +113,7 @@ def restore_searcher(state: bytes, where: str = "searcher state") -> Searcher:
     it had seen. Pickled states of earlier versions (format 1) still load, as trusted input (a pickle runs code).
 
     Errors (SearcherError) name `where` and the field that is wrong."""
-    if isinstance(state, (bytes, bytearray)) and bytes(state).startswith(_STATE_HEADER):
+    if isinstance(state, (bytes, bytearray)) and bytes(state).startswith(PICKLED_STATE_HEADER):
         return restore_pickled_searcher(state)
     data = decode_state(state, where)
     name = typed_field(data, "searcher", str, where)

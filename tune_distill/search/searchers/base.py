@@ -1,17 +1,17 @@
 """What every searcher shares: the ask/tell protocol, outcome reading, bookkeeping and saved states.
 
-What it does: `Searcher` is the three-method protocol (suggest, observe, state); `_read_outcome`
+What it does: `Searcher` is the three-method protocol (suggest, observe, state); `read_outcome`
 turns what a trial reported into objective values and constraint violations (or a failure);
-`_SearcherBase` keeps trial ids and writes its state as data (state.py: its settings, then what
-each searcher adds in `_dump_state`); `_HistorySearcher` is the base of the searchers that keep their
+`SearcherBase` keeps trial ids and writes its state as data (state.py: its settings, then what
+each searcher adds in `_dump_state`); `HistorySearcher` is the base of the searchers that keep their
 own history in the unit-cube encoding (replay, parego, botorch). `restore_pickled_searcher` reads the
-pickled states (`_STATE_HEADER`) that earlier versions wrote.
+pickled states (`PICKLED_STATE_HEADER`) that earlier versions wrote.
 
 What it must not know: any particular algorithm or library (Optuna, hyperopt, BoTorch), Ray or
 models. The old state header's text is kept from the single-module days so that saved states still load.
 
 Example (CPU, a few seconds):
-    python -c "from tune_distill.search.searchers.base import _STATE_HEADER; print(_STATE_HEADER)"
+    python -c "from tune_distill.search.searchers.base import PICKLED_STATE_HEADER; print(PICKLED_STATE_HEADER)"
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Searcher(Protocol):
 
 
 # The header of the pickled states written before states became data (format 1).
-_STATE_HEADER = b"tune_distill.search.state/1\n"
+PICKLED_STATE_HEADER = b"tune_distill.search.state/1\n"
 
 
 def restore_pickled_searcher(state: bytes) -> Searcher:
@@ -71,14 +71,14 @@ def restore_pickled_searcher(state: bytes) -> Searcher:
 
     Kept so that sweeps saved by earlier versions resume; Optuna's pickles load only under the Optuna
     release that wrote them."""
-    if not isinstance(state, (bytes, bytearray)) or not bytes(state).startswith(_STATE_HEADER):
+    if not isinstance(state, (bytes, bytearray)) or not bytes(state).startswith(PICKLED_STATE_HEADER):
         raise SearcherError("not a searcher state written by tune_distill.search (missing header)")
     logger.warning("reading a pickled searcher state written by an earlier tune_distill (trusted input only)")
-    return pickle.loads(bytes(state)[len(_STATE_HEADER):])
+    return pickle.loads(bytes(state)[len(PICKLED_STATE_HEADER):])
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     """A finished trial as the searchers see it: objective values (as given) and constraint violations."""
 
     status: TrialStatus
@@ -86,20 +86,20 @@ class _Outcome:
     violations: tuple[float, ...] | None = None
 
 
-def _read_outcome(
+def read_outcome(
     trial_id: str,
     values: Mapping[str, float] | None,
     status: str,
     objectives: Sequence[Objective],
     constraints: Sequence[Constraint],
-) -> _Outcome:
+) -> Outcome:
     if status not in ("complete", "failed", "pruned"):
         raise SearcherError(f"trial {trial_id}: status must be complete, failed or pruned, got {status!r}")
     if status != "complete":
-        return _Outcome(status)
+        return Outcome(status)
     if values is None:
         logger.warning("trial %s: status 'complete' without values; recorded as failed", trial_id)
-        return _Outcome("failed")
+        return Outcome("failed")
     names = [o.name for o in objectives] + [c.name for c in constraints]
     missing = [name for name in names if name not in values]
     if missing:
@@ -112,15 +112,15 @@ def _read_outcome(
             raise SearcherError(f"trial {trial_id}: value of {name!r} is not a number: {values[name]!r}") from None
     if not all(math.isfinite(v) for v in numbers.values()):
         logger.warning("trial %s: non-finite values %s; recorded as failed", trial_id, numbers)
-        return _Outcome("failed")
-    return _Outcome(
+        return Outcome("failed")
+    return Outcome(
         "complete",
         tuple(numbers[o.name] for o in objectives),
         tuple(c.violation(numbers[c.name]) for c in constraints),
     )
 
 
-class _SearcherBase:
+class SearcherBase:
     """Bookkeeping shared by all searchers: trial ids, pending trials, state as data.
 
     Subclasses set `name` (their `make_searcher` name), return their `make_searcher` options from
@@ -177,7 +177,7 @@ class _SearcherBase:
         raise NotImplementedError
 
 
-class _HistorySearcher(_SearcherBase):
+class HistorySearcher(SearcherBase):
     """Searchers that keep their own history: suggestions in the unit cube, outcomes by trial id."""
 
     def __init__(self, space, objectives, constraints, seed) -> None:
@@ -197,7 +197,7 @@ class _HistorySearcher(_SearcherBase):
     def observe(self, trial_id: str, values: Mapping[str, float] | None, status: TrialStatus = "complete") -> None:
         if trial_id not in self._pending:
             raise SearcherError(f"{type(self).__name__}: trial {trial_id!r} is not pending")
-        outcome = _read_outcome(trial_id, values, status, self.objectives, self.constraints)
+        outcome = read_outcome(trial_id, values, status, self.objectives, self.constraints)
         params = self._pending.pop(trial_id)
         if outcome.status == "complete":
             signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in self.objectives])
@@ -256,3 +256,9 @@ class _HistorySearcher(_SearcherBase):
 
     def _propose(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# The names these classes had when they were private: pickles written then name them so.
+_Outcome = Outcome
+_SearcherBase = SearcherBase
+_HistorySearcher = HistorySearcher

@@ -21,12 +21,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from tune_distill.search.errors import SearcherError
-from tune_distill.search.searchers.base import _HistorySearcher
+from tune_distill.search.searchers.base import HistorySearcher
 
 logger = logging.getLogger(__name__)
 
 
-class BoTorchSearcher(_HistorySearcher):
+class BoTorchSearcher(HistorySearcher):
     """qLogNEHVI (BoTorch) with constraint models, over the unit-cube encoding of the space.
 
     One independent GP per objective and per constraint (SingleTaskGP, standardised outcomes);

@@ -3,7 +3,7 @@
 What it does: `OptunaSearcher` keeps an in-memory Optuna study, asks it for each suggestion (with a
 sampler seeded for that suggestion), and tells it each outcome, constraints included the Optuna 5 way
 (`Trial.set_constraint`); its state is the study's trials as data, replayed into a new study on
-restore. `_optuna_sampler` builds the sampler for the names optuna-tpe, optuna-gp, nsga2 and random
+restore. `optuna_sampler` builds the sampler for the names optuna-tpe, optuna-gp, nsga2 and random
 with this package's defaults.
 
 What it must not know: Ray, models, or how other searchers work. This module is called `optuna`
@@ -11,7 +11,7 @@ inside `tune_distill.search.searchers`; it imports the Optuna package absolutely
 is the top-level package), and the factory never refers to a bare `optuna` name.
 
 Example (CPU, a few seconds):
-    python -c "from tune_distill.search.searchers.optuna import _optuna_sampler as s; print(s('optuna-tpe', 0, {}))"
+    python -c "from tune_distill.search.searchers.optuna import optuna_sampler as s; print(s('optuna-tpe', 0, {}))"
 """
 
 from __future__ import annotations
@@ -25,9 +25,16 @@ import numpy as np
 
 from tune_distill.private_api import optuna_study_system_attrs, optuna_trial_handle, set_optuna_study_system_attrs
 from tune_distill.search.errors import SearcherError
-from tune_distill.search.searchers.base import TrialStatus, _read_outcome, _SearcherBase
-from tune_distill.search.searchers.state import finite_list, typed_field
-from tune_distill.search.space import Param, _plain
+from tune_distill.search.searchers.base import SearcherBase, TrialStatus, read_outcome
+from tune_distill.search.searchers.state import (
+    constraints_from_data,
+    decode_state,
+    finite_list,
+    objectives_from_data,
+    space_from_data,
+    typed_field,
+)
+from tune_distill.search.space import Param, plain
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ def _optuna_quiet() -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
-def _optuna_distribution(param: Param):
+def optuna_distribution(param: Param):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if param.type == "categorical":
@@ -59,7 +66,7 @@ def _optuna_distribution(param: Param):
     return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
 
 
-class OptunaSearcher(_SearcherBase):
+class OptunaSearcher(SearcherBase):
     """Any Optuna sampler driven through ask/tell on an in-memory study.
 
     Each suggestion asks the study with a sampler built afresh for it, seeded with a seed derived from
@@ -82,12 +89,12 @@ class OptunaSearcher(_SearcherBase):
         super().__init__(space, objectives, constraints, seed)
         self.name = self.label = label
         self._options = dict(options or {})
-        _optuna_sampler(label, self.seed, self._options)  # bad options fail here, not at the first suggestion
-        self._distributions = {p.name: _optuna_distribution(p) for p in space.params}
+        optuna_sampler(label, self.seed, self._options)  # bad options fail here, not at the first suggestion
+        self._distributions = {p.name: optuna_distribution(p) for p in space.params}
         with _optuna_quiet():
             self._study = optuna.create_study(
                 directions=["maximize" if o.direction == "max" else "minimize" for o in self.objectives],
-                sampler=_optuna_sampler(label, self.seed, self._options),
+                sampler=optuna_sampler(label, self.seed, self._options),
             )
         self._trial_ids: list[str] = []  # by trial number
         self._pending: dict[str, int] = {}  # trial id -> trial number
@@ -99,9 +106,12 @@ class OptunaSearcher(_SearcherBase):
 
     def __setstate__(self, pickled: dict[str, Any]) -> None:
         if "tune_distill_state" in pickled:
-            from tune_distill.search.searchers import restore_searcher
-
-            self.__dict__.update(restore_searcher(pickled["tune_distill_state"]).__dict__)
+            data = decode_state(pickled["tune_distill_state"], "pickled Optuna searcher")
+            OptunaSearcher.__init__(
+                self, space_from_data(data["space"]), objectives_from_data(data["objectives"]),
+                constraints_from_data(data["constraints"]), typed_field(data, "seed", int, "pickled Optuna searcher"),
+                label=typed_field(data, "searcher", str, "pickled Optuna searcher"), options=data["options"])
+            self._load_settings_state(data)
         else:
             self.__dict__.update(pickled)
             self._migrate_pickled()
@@ -127,7 +137,7 @@ class OptunaSearcher(_SearcherBase):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         self._register(trial_id)
         number = len(self._trial_ids)
-        self._study.sampler = self._legacy_sampler or _optuna_sampler(self.label, suggestion_seed(self.seed, number),
+        self._study.sampler = self._legacy_sampler or optuna_sampler(self.label, suggestion_seed(self.seed, number),
                                                                       self._options)
         with _optuna_quiet():
             trial = self._study.ask(self._distributions)
@@ -135,12 +145,12 @@ class OptunaSearcher(_SearcherBase):
             raise SearcherError(f"{self.label}: Optuna numbered trial {trial_id!r} {trial.number}, expected {number}")
         self._trial_ids.append(trial_id)
         self._pending[trial_id] = number
-        return {name: _plain(trial.params[name]) for name in self._distributions}
+        return {name: plain(trial.params[name]) for name in self._distributions}
 
     def observe(self, trial_id: str, values: Mapping[str, float] | None, status: TrialStatus = "complete") -> None:
         if trial_id not in self._pending:
             raise SearcherError(f"{self.label}: trial {trial_id!r} is not pending (never suggested, or observed twice)")
-        outcome = _read_outcome(trial_id, values, status, self.objectives, self.constraints)
+        outcome = read_outcome(trial_id, values, status, self.objectives, self.constraints)
         number = self._pending.pop(trial_id)
         violations = dict(zip((c.name for c in self.constraints), outcome.violations or ()))
         self._tell(number, outcome.status, outcome.objective_values, violations)
@@ -164,7 +174,7 @@ class OptunaSearcher(_SearcherBase):
         for trial_id, frozen in zip(self._trial_ids, self._study.get_trials(deepcopy=False)):
             trials.append({
                 "trial_id": trial_id, "status": _STATUS_OF_STATE[frozen.state.name],
-                "params": {name: _plain(value) for name, value in frozen.params.items()},
+                "params": {name: plain(value) for name, value in frozen.params.items()},
                 "values": list(frozen.values) if frozen.values is not None else None,
                 "constraints": dict(frozen.constraints or {}) if frozen.state.name == "COMPLETE" else None,
                 "system_attrs": dict(frozen.system_attrs),
@@ -203,7 +213,7 @@ class OptunaSearcher(_SearcherBase):
                 self._pending[trial_id] = index
             else:
                 self._tell(index, status, values, constraints)
-        self._study.sampler = _optuna_sampler(self.label, suggestion_seed(self.seed, len(self._trial_ids)),
+        self._study.sampler = optuna_sampler(self.label, suggestion_seed(self.seed, len(self._trial_ids)),
                                               self._options)
 
 
@@ -217,7 +227,7 @@ def suggestion_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
 
 
-def _optuna_sampler(name: str, seed: int, options: Mapping[str, Any]):
+def optuna_sampler(name: str, seed: int, options: Mapping[str, Any]):
     """The Optuna sampler called `name`, seeded `seed`, with this package's defaults under `options`."""
     import optuna
 

@@ -19,10 +19,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tune_distill.search.searchers.base import _HistorySearcher
+from tune_distill.search.searchers.base import HistorySearcher
 
 
-class ParEGOSearcher(_HistorySearcher):
+class ParEGOSearcher(HistorySearcher):
     """hyperopt TPE on ParEGO scalarisations: a fresh random weight vector for every suggestion.
 
     Objectives are normalised to [0, 1] over the observed trials (all made minimised), then combined

@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from tune_distill.search.errors import SearcherError
-from tune_distill.search.searchers.base import _HistorySearcher
+from tune_distill.search.searchers.base import HistorySearcher
 
 
-class ReplaySearcher(_HistorySearcher):
+class ReplaySearcher(HistorySearcher):
     """Suggests a given list of samples in order, then nothing: not a search, a re-run.
 
     For comparisons that must hold the trials fixed (the same students with and without early
