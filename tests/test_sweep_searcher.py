@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from sweep_world import OBJECTIVES, TINY_SPACE
 
-from tune_distill.search import Constraint, make_searcher, parse_space
-from tune_distill.sweep.searcher import SweepSearcher
+from tune_distill.search import Constraint, SearcherError, make_searcher, parse_space
+from tune_distill.sweep.searcher import SWEEP_SEARCHER_FORMAT, SweepSearcher
 
 
 def test_sweep_searcher_baseline_statuses_and_state(tmp_path):
@@ -35,3 +38,38 @@ def test_sweep_searcher_baseline_statuses_and_state(tmp_path):
     fresh.on_trial_complete("t1", {"exact": 1.0, "parameters": 1, "final": True})  # seen before: ignored
     assert fresh.suggest("t3")["number"] == 3 and fresh.suggest("t4")["number"] == 4
     assert fresh.suggest("t5") == SweepSearcher.FINISHED
+
+
+def test_the_searcher_checkpoint_is_json_data_and_bad_files_are_named(tmp_path):
+    """Tune's searcher checkpoint (tune/searcher-state-*.pkl by Tune's name) holds JSON, not a pickle: the same
+    suggestions after a restore as without one, and a damaged file refused with its path in the message."""
+    space = parse_space(TINY_SPACE, {"teacher.num_hidden_layers": 2})
+
+    def adapter():
+        return SweepSearcher(make_searcher("nsga2", space, OBJECTIVES, (), seed=1, population_size=2), space,
+                             OBJECTIVES, (), num_samples=8)
+
+    searcher, twin = adapter(), adapter()
+    for index in range(4):
+        for one in (searcher, twin):
+            one.suggest(f"t{index}")
+            one.on_trial_complete(f"t{index}", {"exact": 10.0 * index, "parameters": 5 - index, "final": True})
+    searcher.suggest("t4")
+    twin.suggest("t4")
+    path = tmp_path / "searcher-state-x.pkl"
+    searcher.save(str(path))
+    document = json.loads(path.read_text())
+    assert document["format"] == SWEEP_SEARCHER_FORMAT and document["outstanding"] == ["t4"]
+    assert document["inner"].startswith("tune_distill.search.state/2\n")
+    restored = adapter()
+    restored.restore(str(path))
+    for one in (restored, twin):
+        one.on_trial_complete("t4", {"exact": 3.0, "parameters": 2, "final": True})
+    assert restored.suggest("t5") == twin.suggest("t5")
+
+    path.write_text(json.dumps({**document, "next_number": "five"}))
+    with pytest.raises(SearcherError, match=rf"{path}: field\(s\) \['next_number'\]"):
+        adapter().restore(str(path))
+    path.write_text('{"format": ')
+    with pytest.raises(SearcherError, match=rf"{path}: not a searcher checkpoint"):
+        adapter().restore(str(path))
