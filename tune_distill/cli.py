@@ -14,6 +14,7 @@ Subcommands:
     config          print the resolved configuration, or every key with its help (--help-keys)
     export          one trial of a sweep -> a plain Hugging Face QA model folder (+ model.onnx), verified and timed
     answer          answer questions about a context with any QA model folder (an export, a teacher, a run's model/)
+    dashboard       a sweep's study in the Optuna dashboard: read-only, on 127.0.0.1 only (make dashboard)
 
 Every subcommand that takes a configuration accepts `--config FILE` and repeated
 `--set section.field=value` (the same override syntax sweep trials use). A library module's
@@ -59,6 +60,7 @@ MODULE_COMMANDS = {
     "confirm": ("tune_distill.confirm", "re-score a sweep's baseline and Pareto students on an unseen split"),
     "export": ("tune_distill.export", "export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)"),
     "answer": ("tune_distill.answer", "answer questions about a context with a QA model folder"),
+    "dashboard": ("tune_distill.dashboard", "serve a sweep's study read-only in the Optuna dashboard on 127.0.0.1"),
 }
 
 

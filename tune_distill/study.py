@@ -15,13 +15,13 @@ in-memory study for sampling; this one is the record): `study.journal` in the sw
 Optuna JournalStorage over a JournalFileBackend. A journal rather than SQLite: it is one
 append-only text file (a copy taken while the sweep writes it is a valid prefix, which is what
 is uploaded next to a remote experiment), needs no database schema that Optuna versions migrate,
-and `optuna-dashboard study.journal` opens it as it grows.
+and the dashboard (`tune-distill dashboard`, dashboard.py: read-only) follows it as it grows.
 
 What it must not know: Ray, how trials ran or were chosen, the report's tables.
 
 Example (CPU, seconds; any sweep folder with trials.jsonl; then the dashboard on it):
     python -c "from tune_distill.study import sync_study; print(sync_study('sweeps/smoke'))"
-    optuna-dashboard sweeps/smoke/study.journal --host 127.0.0.1 --port 8080
+    tune-distill dashboard --sweep sweeps/smoke --port 8080
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def plain(item: Any) -> dict[str, Any]:
 
 
 def dashboard_command(study_path: str | Path, port: int = 8080) -> str:
-    """The command that serves `study_path` in the Optuna dashboard on this machine only."""
-    return f"optuna-dashboard {study_path} --host 127.0.0.1 --port {port}"
+    """The command that serves `study_path` (a sweep's study.journal, or its folder) in the Optuna dashboard,
+    read-only and on 127.0.0.1 only (dashboard.py)."""
+    path = Path(study_path)
+    return f"tune-distill dashboard --sweep {path.parent if path.name == STUDY_FILE else path} --port {port}"
 
 
 def space_distributions(space: Any) -> dict[str, Any]:
