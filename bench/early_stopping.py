@@ -22,7 +22,7 @@ Commands (from the repository root; always under `nice` on the shared machine):
   smoke, offline, 1-2 minutes in all (tiny teacher and data: scores mean nothing, every student
   answers "no answer" everywhere, so hypervolumes are 0 and their losses undefined):
     nice python bench/early_stopping.py --preset smoke --num-samples 6 --out /tmp/es-smoke
-  the real one (configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
+  the real one (bench/configs/sweep_es.yaml: the cpu preset reduced to 120 optimiser steps of 16 per
   trial, validated on the whole val.json, objectives span F1 on answerable questions and
   parameters, rungs at 40 and 80 steps, reduction factor 3, 16 trials per arm; measured on an
   otherwise idle 2-core machine with the first 400 validation questions, as the presets had until
@@ -81,7 +81,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -91,6 +90,8 @@ from typing import Any, Mapping, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from bench.measures import arm_hypervolume, common_reference, steps_of, usable_rows  # noqa: E402
 
 log = logging.getLogger("bench.early_stopping")
 
@@ -174,72 +175,8 @@ def arm_configs(config: Any, arms: Sequence[str], rungs: Sequence[int] | None = 
 
 
 # --------------------------------------------------------------------------------------------------
-# Measures
+# Measures (which trials count, hypervolume, steps: bench/measures.py, shared with the replays)
 # --------------------------------------------------------------------------------------------------
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def usable_rows(records: Sequence[Mapping[str, Any]], names: Sequence[str], statuses: Sequence[str]) -> list[dict]:
-    """Records of the given statuses whose metrics hold every name (report.summarise's `done`)."""
-    rows = []
-    for record in records:
-        if record.get("status") not in statuses:
-            continue
-        metrics = record.get("metrics") or {}
-        values = {name: _number(metrics.get(name)) for name in names}
-        if all(v is not None for v in values.values()):
-            rows.append({"record": record, "values": values})
-    return rows
-
-
-def feasible(values: Mapping[str, float], constraints: Sequence[Mapping[str, Any]]) -> bool:
-    """report._feasible for one row: a constraint whose metric is missing fails."""
-    for constraint in constraints:
-        value = values.get(constraint["name"])
-        if value is None:
-            return False
-        bound = float(constraint["bound"])
-        if not (value >= bound if constraint["op"] == ">=" else value <= bound):
-            return False
-    return True
-
-
-def common_reference(all_rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
-                     constraints: Sequence[Mapping[str, Any]]) -> list[float]:
-    """report.summarise's reference point, over the union of the arms' usable trials."""
-    from tune_distill.pareto import hypervolume_reference
-
-    names = [o["name"] for o in objectives]
-    floors = [next((float(c["bound"]) for c in constraints if c["name"] == name), None) for name in names]
-    values = np.array([[row["values"][name] for name in names] for row in all_rows], dtype=float)
-    directions = [o["direction"] for o in objectives]
-    return hypervolume_reference(values.reshape(len(all_rows), len(names)), directions, floors)
-
-
-def arm_hypervolume(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Mapping[str, str]],
-                    constraints: Sequence[Mapping[str, Any]], reference: Sequence[float]) -> tuple[float, int]:
-    """(hypervolume of the feasible rows against `reference`, number of feasible rows)."""
-    from tune_distill.pareto import hypervolume
-
-    names = [o["name"] for o in objectives]
-    points = []
-    for row in rows:
-        values = dict(row["values"])
-        values.update({c["name"]: _number((row["record"].get("metrics") or {}).get(c["name"])) for c in constraints})
-        if feasible(values, constraints):
-            points.append([row["values"][name] for name in names])
-    if not points:
-        return 0.0, 0
-    return hypervolume(np.asarray(points, dtype=float), [o["direction"] for o in objectives], reference), len(points)
-
-
-def steps_of(record: Mapping[str, Any]) -> int:
-    return int((record.get("metrics") or {}).get("step") or 0)
 
 
 def arm_measures(arm_dir: Path, records: Sequence[Mapping[str, Any]], saved: Mapping[str, Any],
@@ -513,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default=None, help="configs/sweep_<NAME>.yaml (default es: the reduced cpu "
-                                                       "preset; smoke for a quick offline check)")
+    source.add_argument("--preset", default=None, help="bench/configs/ or configs/sweep_<NAME>.yaml (default es: "
+                                                       "the reduced cpu preset; smoke for a quick offline check)")
     source.add_argument("--config", help="a sweep YAML file instead of a preset")
     parser.add_argument("--num-samples", type=int, help="trials per arm, the baseline included (default: the preset's)")
     parser.add_argument("--max-train-examples", type=int, help="base data.max_train_examples (training questions)")

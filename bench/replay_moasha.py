@@ -14,14 +14,14 @@ recorded order gives both sides identical inputs, so a difference in the table i
 Arms (each at every reduction factor):
   moasha               MOASHA with its default priority (NonDominatedPriority: nondominated_sort, whose
                        result is an ORDER of the trials, read by the bracket as one priority per trial);
-  moasha:ranks         the same order turned into one rank per trial (the one-line fix; see results/moasha.md);
+  moasha:ranks         the same order turned into one rank per trial (the one-line fix; see results/archive/moasha.md);
   moasha:ranks+enet    also the epsilon-net inside each front read as the ranks it returns, not as an order.
 Same setting as the sweep: objectives from the run's sweep.json (a maximised one is negated, as MOASHA
 minimises every metric), the run's rungs (MOASHA's geometric rungs grace x rf^k are replaced by them:
 for rf 2 they coincide, 40 and 80; for rf 3 MOASHA alone would have only 40 below max_t 120), max_t =
 the trials' total steps. The baseline is reported to MOASHA (it sits in the rungs, as in our
 schedulers, where it is ranked but never stopped) and a STOP for it is ignored.
-Accounting: replay_schedulers' records (as_records) and bench/early_stopping.py's measures (steps_of,
+Accounting: bench/curves.py's records (as_records) and bench/measures.py's measures (steps_of,
 usable_rows, common_reference, arm_hypervolume), one reference point per run over the union of every
 arm's usable trials: fifo, MOASHA's arms, and our schedulers' arms rebuilt from the run's
 replay.json (bench/replay_schedulers.py's --json, beside fifo/ or beside the curves; its `stops`), whose
@@ -33,10 +33,12 @@ Syne Tune beyond the MOASHA object and its priority functions. Needs syne-tune (
 --simulator also needs huggingface_hub, which syne_tune.blackbox_repository imports; nothing is downloaded).
 
 Commands (CPU, seconds; from the repository root):
-  PYTHONPATH=. /work/venv-syne/bin/python bench/replay_moasha.py results/early-stopping-learners/fifo/curves.jsonl
+  PYTHONPATH=. /work/venv-syne/bin/python bench/replay_moasha.py \
+      results/archive/early-stopping-learners/fifo/curves.jsonl
   PYTHONPATH=. nice -n 19 /work/venv-syne/bin/python bench/replay_moasha.py --simulator \
-      results/early-stopping-*/fifo/curves.jsonl --json results/replay-moasha.json --markdown /tmp/tables.md
-  (results/moasha.md gives the exact command with its --group summaries)
+      results/archive/early-stopping-*/fifo/curves.jsonl --json results/archive/replay-moasha.json \
+      --markdown /tmp/tables.md
+  (results/archive/moasha.md gives the exact command with its --group summaries)
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.early_stopping import arm_hypervolume, common_reference, steps_of, usable_rows  # noqa: E402
-from bench.replay_schedulers import across_runs, as_records, read_curves, replay  # noqa: E402
+from bench.curves import as_records, read_curves, replay  # noqa: E402
+from bench.measures import across_runs, arm_hypervolume, common_reference, steps_of, usable_rows  # noqa: E402
 
 PRIORITIES = ("moasha", "moasha:ranks", "moasha:ranks+enet")
 TARGET_STEPS, TARGET_LOSS = 40.0, 2.0
@@ -191,7 +193,7 @@ def simulate(curves: Sequence[Mapping[str, Any]], priority: str | None, objectiv
     """Replay through Syne Tune's Tuner and UserBlackboxBackend: the trials are proposed in number order, each
     trial's results come from the table of its recorded evaluations at their recorded durations, `n_workers` run
     at once. `priority` None: no early stopping (every result CONTINUE: the check of the simulated order).
-    Returns {"last": replay_schedulers.replay's shape, "order": [(number, step) in arrival order]}."""
+    Returns {"last": curves.replay's shape, "order": [(number, step) in arrival order]}."""
     import contextlib
     import io
     import logging
@@ -294,7 +296,7 @@ def simulate(curves: Sequence[Mapping[str, Any]], priority: str | None, objectiv
 
 def records_from_stops(curves: Sequence[Mapping[str, Any]], stops: Sequence[Sequence[int]]) -> list[dict]:
     """A replayed arm's records rebuilt from its (trial number, step) stops: the stopped trial's evaluation at
-    that step, every other trial's last one (what replay_schedulers.replay leaves)."""
+    that step, every other trial's last one (what curves.replay leaves)."""
     stop_at = {int(number): int(step) for number, step in stops}
     last: dict[str, dict[str, Any]] = {}
     for row in curves:
@@ -331,7 +333,7 @@ def account(arms: Mapping[str, Sequence[Mapping[str, Any]]], objectives: Sequenc
 
 
 def run_name(source: Path) -> str:
-    """results/early-stopping-v3/fifo/curves.jsonl -> early-stopping-v3."""
+    """results/archive/early-stopping-v3/fifo/curves.jsonl -> early-stopping-v3."""
     parts = source.resolve().parts
     for index in range(len(parts) - 1, 0, -1):
         if parts[index] == "fifo":
@@ -450,7 +452,7 @@ def print_run(run: Mapping[str, Any]) -> None:
 
 
 def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """replay_schedulers.across_runs over the arms every run has."""
+    """measures.across_runs over the arms every run has."""
     def arm(row: Mapping[str, Any]) -> str:
         return row["scheduler"] + (f" rf={row['reduction_factor']:g}" if row["reduction_factor"] else "")
 
@@ -520,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN",
                         help="also summarise these runs together (run names as printed)")
     parser.add_argument("--json", help="write every run's table, the rows and the summaries here")
-    parser.add_argument("--markdown", help="write the tables as markdown here (results/moasha.md quotes them)")
+    parser.add_argument("--markdown", help="write the tables as markdown here (results/archive/moasha.md quotes them)")
     args = parser.parse_args(argv)
 
     runs = []

@@ -7,7 +7,7 @@ what bench/early_stopping.py's `--trials replay` arms do for real, at the cost o
 again. This script instead feeds the recorded results, in the order they arrived (their
 timestamps), to the scheduler classes the sweep itself uses, and reports for each scheduler and
 reduction factor the optimiser steps saved and the hypervolume lost against fifo, measured as
-bench/early_stopping.py measures them (complete and stopped trials with their last metrics,
+bench/early_stopping.py measures them (bench/measures.py: complete and stopped trials with their last metrics,
 feasible ones), against one reference point per run: that of every recorded evaluation
 (`curve_reference`), so rows of different schedulers, or of another bench on the same curves, compare.
 
@@ -34,7 +34,7 @@ of per-question scores in [0, 100] can have, carried to the rung's score; `--se-
 
 Limits: the arrival order is fifo's. In a real run a stopped trial frees its slot earlier, so later
 trials reach the rungs sooner and may be judged against fewer records; asynchronous decisions can
-then differ. Check against a real run: on results/early-stopping-v3 the real pareto_sh arm and its
+then differ. Check against a real run: on results/archive/early-stopping-v3 the real pareto_sh arm and its
 replay stop the same trials at the same rungs (54.2% fewer steps, 10.0% less hypervolume; the rule
 before issue 15).
 
@@ -42,12 +42,12 @@ Input: a sweep folder (its Tune trial folders `tune/trial_*/result.json` hold th
 `curves.jsonl` written by --save-curves (one line per evaluation; small enough to keep in results/).
 
 Commands (CPU, seconds):
-  python bench/replay_schedulers.py results/early-stopping-v3/fifo/curves.jsonl
+  python bench/replay_schedulers.py results/archive/early-stopping-v3/fifo/curves.jsonl
   python bench/replay_schedulers.py sweeps/early-stopping-v3/fifo \
-      --save-curves results/early-stopping-v3/fifo/curves.jsonl
+      --save-curves results/archive/early-stopping-v3/fifo/curves.jsonl
   python bench/replay_schedulers.py CURVES --rungs 40 80 --reduction-factors 2 3 --schedulers pareto_sh single asha
-  python bench/replay_schedulers.py results/early-stopping-teacher*/fifo/curves.jsonl   # replicates: mean, range,
-                                                                # and how many runs meet the target per scheduler
+  python bench/replay_schedulers.py results/archive/early-stopping-teacher*/fifo/curves.jsonl
+      # replicates: mean, range, and how many runs meet the target per scheduler
   python bench/replay_schedulers.py CURVES --reduction-factors 3 \
       --schedulers pareto_sh pareto_sh:plain pareto_sh:z=1 pareto_sh:yardstick   # the noise rule's choices
 The JSON (--json) also holds `rows`: one per (run, scheduler, reduction factor) with run, scheduler,
@@ -61,47 +61,14 @@ import json
 import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+from bench.curves import as_records, read_curves, replay  # noqa: E402
+from bench.measures import across_runs, arm_hypervolume, common_reference, steps_of, usable_rows  # noqa: E402
 
 SCHEDULERS = ("pareto_sh", "pareto_sh:plain", "pareto_sh:crowding", "single", "asha")
-KEPT_FIELDS = ("trial_id", "number", "kind", "timestamp", "step", "total_steps", "final")
-
-
-def read_curves(source: Path, metric_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Every recorded evaluation as {trial_id, number, kind, timestamp, step, total_steps, final, metrics}."""
-    rows: list[dict[str, Any]] = []
-    if source.is_file():
-        for line_number, line in enumerate(source.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{source}:{line_number}: not JSON ({error})") from None
-    else:
-        files = sorted((source / "tune").glob("trial_*/result.json"))
-        if not files:
-            raise FileNotFoundError(f"{source}: no tune/trial_*/result.json "
-                                    "(expected a sweep folder or a curves.jsonl)")
-        for path in files:
-            for line in path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                result = json.loads(line)
-                row = {key: result.get(key) for key in KEPT_FIELDS}
-                row["metrics"] = {name: result.get(name) for name in metric_names}
-                row["metrics"].update({f"{name}_se": result[f"{name}_se"] for name in metric_names
-                                       if result.get(f"{name}_se") is not None})  # the rung's measured noise
-                rows.append(row)
-    for index, row in enumerate(rows):
-        missing = [key for key in ("trial_id", "timestamp", "step", "metrics") if row.get(key) is None]
-        if missing:
-            raise ValueError(f"{source}: evaluation {index} lacks {missing}")
-    return sorted(rows, key=lambda row: (row["timestamp"], str(row["trial_id"]), row["step"]))
 
 
 def scheduler_options(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -221,8 +188,6 @@ def curve_reference(curves: Sequence[Mapping[str, Any]], objectives: Sequence[Ma
                     constraints: Sequence[Mapping[str, Any]]) -> list[float]:
     """The reference point over every recorded evaluation: the same for every scheduler replayed from these
     curves (any arm's trials end on one of them), so rows of different benches on one run compare."""
-    from bench.early_stopping import common_reference, usable_rows
-
     records = [{"status": "complete", "metrics": row["metrics"]} for row in curves]
     return common_reference(usable_rows(records, [o["name"] for o in objectives], ("complete",)), objectives,
                             constraints)
@@ -238,37 +203,6 @@ def run_name(source: Path) -> str:
     return parts[-1] if parts else str(source)
 
 
-def replay(curves: Sequence[Mapping[str, Any]], scheduler: Any) -> dict[str, dict[str, Any]]:
-    """Each trial's last seen evaluation under `scheduler` (stopped ones flagged)."""
-    last: dict[str, dict[str, Any]] = {}
-    stopped: set[str] = set()
-    trials: dict[str, Any] = {}
-    for row in curves:
-        trial_id = str(row["trial_id"])
-        if trial_id in stopped:
-            continue
-        result = {**row["metrics"], **{key: row.get(key) for key in KEPT_FIELDS}}
-        if hasattr(scheduler, "on_result"):
-            decision = scheduler.on_result(trial_id, result)
-        else:  # a Ray scheduler: it needs trial objects, added before their first result
-            if trial_id not in trials:
-                trials[trial_id] = SimpleNamespace(trial_id=trial_id)
-                scheduler.on_trial_add(None, trials[trial_id])
-            decision = scheduler.on_trial_result(None, trials[trial_id], result)
-        last[trial_id] = {**row, "stopped": decision == "STOP"}
-        if decision == "STOP":
-            stopped.add(trial_id)
-    return last
-
-
-def as_records(last: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Trial records shaped like a sweep's trials.jsonl, for bench/early_stopping.py's measures."""
-    return [{"trial_id": trial_id, "number": row.get("number"), "kind": row.get("kind"),
-             "status": "stopped" if row["stopped"] else "complete",
-             "metrics": {**row["metrics"], "step": row["step"], "total_steps": row.get("total_steps")}}
-            for trial_id, row in last.items()]
-
-
 def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, factors: Sequence[float],
                  schedulers: Sequence[str], save_curves: str | None = None, se_estimate: str = "trial",
                  target_steps: float = 40.0, target_loss: float = 2.0) -> dict[str, Any]:
@@ -278,7 +212,6 @@ def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | N
     steps_saved_pct, hypervolume, hypervolume_loss_pct, meets_target, stops. The reference point is the
     one of every recorded evaluation (`curve_reference`).
     """
-    from bench.early_stopping import arm_hypervolume, steps_of, usable_rows
     from tune_distill.search import Objective
 
     folder = source if source.is_dir() else source.parent
@@ -348,7 +281,6 @@ def clairvoyant(curves: Sequence[Mapping[str, Any]], rungs: Sequence[int], objec
     the trial whose next stopping point adds the most hypervolume per extra step run on, until the loss
     is within the target. A bound on what rung decisions can reach (greedy, so not always the best).
     """
-    from bench.early_stopping import arm_hypervolume, steps_of, usable_rows
 
     names = [o["name"] for o in objectives]
     evaluations: dict[str, list[Mapping[str, Any]]] = {}
@@ -412,23 +344,6 @@ def print_table(run: Mapping[str, Any]) -> None:
         kept = " ".join(f"{n}@{s}" for n, s in bound["kept_past_first_rung"])
         print(f"{'clairvoyant (greedy)':<26} {'':>7} {bound['steps']:>6} {bound['steps_saved_pct']:>7.1f} "
               f"{bound['hypervolume_loss_pct']:>8.2f}  kept past the first rung: {kept}")
-
-
-def across_runs(runs: Sequence[Mapping[str, Any]], target_steps: float, target_loss: float) -> list[dict[str, Any]]:
-    """Per scheduler row: mean, min and max of steps saved and hypervolume loss over the runs, and in how
-    many runs it met the target (at least `target_steps`% fewer steps for at most `target_loss`% loss)."""
-    summary = []
-    for scheduler in [row["scheduler"] for row in runs[0]["table"]]:
-        rows = [next(row for row in run["table"] if row["scheduler"] == scheduler) for run in runs]
-        saved = np.array([row["steps_saved_pct"] for row in rows], dtype=float)
-        loss = np.array([row["hypervolume_loss_pct"] for row in rows], dtype=float)
-        summary.append({"scheduler": scheduler, "runs": len(rows),
-                        "steps_saved_pct": {"mean": float(saved.mean()), "min": float(saved.min()),
-                                            "max": float(saved.max())},
-                        "hypervolume_loss_pct": {"mean": float(loss.mean()), "min": float(loss.min()),
-                                                 "max": float(loss.max())},
-                        "meets_target": int(((saved >= target_steps) & (loss <= target_loss)).sum())})
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

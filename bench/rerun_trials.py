@@ -14,7 +14,7 @@ What it must not know: Ray, searchers, schedulers (a trial is re-run without the
 stopped early are refused, their learning-rate schedule was cut by the scheduler).
 
 Example (CPU, about 15 minutes: the old cpu preset's baseline and Pareto student, two at once):
-    nice python bench/rerun_trials.py --sweep results/sweep-cpu-v3 --config configs/sweep_cpu_v3.yaml \
+    nice python bench/rerun_trials.py --sweep results/archive/sweep-cpu-v3 --config bench/configs/sweep_cpu_v3.yaml \
         --out sweeps/cpu-v3-rerun
     tune-distill confirm --sweep sweeps/cpu-v3-rerun --data sweeps/test-carved.json --out sweeps/cpu-v3-rerun/confirm
 """

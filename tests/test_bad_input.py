@@ -3,14 +3,17 @@ file, key or question id, no traceback, and no half-written output folder.
 
 Each case is one `tune-distill` command line (cli.main, in this process: an exception escaping it would fail
 the test as a traceback would) built from tiny inputs: the 4-layer 32-wide teacher and the 7-question SQuAD
-file of conftest, and a few broken model folders (a plain BertModel, a DistilBERT teacher, a tokenizer
-bigger than its model's vocabulary).
+file of conftest, a few broken model folders (a plain BertModel, a DistilBERT teacher, a tokenizer
+bigger than its model's vocabulary), and hostile files such as a copied sweep folder or a download may hold: a
+YAML alias bomb ("billion laughs"), a 46 MB context, JSON nested 100,000 deep. Those are refused with bounded work,
+before anything expands, is tokenised or runs.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -23,6 +26,11 @@ RUN = ["data.max_seq_length=48", "data.doc_stride=16", "data.max_query_length=16
        "distill.max_steps=2", "distill.train_batch_size=4", "evaluate.latency_seq_length=32",
        "evaluate.latency_batch_sizes=[1]", "evaluate.latency_repeats=1", "evaluate.latency_warmup=0"]
 SMALL = ["--max-seq-length", "48", "--doc-stride", "16", "--max-query-length", "16"]
+# "Billion laughs": nine aliases of nine aliases, ten levels: 9**10 (3.5 billion) values once the aliases are copied out
+ALIAS_BOMB = "\n".join(["parameters: {distill.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3}}",
+                        "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+                        *(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10))]) + "\n"
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested deeper than Python's parser can go
 
 
 def _tiny_config(**sizes):
@@ -64,9 +72,24 @@ def inputs(tmp_path_factory):
     sweep_json = root / "corrupt-sweep"
     sweep_json.mkdir()
     (sweep_json / "sweep.json").write_text('{"config": {"space": ')
+    (root / "laughs-space.yaml").write_text(ALIAS_BOMB)
+    (root / "big-space.yaml").write_text("# a comment line\n" * 20_000)  # 340 KB: more than a YAML file may have
+    with open(root / "huge.txt", "wb") as huge:  # 46 MB of context, sparse: no disk and no time to write
+        huge.truncate(46_000_000)
+    (root / "deep.json").write_text('{"version": "v2.0", "data": ' + DEEP + "}")
+    deep_sweep = root / "deep-sweep"  # a copied sweep folder whose second record is nested 100,000 deep
+    deep_sweep.mkdir()
+    (deep_sweep / "trials.jsonl").write_text(json.dumps({"trial_id": "t0", "status": "complete"}) + "\n" +
+                                             json.dumps({"trial_id": "t1", "params": "@"}).replace('"@"', DEEP) + "\n")
+    confirmable = root / "confirmable-sweep"  # enough of a sweep for confirm to reach its --data
+    (confirmable / "runs" / "t0" / "model").mkdir(parents=True)
+    (confirmable / "runs" / "t0" / "config.yaml").write_text("{}\n")
+    (confirmable / "trials.jsonl").write_text(json.dumps({"trial_id": "t0", "status": "complete",
+                                                          "run_dir": str(confirmable / "runs" / "t0")}) + "\n")
+    (confirmable / "summary.json").write_text(json.dumps({"baseline": {"trial_id": "t0"}, "pareto_trials": []}))
     return {"root": root, "teacher": teacher, "squad": squad, "plain": plain, "distilbert": distilbert,
             "mismatched": mismatched, "invisible": root / "invisible.json", "latin1": root / "latin1.txt",
-            "file": root / "a-file", "corrupt": sweep_json}
+            "file": root / "a-file", "corrupt": sweep_json, "untouched": [sweep_json, deep_sweep, confirmable]}
 
 
 def _distill(inputs, out, *changes, teacher=None, data=None):
@@ -86,6 +109,13 @@ def _sweep_file(inputs, name, **changes):
         "data.val_file": str(inputs["squad"]), "distill.device": "cpu"}, **changes}
     path = inputs["root"] / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _bomb_sweep(inputs):
+    """A sweep config whose search space is the alias bomb."""
+    path = _sweep_file(inputs, "alias-bomb")
+    (inputs["root"] / "alias-bomb-space.yaml").write_text(ALIAS_BOMB)
     return path
 
 
@@ -150,6 +180,31 @@ CASES = [
      r"derived\.distill\.warmup_steps: string repetition and formatting"),
     ("sweep-corrupt-record", lambda i, o: ["sweep", "--resume", "--out", str(i["corrupt"])],
      r"corrupt-sweep/sweep\.json: the sweep's record is not valid JSON"),
+    ("space-alias-bomb", lambda i, o: ["space", str(i["root"] / "laughs-space.yaml")],
+     r"laughs-space\.yaml: its YAML aliases \(\*name\) expand it to more than 262,144 values"),
+    ("sweep-alias-bomb", lambda i, o: ["sweep", "--config", str(_bomb_sweep(i)), "--out", str(o)],
+     r"alias-bomb-space\.yaml: its YAML aliases \(\*name\) expand it to more than 262,144 values"),
+    ("space-too-big", lambda i, o: ["space", str(i["root"] / "big-space.yaml")],
+     r"big-space\.yaml: search space file: 340,000 bytes, more than the 262,144 allowed"),
+    ("answer-huge-context-file", lambda i, o: ["answer", "--model", str(i["teacher"]), "--question", "Where?",
+                                               "--context-file", str(i["root"] / "huge.txt")],
+     r"--context-file .*huge\.txt: 46,000,000 bytes, more than the 20,480,000 allowed \(max_windows=10000 x 2048\); "
+     r"split the context or raise --max-windows"),
+    ("answer-model-is-a-file", lambda i, o: ["answer", "--model", str(i["squad"]), "--question", "Where?",
+                                             "--context", "Here."],
+     r"--model .*squad\.json: a file, not a folder \(expected a Hugging Face QA model folder with config\.json\)"),
+    ("report-deep-trials", lambda i, o: ["report", "--sweep", str(i["root"] / "deep-sweep")],
+     r"deep-sweep/trials\.jsonl:2: JSON nested too deeply to read"),
+    ("evaluate-deep-squad", lambda i, o: ["evaluate", "--model", str(i["teacher"]),
+                                          "--data", str(i["root"] / "deep.json"), "--out", str(o), *SMALL],
+     r"deep\.json: JSON nested too deeply to read"),
+    ("confirm-data-folder", lambda i, o: ["confirm", "--sweep", str(i["root"] / "confirmable-sweep"),
+                                          "--data", str(i["root"]), "--out", str(o), "--device", "cpu"],
+     r"bad_input\d*: a folder, not a data file \(expected a SQuAD 2\.0 JSON file\)"),
+    ("confirm-carve-into-folder", lambda i, o: ["confirm", "--sweep", str(i["root"] / "confirmable-sweep"),
+                                                "--carve-from", str(i["squad"]), "--articles", "1",
+                                                "--data", str(i["root"]), "--out", str(o), "--device", "cpu"],
+     r"--data .*bad_input\d*: a folder, not a file \(expected the SQuAD 2\.0 JSON file to carve into\)"),
 ]
 
 
@@ -159,7 +214,7 @@ def test_bad_input_exits_non_zero_with_one_named_line_and_writes_nothing(inputs,
         pytest.skip("this machine has a GPU")
     out = tmp_path / "out"
     argv = builder(inputs, out)
-    corrupt_before = sorted(p.name for p in inputs["corrupt"].iterdir())
+    untouched_before = [sorted(p.rglob("*")) for p in inputs["untouched"]]
     status = cli.main(argv)
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
@@ -171,7 +226,7 @@ def test_bad_input_exits_non_zero_with_one_named_line_and_writes_nothing(inputs,
         assert not (out / "metrics.json").exists() and not (out / "model").exists()
     else:
         assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
-    assert sorted(p.name for p in inputs["corrupt"].iterdir()) == corrupt_before
+    assert [sorted(p.rglob("*")) for p in inputs["untouched"]] == untouched_before
     assert not (inputs["file"].parent / "run").exists()
 
 
@@ -196,3 +251,52 @@ def test_a_pruned_runs_model_folder_is_evaluated(tmp_path, capsys):
     assert metrics["parameters"] == sum(p.numel() for p in student.parameters())
     assert "error" not in capsys.readouterr().err
 
+
+
+def test_an_alias_bomb_is_refused_before_its_aliases_are_expanded(tmp_path):
+    """Every YAML file goes through config.read_yaml (configs, sweep configs, spaces, a resumed sweep's copied
+    space): the node graph is counted as if copied out, without copying it, and refused at the bound."""
+    from tune_distill.config import ConfigError, parse_override, read_yaml
+
+    bomb = tmp_path / "space.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"space\.yaml: its YAML aliases \(\*name\) expand it to more than 262,144"):
+        read_yaml(bomb)
+    assert time.perf_counter() - started < 2
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("parameters: &p {distill.learning_rate: *p}\n")
+    with pytest.raises(ConfigError, match=r"loop\.yaml: a YAML alias \(\*name\) refers to a collection it is inside"):
+        read_yaml(loop)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("parameters: " + "[" * 2000 + "]" * 2000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml: YAML nested too deeply to read"):
+        read_yaml(deep)
+    shared = tmp_path / "shared.yaml"  # aliases within the bound are YAML as usual
+    shared.write_text("fixed: &f {distill.max_steps: 2}\nagain: *f\n")
+    assert read_yaml(shared) == {"fixed": {"distill.max_steps": 2}, "again": {"distill.max_steps": 2}}
+    # a --set value past the bounds is not expanded either: it stays the text it was
+    flow = "[" + ", ".join(["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+                            *(f"&l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10))]) + "]"
+    assert parse_override(f"student.init={flow}") == ("student.init", flow)
+
+
+def test_a_context_above_its_limit_is_refused_before_it_is_read_or_tokenised(inputs, monkeypatch, capsys):
+    """`answer` refuses a --context-file by its size (a 46 MB file: nothing of it read) and a --context by its
+    length, before the model is loaded or anything tokenised."""
+    from tune_distill import answer as answer_module
+    from tune_distill.data import DataError
+
+    monkeypatch.setattr(answer_module, "ContextWindows", lambda *a, **k: pytest.fail("the context was tokenised"))
+    monkeypatch.setattr(answer_module, "load_qa_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    started = time.perf_counter()
+    status = cli.main(["answer", "--model", str(inputs["teacher"]), "--question", "Where?",
+                       "--context-file", str(inputs["root"] / "huge.txt"), "--max-windows", "100"])
+    assert time.perf_counter() - started < 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1
+    assert re.search(r"huge\.txt: 46,000,000 bytes, more than the 204,800 allowed \(max_windows=100 x 2048\)",
+                     errors[0])
+    with pytest.raises(DataError, match=r"answer: the context of question 0 has 2,049 characters, more than the "
+                                        r"2,048 allowed \(max_windows=1 x 2048\); split the context or raise"):
+        answer_module.answer(inputs["teacher"], "Where?", "x" * 2049, max_windows=1)

@@ -9,7 +9,9 @@ long contexts split into overlapping windows of `max_seq_length` tokens with `do
 overlap), made by data.windows.ContextWindows, which tokenises each distinct context once and makes
 a question's windows lazily; logits come from evaluate.predict_logits, `batch_size` windows at a
 time (only logits and offsets are kept: memory is bounded by one batch plus a few numbers per
-window, and a question whose context makes more than `max_windows` windows is refused up front);
+window, and a question whose context makes more than `max_windows` windows is refused before any
+inference; a context of more than `max_windows` x CONTEXT_BYTES_PER_WINDOW characters, 20 MB at the
+default, or a --context-file of more bytes, is refused up front, before it is read in full or tokenised);
 evaluate.postprocess / scoring.apply_threshold pick the best span and decide between it and "no
 answer" exactly as validation scoring did.
 
@@ -48,7 +50,7 @@ from tune_distill.data import DataError, FeatureSet, SquadExample, features_to_t
 from tune_distill.data.windows import ContextWindows
 from tune_distill.evaluate import NO_SPAN_NULL_ODDS, load_qa_model, postprocess, predict_logits
 from tune_distill.export import EXPORT_INFO_FILE
-from tune_distill.files import read_json_object
+from tune_distill.files import read_json_object, read_text_limited
 from tune_distill.runtime import check_vocabulary, resolve_device
 from tune_distill.scoring import apply_threshold
 
@@ -57,6 +59,10 @@ log = logging.getLogger(__name__)
 DEFAULT_LENGTHS = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64}
 LENGTH_KEYS = tuple(DEFAULT_LENGTHS)
 MAX_WINDOWS = 10_000  # windows of one question (a 384-token window advances ~190 tokens: a ~7 MB context)
+# Text allowed per window a question may make, checked before tokenising: a window advances at most max_seq_length -
+# doc_stride tokens (256 at the defaults), about 1 KB of English; twice that, so that no context within max_windows
+# is refused for its size, while a far bigger one is refused without the seconds and gigabytes tokenising it takes.
+CONTEXT_BYTES_PER_WINDOW = 2048
 
 
 def saved_threshold(model_dir: str | Path) -> tuple[float, str]:
@@ -88,6 +94,12 @@ def saved_lengths(model_dir: str | Path) -> dict[str, int]:
                     raise ValueError(f"{path}: tokenization.{key} must be an integer, got {recorded[key]!r}")
                 lengths[key] = recorded[key]
     return lengths
+
+
+def context_limit(max_windows: int) -> tuple[int, str]:
+    """(the most characters, or bytes of a file, a context may have; the advice naming where that comes from)."""
+    return max_windows * CONTEXT_BYTES_PER_WINDOW, (f" (max_windows={max_windows} x {CONTEXT_BYTES_PER_WINDOW}); "
+                                                    "split the context or raise --max-windows")
 
 
 def _examples(questions: Sequence[str], contexts: str | Sequence[str]) -> list[SquadExample]:
@@ -130,6 +142,11 @@ def answer(model_dir: str | Path, questions: str | Sequence[str], contexts: str 
     for name, value in (("--batch-size", batch_size), ("--n-best-size", n_best_size),
                         ("--max-answer-length", max_answer_length), ("--max-windows", max_windows)):
         check_range(name, value, 1)
+    limit, advice = context_limit(max_windows)
+    for index, example in enumerate(examples):  # before any context is tokenised
+        if len(example.context) > limit:
+            raise DataError(f"answer: the context of question {index} has {len(example.context):,} characters, more "
+                            f"than the {limit:,} allowed{advice}")
     if threshold is None:
         threshold, source = saved_threshold(model_dir)
     else:
@@ -236,7 +253,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
                         help=f"most windows one question's context may make (default {MAX_WINDOWS}); windows are "
-                             "made and run --batch-size at a time")
+                             "made and run --batch-size at a time; a context of more than "
+                             f"{CONTEXT_BYTES_PER_WINDOW} characters per window is refused before it is tokenised")
     parser.add_argument("--json", action="store_true", help="print the result dicts as JSON")
 
 
@@ -249,11 +267,9 @@ def command(args: argparse.Namespace) -> list[dict]:
         path = Path(args.context_file)
         if not path.is_file():
             raise FileNotFoundError(f"--context-file {path}: not found")
-        try:
-            context = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise DataError(f"--context-file {path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as "
-                            "UTF-8") from None
+        check_range("--max-windows", args.max_windows, 1)
+        limit, advice = context_limit(args.max_windows)
+        context = read_text_limited(path, limit, f"--context-file {path}", DataError, advice)
     else:
         context = args.context
     results = answer(args.model, args.question, context, threshold=args.threshold,

@@ -28,6 +28,7 @@ print(claims.paired_summary(report.read_trials('sweeps/cpu'), s, 'exact', 'param
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -44,6 +45,8 @@ BOOTSTRAP = 1000  # resamples of the paired bootstrap interval (95%)
 # Sizes every claim reports beside the sweep's size objective, when the rows carry them: the total, and
 # the non-embedding parameters (what pruning changes and compute scales with).
 SIZES = ("parameters", "non_embedding_parameters")
+# The claims `paired_claims` judges, in the order it states them.
+CLAIMS = ("smaller_at_no_loss", "more_accurate_at_about_the_same_size", "share_smaller_and_at_least_as_accurate")
 
 
 def write_per_question(run_dir: str | Path, scores: Mapping[str, Mapping[str, float]], **extra: Any) -> Path:
@@ -90,12 +93,29 @@ def paired_claims(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, *
         reason = "no baseline" if base is None else f"the baseline has no per-question {accuracy} scores"
         result.update(baseline=base["trial_id"] if base else None, by_trial={},
                       unpaired=[row["trial_id"] for row in rows if row is not base],
-                      claims={name: {"holds": False, "statement": f"not judged: {reason}"} for name in
-                              ("smaller_at_no_loss", "more_accurate_at_about_the_same_size",
-                               "share_smaller_and_at_least_as_accurate")})
+                      claims={name: {"holds": False, "statement": f"not judged: {reason}"} for name in CLAIMS})
         return result
-    base_size, base_accuracy = float(base[size]), float(base[accuracy])
-    paired: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
+    paired, unpaired = _paired_differences(rows, base, base_scores, accuracy, size, bootstrap)
+    result.update(baseline={"trial_id": base["trial_id"], accuracy: float(base[accuracy]), size: float(base[size]),
+                            **{name: base[name] for name in SIZES if name != size and _number(base.get(name))},
+                            "questions": len(base_scores)},
+                  by_trial={row["trial_id"]: difference for row, difference in paired}, unpaired=unpaired)
+    words = _Words(base, accuracy, size)
+    result["claims"] = {"smaller_at_no_loss": _smaller_at_no_loss(paired, words),
+                        "more_accurate_at_about_the_same_size": _more_accurate(paired, words, slack),
+                        "share_smaller_and_at_least_as_accurate": _share_smaller(paired, words)}
+    return result
+
+
+Paired = list[tuple[Mapping[str, Any], dict[str, Any]]]  # (row, its paired difference from the baseline)
+
+
+def _paired_differences(rows: Sequence[Mapping[str, Any]], base: Mapping[str, Any], base_scores: Mapping[str, float],
+                        accuracy: str, size: str, bootstrap: int) -> tuple[Paired, dict[str, str]]:
+    """Each other row's paired difference from the baseline (gain, its error, how much smaller), and the rows
+    that cannot be paired with why."""
+    base_size = float(base[size])
+    paired: Paired = []
     unpaired: dict[str, str] = {}
     for row in rows:
         if row is base:
@@ -116,60 +136,76 @@ def paired_claims(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, *
                 difference.update({name: float(row[name]),
                                    f"{name}_smaller_than_baseline_pct": 100.0 * (1.0 - float(row[name]) / base[name])})
         paired.append((row, difference))
-    result.update(baseline={"trial_id": base["trial_id"], accuracy: base_accuracy, size: base_size,
-                            **{name: base[name] for name in SIZES if name != size and _number(base.get(name))},
-                            "questions": len(base_scores)},
-                  by_trial={row["trial_id"]: difference for row, difference in paired}, unpaired=unpaired)
+    return paired, unpaired
 
-    def no_loss(difference: Mapping[str, Any]) -> bool:
-        return difference["gain"] >= -NO_LOSS_ERRORS * difference["gain_se"]
 
-    def words(trial_id: str, difference: Mapping[str, Any]) -> str:
+def _no_loss(difference: Mapping[str, Any]) -> bool:
+    return difference["gain"] >= -NO_LOSS_ERRORS * difference["gain_se"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Words:
+    """How a claim's statement describes a student against the baseline."""
+
+    base: Mapping[str, Any]
+    accuracy: str
+    size: str
+
+    @property
+    def base_size(self) -> float:
+        return float(self.base[self.size])
+
+    def __call__(self, trial_id: str, difference: Mapping[str, Any]) -> str:
+        accuracy, size, base = self.accuracy, self.size, self.base
         others = "".join(f", {name} {difference[name]:,.0f} against {base[name]:,.0f} "
                          f"({difference[f'{name}_smaller_than_baseline_pct']:+.1f}% smaller)"
                          for name in SIZES if f"{name}_smaller_than_baseline_pct" in difference)
-        return (f"trial {trial_id}: {accuracy} {difference[accuracy]:.2f} against {base_accuracy:.2f}, gain "
+        return (f"trial {trial_id}: {accuracy} {difference[accuracy]:.2f} against {float(base[accuracy]):.2f}, gain "
                 f"{difference['gain']:+.2f} +/- {difference['gain_se']:.2f} (paired, {difference['questions']} "
-                f"questions), {size} {difference[size]:,.0f} against {base_size:,.0f} "
+                f"questions), {size} {difference[size]:,.0f} against {self.base_size:,.0f} "
                 f"({difference['smaller_than_baseline_pct']:+.1f}% smaller){others}")
 
-    claims: dict[str, Any] = {}
+
+def _smaller_at_no_loss(paired: Paired, words: _Words) -> dict[str, Any]:
+    """The smallest Pareto student smaller than the baseline within NO_LOSS_ERRORS of its accuracy."""
+    size, base_size = words.size, words.base_size
     smaller_pareto = [(row, d) for row, d in paired if row.get("pareto") and d[size] < base_size]
-    holding = sorted([(row, d) for row, d in smaller_pareto if no_loss(d)], key=lambda item: (item[1][size],
-                                                                                              -item[1]["gain"]))
+    holding = sorted([(row, d) for row, d in smaller_pareto if _no_loss(d)], key=lambda item: (item[1][size],
+                                                                                               -item[1]["gain"]))
     if holding:
         row, difference = holding[0]
-        claims["smaller_at_no_loss"] = {"trial_id": row["trial_id"], **difference, "holds": True, "statement": (
+        return {"trial_id": row["trial_id"], **difference, "holds": True, "statement": (
             f"holds: {words(row['trial_id'], difference)}; not less accurate by more than "
             f"{NO_LOSS_ERRORS:g} paired standard error")}
-    else:
-        closest = max(smaller_pareto, key=lambda item: item[1]["gain"] / max(item[1]["gain_se"], 1e-12),
-                      default=None)
-        claims["smaller_at_no_loss"] = {"holds": False, "statement": (
-            f"does not hold: no Pareto student smaller than the baseline is within {NO_LOSS_ERRORS:g} paired "
-            "standard error of its accuracy" + (f"; the closest is {words(closest[0]['trial_id'], closest[1])}"
-                                               if closest else ""))}
-    within = [(row, d) for row, d in paired if d[size] <= base_size * (1 + slack)]
-    if within:
-        row, difference = max(within, key=lambda item: (item[1]["gain"], -item[1][size]))
-        holds = difference["gain"] > GAIN_ERRORS * difference["gain_se"]
-        claims["more_accurate_at_about_the_same_size"] = {
-            "trial_id": row["trial_id"], **difference, "holds": holds, "statement": (
-                f"{'holds' if holds else 'does not hold'}: the best within the baseline's size + {100 * slack:.0f}% "
-                f"is {words(row['trial_id'], difference)}; the gain is "
-                f"{'more' if holds else 'not more'} than {GAIN_ERRORS:g} paired standard errors")}
-    else:
-        claims["more_accurate_at_about_the_same_size"] = {"holds": False, "statement": (
+    closest = max(smaller_pareto, key=lambda item: item[1]["gain"] / max(item[1]["gain_se"], 1e-12), default=None)
+    return {"holds": False, "statement": (
+        f"does not hold: no Pareto student smaller than the baseline is within {NO_LOSS_ERRORS:g} paired "
+        "standard error of its accuracy" + (f"; the closest is {words(closest[0]['trial_id'], closest[1])}"
+                                           if closest else ""))}
+
+
+def _more_accurate(paired: Paired, words: _Words, slack: float) -> dict[str, Any]:
+    """The best student within the baseline's size + slack, and whether its gain exceeds GAIN_ERRORS."""
+    within = [(row, d) for row, d in paired if d[words.size] <= words.base_size * (1 + slack)]
+    if not within:
+        return {"holds": False, "statement": (
             f"does not hold: no paired student within the baseline's size + {100 * slack:.0f}%")}
-    if paired:
-        share = sum(d[size] < base_size and no_loss(d) for _, d in paired) / len(paired)
-        claims["share_smaller_and_at_least_as_accurate"] = {"value": share, "trials": len(paired), "statement": (
-            f"{100 * share:.0f}% of the {len(paired)} other students with per-question scores are smaller than the "
-            f"baseline and at least as accurate within {NO_LOSS_ERRORS:g} paired standard error")}
-    else:
-        claims["share_smaller_and_at_least_as_accurate"] = {"value": None, "statement": "no other paired students"}
-    result["claims"] = claims
-    return result
+    row, difference = max(within, key=lambda item: (item[1]["gain"], -item[1][words.size]))
+    holds = difference["gain"] > GAIN_ERRORS * difference["gain_se"]
+    return {"trial_id": row["trial_id"], **difference, "holds": holds, "statement": (
+        f"{'holds' if holds else 'does not hold'}: the best within the baseline's size + {100 * slack:.0f}% "
+        f"is {words(row['trial_id'], difference)}; the gain is "
+        f"{'more' if holds else 'not more'} than {GAIN_ERRORS:g} paired standard errors")}
+
+
+def _share_smaller(paired: Paired, words: _Words) -> dict[str, Any]:
+    """The share of the paired students smaller than the baseline and within NO_LOSS_ERRORS of its accuracy."""
+    if not paired:
+        return {"value": None, "statement": "no other paired students"}
+    share = sum(d[words.size] < words.base_size and _no_loss(d) for _, d in paired) / len(paired)
+    return {"value": share, "trials": len(paired), "statement": (
+        f"{100 * share:.0f}% of the {len(paired)} other students with per-question scores are smaller than the "
+        f"baseline and at least as accurate within {NO_LOSS_ERRORS:g} paired standard error")}
 
 
 def paired_summary(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], accuracy: str, size: str, *,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from tune_distill.files import YAML_MAX_BYTES, parse_yaml, read_text_limited
 
 
 class ConfigError(ValueError):
@@ -161,47 +161,60 @@ SECTIONS: dict[str, type] = {
 }
 
 
-# Allowed ranges of numeric settings: key -> (lowest, highest or None, whether lowest itself is excluded).
-# A value outside is refused up front with a message naming the key (a batch size of 0 would run no batch and
-# keep all-zero logits; NaN or infinite numbers are refused for every float setting by _coerce).
-_UNIT = (0.0, 1.0, False)
-RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "data.max_seq_length": (1, None, False), "data.doc_stride": (1, None, False),
-    "data.max_query_length": (1, None, False), "data.max_train_examples": (0, None, False),
-    "data.max_val_examples": (0, None, False),
-    "teacher.batch_size": (1, None, False),
-    "student.num_hidden_layers": (1, None, False), "student.hidden_size": (0, None, False),
-    "student.num_attention_heads": (0, None, False), "student.intermediate_size": (0, None, False),
+class Range(typing.NamedTuple):
+    """The values a numeric setting may take: from `low` to `high` (None: no bound), an end excluded when open."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+
+# Allowed ranges of numeric settings, checked where a value enters (apply_overrides: YAML files, --set, a sweep's
+# base and trial parameters; the defaults are in range) and nowhere else. A value outside is refused up front with a
+# message naming the key (a batch size of 0 would run no batch and keep all-zero logits; a temperature of 0 divides
+# by zero in the loss; NaN or infinite numbers are refused for every float setting by _coerce).
+_UNIT = Range(0.0, 1.0)
+_BELOW_ONE = Range(0.0, 1.0, high_open=True)
+_POSITIVE = Range(0, low_open=True)
+RANGES: dict[str, Range] = {
+    "data.max_seq_length": Range(1), "data.doc_stride": Range(1),
+    "data.max_query_length": Range(1), "data.max_train_examples": Range(0),
+    "data.max_val_examples": Range(0),
+    "teacher.batch_size": Range(1),
+    "student.num_hidden_layers": Range(1), "student.hidden_size": Range(0),
+    "student.num_attention_heads": Range(0), "student.intermediate_size": Range(0),
     "student.hidden_dropout_prob": _UNIT, "student.attention_probs_dropout_prob": _UNIT, "student.qa_dropout": _UNIT,
-    "student.initializer_range": (0, None, False), "student.prune_windows": (1, None, False),
-    "distill.learning_rate": (0, None, False), "distill.adam_beta1": _UNIT, "distill.adam_beta2": _UNIT,
-    "distill.adam_epsilon": (0, None, False), "distill.weight_decay": (0, None, False), "distill.alpha_ce": _UNIT,
-    "distill.temperature": (0, None, True), "distill.warmup_steps": (0, None, False), "distill.warmup_ratio": _UNIT,
-    "distill.num_train_epochs": (0, None, True), "distill.max_steps": (0, None, False),
-    "distill.train_batch_size": (1, None, False), "distill.eval_batch_size": (1, None, False),
-    "distill.max_grad_norm": (0, None, False), "distill.eval_every_steps": (0, None, False),
-    "distill.checkpoint_every_steps": (0, None, False), "distill.seed": (0, None, False),
-    "distill.num_threads": (0, None, False), "distill.pad_multiple": (0, None, False),
-    "evaluate.n_best_size": (1, None, False), "evaluate.max_answer_length": (1, None, False),
-    "evaluate.latency_seq_length": (1, None, False), "evaluate.latency_batch_sizes": (1, None, False),
-    "evaluate.latency_repeats": (1, None, False), "evaluate.latency_warmup": (0, None, False),
+    "student.initializer_range": Range(0), "student.prune_windows": Range(1),
+    "distill.learning_rate": _POSITIVE, "distill.adam_beta1": _BELOW_ONE, "distill.adam_beta2": _BELOW_ONE,
+    "distill.adam_epsilon": _POSITIVE, "distill.weight_decay": Range(0), "distill.alpha_ce": _UNIT,
+    "distill.temperature": _POSITIVE, "distill.warmup_steps": Range(0), "distill.warmup_ratio": _BELOW_ONE,
+    "distill.num_train_epochs": _POSITIVE, "distill.max_steps": Range(0),
+    "distill.train_batch_size": Range(1), "distill.eval_batch_size": Range(1),
+    "distill.max_grad_norm": Range(0), "distill.eval_every_steps": Range(0),
+    "distill.checkpoint_every_steps": Range(0), "distill.seed": Range(0),
+    "distill.num_threads": Range(0), "distill.pad_multiple": Range(0),
+    "evaluate.n_best_size": Range(1), "evaluate.max_answer_length": Range(1),
+    "evaluate.latency_seq_length": Range(1), "evaluate.latency_batch_sizes": Range(1),
+    "evaluate.latency_repeats": Range(1), "evaluate.latency_warmup": Range(0),
 }
 
 
 def check_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
-                low_open: bool = False, error: type[Exception] = ConfigError) -> Any:
-    """`value` (a number, or each of a tuple) if finite and within [low, high] ((low, high] with low_open),
-    else `error` naming `name` (a config key or a command-line option) and the range expected."""
+                low_open: bool = False, high_open: bool = False, error: type[Exception] = ConfigError) -> Any:
+    """`value` (a number, or each of a tuple) if finite and within [low, high] (an end excluded when `low_open` /
+    `high_open`), else `error` naming `name` (a config key or a command-line option) and the range expected."""
     for item in value if isinstance(value, (tuple, list)) else (value,):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise error(f"{name}: expected a number, got {item!r}")
         if item != item or item in (float("inf"), float("-inf")):
             raise error(f"{name}: must be a finite number, got {item!r}")
         below = low is not None and (item <= low if low_open else item < low)
-        if below or (high is not None and item > high):
+        above = high is not None and (item >= high if high_open else item > high)
+        if below or above:
             wanted = " and ".join(part for part in (
                 "" if low is None else f"{'>' if low_open else '>='} {low}",
-                "" if high is None else f"<= {high}") if part)
+                "" if high is None else f"{'<' if high_open else '<='} {high}") if part)
             raise error(f"{name}: must be {wanted}, got {item!r}")
     return value
 
@@ -266,8 +279,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key.count(".") != 1:
         raise ConfigError(f"override {text!r}: the key must be section.field, e.g. distill.learning_rate")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"override {text!r}", ConfigError) if raw.strip() else ""
+    except ConfigError:  # not YAML, or YAML past the bounds of files.parse_yaml: the text itself
         value = raw
     return key, value
 
@@ -286,8 +299,8 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
             raise ConfigError(f"{key}: unknown field {name!r} in section {section!r}; known: {', '.join(types)}")
         changes.setdefault(section, {})[name] = _coerce(key, value, types[name])
         if key in RANGES:
-            low, high, low_open = RANGES[key]
-            check_range(key, changes[section][name], low, high, low_open=low_open)
+            low, high, low_open, high_open = RANGES[key]
+            check_range(key, changes[section][name], low, high, low_open=low_open, high_open=high_open)
     updated = {
         section: dataclasses.replace(getattr(config, section), **fields) for section, fields in changes.items()
     }
@@ -306,14 +319,13 @@ def flatten(mapping: Mapping[str, Any], source: str = "config") -> dict[str, Any
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[Exception] = ConfigError) -> Any:
-    """A YAML file's content ({} when empty); a missing file or bad YAML raises `error` naming the file."""
+    """A YAML file's content ({} when empty); a missing file, bad YAML, or one past files.YAML_MAX_BYTES or whose
+    aliases expand past files.YAML_MAX_NODES values raises `error` naming the file, before the work blows up."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} not found")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as problem:
-        raise error(f"{path}: not valid YAML ({problem})") from None
+    text = read_text_limited(path, YAML_MAX_BYTES, f"{path}: {what}", error, " (a YAML file the project reads)")
+    return parse_yaml(text, str(path), error) or {}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | Mapping[str, Any] = ()) -> RunConfig:

@@ -103,6 +103,8 @@ def carve(config: RunConfig, source: str, articles: int, out: str | Path) -> dic
     path = Path(source)
     if not path.is_file():
         raise ConfirmError(f"--from {source}: data file not found")
+    if Path(out).is_dir():
+        raise ConfirmError(f"--data {out}: a folder, not a file (expected the SQuAD 2.0 JSON file to carve into)")
     load_many([source])  # checks every field of the file (DataError names the question)
     used = used_examples(config)
     titles, ids = {example.title for example in used}, {example.id for example in used}
@@ -209,27 +211,48 @@ def score_student(model_dir: Path, config: RunConfig, examples_file: str, na_thr
     return metrics, per_question_scores(features.examples, best, odds, na_threshold)
 
 
-def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path: Path) -> None:
-    """Validation and confirmation accuracy against size, side by side (paired errors as bars)."""
-    from tune_distill.plots import _pyplot, _save
+ROLES = {  # a confirmed student's role: its marker, colour and legend entry in confirm.png
+    "baseline": ("*", "black", "baseline"),
+    "pareto": ("o", "tab:blue", "Pareto student (chosen on validation)"),
+    "asked": ("s", "tab:orange", "other confirmed student (--trial, --all-trials)"),
+}
 
+
+def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path: Path) -> None:
+    """Validation and confirmation accuracy against size, side by side (paired errors as bars), each point
+    labelled with its trial id where no other label or point is (plots.label_points), a legend per role."""
+    from tune_distill.plots import _pyplot, _save, freeze_layout, label_points, size_label
+
+    order = {role: index for index, role in enumerate(ROLES)}
+    rows = sorted(rows, key=lambda r: (order.get(r["role"], len(order)), r[size]))  # labelled in this order
     with _pyplot() as plt:
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
-        for axis, split in zip(axes, ("validation", "confirmation")):
-            for row in sorted(rows, key=lambda r: r[size]):
+        figure, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=120, sharey=True, layout="constrained")
+        figure.suptitle(f"{accuracy}: the sweep's validation split against the confirmation split "
+                        "(bars: paired standard error of the gain over the baseline)", fontsize=10)
+        shown: dict[str, Any] = {}
+        labels: dict[Any, list[tuple[float, float, str, float]]] = {axis: [] for axis in axes}
+        for axis, split, words in zip(axes, ("validation", "confirmation"),
+                                      ("validation (the sweep chose on it)", "confirmation (never seen by the sweep)")):
+            for row in rows:
                 value = row.get(f"{split}_{accuracy}")
-                if value is None:
+                if value is None or row.get(size) is None:
                     continue
                 error = row.get(f"{split}_gain_se") or 0.0
-                marker, colour = ("*", "black") if row["role"] == "baseline" else \
-                    (("o", "tab:blue") if row["role"] == "pareto" else ("s", "tab:orange"))
-                axis.errorbar(row[size] / 1e6, value, yerr=error, fmt=marker, color=colour, capsize=3)
-                axis.annotate(str(row["trial_id"]), (row[size] / 1e6, value), fontsize=7, xytext=(3, 3),
-                              textcoords="offset points")
-            axis.set_title(f"{split} ({accuracy}; bars: paired SE of the gain over the baseline)", fontsize=9)
-            axis.set_xlabel(f"{size} (millions)")
+                marker, colour, name = ROLES.get(row["role"], ("D", "tab:green", str(row["role"])))
+                drawn = axis.errorbar(row[size] / 1e6, value, yerr=error, fmt=marker, color=colour, capsize=3,
+                                      ms=9 if marker == "*" else 6, zorder=4 - order.get(row["role"], 2))
+                shown.setdefault(name, drawn)
+                labels[axis].append((row[size] / 1e6, value, str(row["trial_id"]), error))
+            axis.set_title(words, fontsize=9)
+            axis.set_xlabel(size_label(size))
             axis.grid(alpha=0.3)
+            axis.margins(x=0.12, y=0.08)
         axes[0].set_ylabel(accuracy)
+        if shown:
+            figure.legend(list(shown.values()), list(shown), loc="outside lower center", ncols=len(shown), fontsize=8)
+        freeze_layout(figure)
+        for axis in axes:
+            label_points(axis, labels[axis])
         _save(figure, path)
 
 
@@ -241,75 +264,27 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
     write and return confirm.json. With `carve_from`, `data_file` is first written as the last `carve_articles`
     articles of that file the sweep never used (`carve`)."""
     out = Path(out)
-    if storage.is_remote(sweep):
-        filesystem, path = storage.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
-        folder = fetch_remote_sweep(filesystem, path, out / "sweep")
-    else:
-        folder = Path(sweep)
-        if not (folder / "trials.jsonl").is_file():
-            raise ConfirmError(f"--sweep {sweep}: no trials.jsonl (expected a sweep folder or its s3:// storage)")
-    if not (folder / "summary.json").is_file():
-        raise ConfirmError(f"--sweep {sweep}: no summary.json (run `tune-distill report --sweep {folder}` first)")
+    folder = _sweep_folder(sweep, storage_endpoint, out)
     summary = read_json_object(folder / "summary.json", "summary.json", ConfirmError)
-    records = read_trials(folder)
     objectives = summary.get("objectives") or [{"name": "exact", "direction": "max"},
                                                 {"name": "parameters", "direction": "min"}]
     accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
     size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
-    chosen = _choose(records, summary, list(trials), every)
-    from tune_distill.export.choose import resolve_run_dir
-
-    runs = {}
-    for record, _ in chosen:
-        run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"))
-        if run_dir is None or not (run_dir / "model").is_dir() or not (run_dir / "config.yaml").is_file():
-            raise ConfirmError(f"trial {record['trial_id']}: its run folder (model/, config.yaml) is not found "
-                               f"(recorded {record.get('run_dir')})")
-        runs[str(record["trial_id"])] = run_dir
+    chosen = _choose(read_trials(folder), summary, list(trials), every)
+    runs = _run_folders(folder, chosen)
     base_config = load_config(runs[str(chosen[0][0]["trial_id"])] / "config.yaml")
     carved = carve(base_config, carve_from, carve_articles, data_file) if carve_from else None
     split = load_many([data_file], max_examples)
     check_unseen(base_config, split, data_file)
     resolved_device = resolve_device(device)
-
-    rows = []
-    for record, role in chosen:
-        trial_id = str(record["trial_id"])
-        run_dir = runs[trial_id]
-        validation = read_json_object(run_dir / "metrics.json", "metrics.json", ConfirmError) \
-            if (run_dir / "metrics.json").is_file() else dict(record.get("metrics") or {})
-        if "na_threshold" not in validation:
-            raise ConfirmError(f"trial {trial_id}: no validation na_threshold in {run_dir / 'metrics.json'}")
-        config = load_config(run_dir / "config.yaml")
-        metrics, scores = score_student(run_dir / "model", config, data_file, float(validation["na_threshold"]),
-                                        device=resolved_device, batch_size=batch_size, cache_dir=cache_dir,
-                                        max_examples=max_examples)
-        write_json(out / "trials" / trial_id / "metrics.json", metrics)
-        claims.write_per_question(out / "trials" / trial_id, scores, na_threshold=validation["na_threshold"])
-        recorded = {**(record.get("metrics") or {}), **validation}
-        rows.append({"trial_id": trial_id, "role": role, size: recorded.get(size),
-                     **{name: recorded.get(name) for name in claims.SIZES if name != size},
-                     "na_threshold": float(validation["na_threshold"]),
-                     "validation_" + accuracy: validation.get(accuracy), "confirmation_" + accuracy: metrics[accuracy],
-                     "confirmation_exact": metrics["exact"], "confirmation_f1": metrics["f1"],
-                     "_validation_scores": claims.read_per_question(run_dir), "_confirmation_scores": scores})
-        log.info("confirm: trial %s (%s): %s %.2f on validation, %.2f here", trial_id, role, accuracy,
-                 validation.get(accuracy, float("nan")), metrics[accuracy])
-
+    rows = [_confirm_student(record, role, runs[str(record["trial_id"])], data_file, out, accuracy, size,
+                             device=resolved_device, batch_size=batch_size, cache_dir=cache_dir,
+                             max_examples=max_examples) for record, role in chosen]
     result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
                               "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
                               "questions": len(split), "accuracy": accuracy, "size": size, "carved": carved}
     for split_name in ("validation", "confirmation"):
-        judged = claims.paired_claims([{"trial_id": row["trial_id"], "baseline": row["role"] == "baseline",
-                                        "pareto": row["role"] == "pareto", accuracy: row[f"{split_name}_{accuracy}"],
-                                        **{name: row.get(name) for name in (size, *claims.SIZES)},
-                                        "scores": row[f"_{split_name}_scores"]} for row in rows],
-                                      accuracy, size)
-        result[split_name] = judged
-        for row in rows:
-            paired = judged["by_trial"].get(row["trial_id"], {})
-            row[f"{split_name}_gain"] = paired.get("gain")
-            row[f"{split_name}_gain_se"] = paired.get("gain_se")
+        result[split_name] = _judge(rows, split_name, accuracy, size)
     public = [{key: value for key, value in row.items() if not key.startswith("_")} for row in rows]
     result["trials"] = public
     result["note"] = ("claims over the confirmed students only (baseline, Pareto set, --trial); on validation they "
@@ -321,6 +296,75 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
     _frontier(public, accuracy, size, out / "confirm.png")
     write_json(out / "confirm.json", result)
     return json.loads(json.dumps(result, default=str))
+
+
+def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
+    """The sweep's folder (a remote sweep's files fetched under out/sweep), refused without trials.jsonl or
+    summary.json."""
+    if storage.is_remote(sweep):
+        filesystem, path = storage.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
+        folder = fetch_remote_sweep(filesystem, path, out / "sweep")
+    else:
+        folder = Path(sweep)
+        if not (folder / "trials.jsonl").is_file():
+            raise ConfirmError(f"--sweep {sweep}: no trials.jsonl (expected a sweep folder or its s3:// storage)")
+    if not (folder / "summary.json").is_file():
+        raise ConfirmError(f"--sweep {sweep}: no summary.json (run `tune-distill report --sweep {folder}` first)")
+    return folder
+
+
+def _run_folders(folder: Path, chosen: Sequence[tuple[Mapping[str, Any], str]]) -> dict[str, Path]:
+    """trial id -> run folder of each chosen trial; refused when one lacks model/ or config.yaml."""
+    from tune_distill.export.choose import resolve_run_dir
+
+    runs = {}
+    for record, _ in chosen:
+        run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"))
+        if run_dir is None or not (run_dir / "model").is_dir() or not (run_dir / "config.yaml").is_file():
+            raise ConfirmError(f"trial {record['trial_id']}: its run folder (model/, config.yaml) is not found "
+                               f"(recorded {record.get('run_dir')})")
+        runs[str(record["trial_id"])] = run_dir
+    return runs
+
+
+def _confirm_student(record: Mapping[str, Any], role: str, run_dir: Path, data_file: str, out: Path, accuracy: str,
+                     size: str, **scoring: Any) -> dict[str, Any]:
+    """Score one student on the split at its validation threshold; write its metrics and per-question scores
+    under out/trials/<id>/ and return its row (validation and confirmation figures; `_`-keys: the scores)."""
+    trial_id = str(record["trial_id"])
+    validation = read_json_object(run_dir / "metrics.json", "metrics.json", ConfirmError) \
+        if (run_dir / "metrics.json").is_file() else dict(record.get("metrics") or {})
+    if "na_threshold" not in validation:
+        raise ConfirmError(f"trial {trial_id}: no validation na_threshold in {run_dir / 'metrics.json'}")
+    config = load_config(run_dir / "config.yaml")
+    metrics, scores = score_student(run_dir / "model", config, data_file, float(validation["na_threshold"]),
+                                    **scoring)
+    write_json(out / "trials" / trial_id / "metrics.json", metrics)
+    claims.write_per_question(out / "trials" / trial_id, scores, na_threshold=validation["na_threshold"])
+    recorded = {**(record.get("metrics") or {}), **validation}
+    log.info("confirm: trial %s (%s): %s %.2f on validation, %.2f here", trial_id, role, accuracy,
+             validation.get(accuracy, float("nan")), metrics[accuracy])
+    return {"trial_id": trial_id, "role": role, size: recorded.get(size),
+            **{name: recorded.get(name) for name in claims.SIZES if name != size},
+            "na_threshold": float(validation["na_threshold"]),
+            "validation_" + accuracy: validation.get(accuracy), "confirmation_" + accuracy: metrics[accuracy],
+            "confirmation_exact": metrics["exact"], "confirmation_f1": metrics["f1"],
+            "_validation_scores": claims.read_per_question(run_dir), "_confirmation_scores": scores}
+
+
+def _judge(rows: Sequence[dict[str, Any]], split_name: str, accuracy: str, size: str) -> dict[str, Any]:
+    """The claims on one split (claims.paired_claims over the confirmed students); each row gets its
+    `<split>_gain` and `<split>_gain_se`."""
+    judged = claims.paired_claims([{"trial_id": row["trial_id"], "baseline": row["role"] == "baseline",
+                                    "pareto": row["role"] == "pareto", accuracy: row[f"{split_name}_{accuracy}"],
+                                    **{name: row.get(name) for name in (size, *claims.SIZES)},
+                                    "scores": row[f"_{split_name}_scores"]} for row in rows],
+                                  accuracy, size)
+    for row in rows:
+        paired = judged["by_trial"].get(row["trial_id"], {})
+        row[f"{split_name}_gain"] = paired.get("gain")
+        row[f"{split_name}_gain_se"] = paired.get("gain_se")
+    return judged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ v2.0 script):
   * null_odds = null score - best span score; the answer is "" when null_odds > threshold;
     a question with no valid span gets "" and null_odds = NO_SPAN_NULL_ODDS (a large finite number).
 The shared teacher's own na_threshold follows neither of scoring.py's threshold rules (how it
-compares: results/README.md, `teacher-eval-at-teacher-threshold/`).
+compares: results/README.md, `archive/teacher-eval-at-teacher-threshold/`).
 
 Must not know: how a model was built or trained (teacher, student, distillation), Ray, searchers.
 It imports from `config`, `data`, `runtime` (the shared batched inference and QA-model check),
@@ -256,6 +256,9 @@ def load_qa_model(model_dir: str | Path, what: str = "--model"):
     from transformers import AutoConfig
 
     local = Path(model_dir)
+    if local.is_file():
+        raise FileNotFoundError(f"{what} {local}: a file, not a folder (expected a Hugging Face QA model folder with "
+                                "config.json)")
     if local.is_dir() and not (local / "config.json").is_file():
         raise FileNotFoundError(f"{what} {local}: no config.json there (expected a Hugging Face QA model folder)")
     if not local.exists() and str(model_dir).startswith((".", "/")):
@@ -298,26 +301,14 @@ def evaluate_model_dir(
     file (use that for the validation split only). latency=True adds forward-pass timings with the
     latency_* settings of `latency_config` (default: EvaluateConfig()).
     """
-    from transformers import AutoTokenizer
-
     started = time.perf_counter()
-    for name, value, low in (("--batch-size", batch_size, 1), ("--max-seq-length", max_seq_length, 1),
-                             ("--doc-stride", doc_stride, 1), ("--max-query-length", max_query_length, 1),
-                             ("--n-best-size", n_best_size, 1), ("--max-answer-length", max_answer_length, 1),
-                             ("--max-examples", max_examples, 0)):
-        check_range(name, value, low)
-    if na_threshold is not None:
-        check_range("--na-threshold", na_threshold)
+    lengths = {"max_seq_length": max_seq_length, "doc_stride": doc_stride, "max_query_length": max_query_length}
+    answers = {"n_best_size": n_best_size, "max_answer_length": max_answer_length}
+    _check_options(na_threshold, max_examples, batch_size=batch_size, **lengths, **answers)
     device = resolve_device(device)
     out_dir = Path(out_dir)
     check_out_folder(out_dir, "--out")
-    model = load_qa_model(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    check_vocabulary(tokenizer, model.config, model_dir, "--model")
-    features = load_features(
-        [str(data_file)], tokenizer, kind="eval", max_seq_length=max_seq_length, doc_stride=doc_stride,
-        max_query_length=max_query_length, max_examples=max_examples, cache_dir=cache_dir,
-    )
+    model, features = _load_model_and_features(model_dir, data_file, lengths, max_examples, cache_dir)
     logger.info(
         "evaluate: %s on %s: %d questions, %d windows, device %s",
         model_dir, data_file, len(features.examples), len(features), device,
@@ -333,45 +324,66 @@ def evaluate_model_dir(
     local_dir = Path(model_dir) if Path(model_dir).is_dir() else None
     metrics.update(model_size(model, local_dir))
     if latency:
-        settings = latency_config or EvaluateConfig()
-        seq_length = settings.latency_seq_length
-        max_positions = getattr(model.config, "max_position_embeddings", None) or seq_length
-        if seq_length > max_positions:
-            logger.warning(
-                "latency: the model takes at most %d positions; timing at %d instead of %d tokens",
-                max_positions, max_positions, seq_length,
-            )
-            seq_length = max_positions
-        metrics.update(
-            measure_latency(
-                model,
-                seq_length=seq_length,
-                batch_sizes=settings.latency_batch_sizes,
-                repeats=settings.latency_repeats,
-                warmup=settings.latency_warmup,
-                device=device,
-                precision=precision,
-            )
-        )
+        metrics.update(_latency(model, latency_config or EvaluateConfig(), device, precision))
     data_path = Path(data_file)
-    metrics.update(
-        {
-            "model": str(model_dir),
-            "data_file": str(data_file),
-            "data_sha256": file_fingerprint(data_path) if data_path.is_file() else None,
-            "windows": len(features),
-            "max_seq_length": max_seq_length,
-            "doc_stride": doc_stride,
-            "max_query_length": max_query_length,
-            "n_best_size": n_best_size,
-            "max_answer_length": max_answer_length,
-            "max_examples": max_examples,
-            "device": str(device),
-            "precision": resolve_precision(precision, device),
-            "predict_seconds": predict_seconds,
-            "eval_seconds": time.perf_counter() - started,
-        }
-    )
+    metrics.update({
+        "model": str(model_dir),
+        "data_file": str(data_file),
+        "data_sha256": file_fingerprint(data_path) if data_path.is_file() else None,
+        "windows": len(features),
+        **lengths,
+        **answers,
+        "max_examples": max_examples,
+        "device": str(device),
+        "precision": resolve_precision(precision, device),
+        "predict_seconds": predict_seconds,
+        "eval_seconds": time.perf_counter() - started,
+    })
+    _write_evaluation(out_dir, metrics, predictions, null_odds)
+    return metrics
+
+
+def _check_options(na_threshold: float | None, max_examples: int, **at_least_one: int) -> None:
+    """Refuse a size below 1 (max_examples below 0) or a non-finite threshold, naming the command-line option,
+    before anything is loaded or written."""
+    for name, value in at_least_one.items():
+        check_range(f"--{name.replace('_', '-')}", value, 1)
+    check_range("--max-examples", max_examples, 0)
+    if na_threshold is not None:
+        check_range("--na-threshold", na_threshold)
+
+
+def _load_model_and_features(model_dir: str | Path, data_file: str | Path, lengths: Mapping[str, int],
+                             max_examples: int, cache_dir: str | Path | None) -> tuple[torch.nn.Module, FeatureSet]:
+    """The QA model and its tokenizer's evaluation windows of `data_file`."""
+    from transformers import AutoTokenizer
+
+    model = load_qa_model(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    check_vocabulary(tokenizer, model.config, model_dir, "--model")
+    features = load_features([str(data_file)], tokenizer, kind="eval", **lengths, max_examples=max_examples,
+                             cache_dir=cache_dir)
+    return model, features
+
+
+def _latency(model: torch.nn.Module, settings: EvaluateConfig, device: torch.device, precision: str) -> dict[str, Any]:
+    """measure_latency with the latency_* settings, at most at the model's longest input."""
+    seq_length = settings.latency_seq_length
+    max_positions = getattr(model.config, "max_position_embeddings", None) or seq_length
+    if seq_length > max_positions:
+        logger.warning(
+            "latency: the model takes at most %d positions; timing at %d instead of %d tokens",
+            max_positions, max_positions, seq_length,
+        )
+        seq_length = max_positions
+    return measure_latency(model, seq_length=seq_length, batch_sizes=settings.latency_batch_sizes,
+                           repeats=settings.latency_repeats, warmup=settings.latency_warmup, device=device,
+                           precision=precision)
+
+
+def _write_evaluation(out_dir: Path, metrics: Mapping[str, Any], predictions: Mapping[str, str],
+                      null_odds: Mapping[str, float]) -> None:
+    """metrics.json, predictions.json and null_odds.json, each written atomically, and a one-line summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "metrics.json", metrics)
     _write_json(out_dir / "predictions.json", predictions)
@@ -385,7 +397,6 @@ def evaluate_model_dir(
         metrics["na_threshold"],
         out_dir,
     )
-    return metrics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

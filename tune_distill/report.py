@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tune_distill import claims, storage
-from tune_distill.files import atomic_path, write_atomically
+from tune_distill.files import atomic_path, parse_json, read_json_object, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
@@ -67,12 +67,9 @@ def read_trials(path: str | Path) -> list[dict[str, Any]]:
     for line_number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{line_number}: not JSON ({error})") from None
-        if "trial_id" not in record:
-            raise ValueError(f"{path}:{line_number}: record has no trial_id")
+        record = parse_json(line, f"{path}:{line_number}", ValueError)
+        if not isinstance(record, dict) or "trial_id" not in record:
+            raise ValueError(f"{path}:{line_number}: record has no trial_id (expected a JSON object per line)")
         records[str(record["trial_id"])] = record
     return sorted(records.values(), key=lambda r: (r.get("number", 0), str(r["trial_id"])))
 
@@ -345,7 +342,7 @@ def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, 
     from tune_distill import study as studies
 
     sweep = Path(sweep)
-    settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").exists() else {}
+    settings = read_json_object(sweep / "sweep.json", "the sweep's record") if (sweep / "sweep.json").exists() else {}
     records = read_trials(sweep)
     in_place = out is None or Path(out).resolve() == sweep.resolve()
     if in_place:

@@ -12,11 +12,12 @@ Example (CPU, seconds):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from tune_distill.files import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +100,15 @@ def _build_example(
 
 def _examples_from_json(path: Path) -> list[SquadExample]:
     """Parse and check an official-layout SQuAD 2.0 JSON file."""
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a data file (expected a SQuAD 2.0 JSON file)")
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    document = parse_json(text, str(path), DataError)
     articles = _require(document, "data", list, f"{path} (top level)")
     examples: list[SquadExample] = []
     seen: set[str] = set()

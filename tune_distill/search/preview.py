@@ -19,8 +19,9 @@ import json
 from typing import Any
 
 import numpy as np
-import yaml
 
+from tune_distill.files import parse_yaml
+from tune_distill.search.errors import SearchSpaceError
 from tune_distill.search.space import EXAMPLE_TEACHER_CONTEXT, load_space
 
 
@@ -40,7 +41,7 @@ def command(args: argparse.Namespace) -> list[dict[str, Any]]:
     context = dict(EXAMPLE_TEACHER_CONTEXT)
     for item in args.context:
         key, _, raw = item.partition("=")
-        context[key.strip()] = yaml.safe_load(raw)
+        context[key.strip()] = parse_yaml(raw, f"--context {item!r}", SearchSpaceError)
     space = load_space(args.space, context)
     rng = np.random.default_rng(args.seed)
     resolved = []

@@ -41,6 +41,13 @@ from typing import Any, Mapping, Sequence
 from tune_distill import storage as storage_io
 from tune_distill.config import RunConfig, apply_overrides
 from tune_distill.files import read_json_object, write_json
+from tune_distill.private_api import (
+    PrivateApiChanged,
+    ray_token_auth_enabled,
+    set_tune_env_propagation,
+    tuner_run_config,
+    tuner_scheduler,
+)
 from tune_distill.search import SearchSpace, make_searcher
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
@@ -60,6 +67,7 @@ from tune_distill.sweep.storage import (
     SPACE_FILE,
     SWEEP_FILE,
     TRIALS_FILE,
+    SweepStorage,
     claim_folder,
     fetch_sweep,
     relocate_saved,
@@ -129,31 +137,29 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
 
 
 def _token_auth_enabled() -> bool:
-    """Whether this Ray process uses token authentication (True when Ray cannot say: the hint does no harm)."""
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    """Whether this Ray process uses token authentication (a private Ray check: private_api).
 
-        return bool(is_token_auth_enabled())
-    except Exception:  # noqa: BLE001 - a private Ray API: absent or changed in another Ray version
+    When that check has changed, a WARNING says so and the answer is True: going on is safe, the answer only
+    decides whether a hint about the dashboard's token is shown."""
+    try:
+        return ray_token_auth_enabled()
+    except PrivateApiChanged as changed:
+        log.warning("%s", changed)
         return True
 
 
 def _tune_forwards_credentials(enabled: bool) -> None:
     """Ray Tune itself copies the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN into
-    every trial actor's runtime_env (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE), which Ray logs on
-    the node that runs it: keep them out of that set unless the sweep asks for forwarding."""
+    every trial actor's runtime_env, which Ray logs on the node that runs it: keep them out of it unless the
+    sweep asks for forwarding (a private Ray setting: private_api.set_tune_env_propagation).
+
+    When that setting has changed, a WARNING says what may happen to the credentials and the sweep goes on:
+    its trials and results do not depend on it (each node has credentials of its own, or the sweep forwards them
+    through the job's runtime_env), only where the driver's credentials may be logged does."""
     try:
-        from ray.tune.execution import class_cache
-    except ImportError:  # another Ray layout: nothing of ours to adjust
-        return
-    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
-    if not isinstance(propagated, set):
-        log.warning("Ray Tune's ENV_VARS_TO_PROPAGATE is not a set here: it may pass AWS credentials to trials")
-        return
-    if enabled:
-        propagated.update(storage_io.CREDENTIAL_ENV)
-    else:
-        propagated.difference_update(storage_io.CREDENTIAL_ENV)
+        set_tune_env_propagation(storage_io.CREDENTIAL_ENV, enabled)
+    except PrivateApiChanged as changed:
+        log.warning("%s", changed)
 
 
 def no_answer_score(examples: Sequence[Any]) -> float:
@@ -281,34 +287,16 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
 
 def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
                ray_address: str | None) -> list[dict[str, Any]]:
-    from ray import tune
-
+    """Prepare (config, storage, checks, inputs), start a fresh Tuner or restore one, run it, finish the records."""
     # num_to_keep=1 makes Tune snapshot the experiment at every checkpoint (what resume needs); not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     out_dir = Path(out_dir).expanduser().resolve()
-    saved_path = out_dir / SWEEP_FILE
-    if resume:
-        if not saved_path.is_file() and sweep_config is not None and storage_io.is_remote(sweep_config.storage_path):
-            fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
-        if not saved_path.is_file():
-            raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
-        saved = relocate_saved(read_json_object(saved_path, "the sweep's record", SweepConfigError), out_dir)
-        write_json(saved_path, saved)
-        stored = sweep_config_from_dict(saved["config"], str(saved_path))
-        if sweep_config is not None and sweep_config_to_dict(sweep_config) != sweep_config_to_dict(stored):
-            log.warning("resuming with the sweep's saved configuration (%s); the one given now is ignored", saved_path)
-        sweep_config = stored
-    else:
-        if sweep_config is None:
-            raise SweepConfigError("run_sweep: a sweep config is needed (or resume=True)")
-        if saved_path.exists():
-            raise SweepConfigError(f"{out_dir} already holds a sweep; resume it (--resume) or choose another --out")
+    sweep_config = _saved_config(sweep_config, out_dir) if resume else _new_config(sweep_config, out_dir)
     # a remote storage_path is checked before the features and teacher logits are computed
     location = sweep_storage(sweep_config, out_dir, fresh=not resume)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     prepared = plan_sweep(sweep_config, out_dir)
-    storage, experiment_path, local_experiment = location.tune_path, location.experiment, location.local_experiment
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
     search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
     prepare_sweep_inputs(prepared)
@@ -316,59 +304,18 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else ())
     try:
         if not resume:
-            if Path(config.space) != out_dir / SPACE_FILE:  # the sweep keeps its space: it resumes from anywhere
-                shutil.copyfile(config.space, out_dir / SPACE_FILE)
-                config = dataclasses.replace(config, space=str(out_dir / SPACE_FILE))
-            write_json(saved_path, {
-                "config": sweep_config_to_dict(config),
-                "out_dir": str(out_dir),
-                "no_answer": prepared.no_answer,
-                # resolved, in the form report.py reads: [{name, direction}], [{name, op, bound}]
-                "objectives": [dataclasses.asdict(o) for o in config.objectives],
-                "constraints": [dataclasses.asdict(c) for c in prepared.constraints],
-                "teacher": prepared.context,
-                "baseline": prepared.baseline,
-                "experiment_path": location.uri_of(experiment_path),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            })
-            upload_sweep_files(location, out_dir, (SWEEP_FILE, SPACE_FILE))  # what a resume from the bucket needs
-        resources = {"cpu": config.resources_per_trial.cpu, "gpu": config.resources_per_trial.gpu}
-        context = TrialContext(base=config.base, experiment_dir=local_experiment, cpus=config.resources_per_trial.cpu,
-                               measure_latency=config.measure_latency, timeout_s=config.trial_timeout_s)
-        trainable = tune.with_resources(make_trainable(context), resources)
+            config = _start_record(config, prepared, location, out_dir)
+        trainable = _trainable(config, location)
         distributions = space_distributions(prepared.space)
         recorder = StudyRecorder(str(out_dir / STUDY_FILE), out_dir.name, distributions, config.objectives,
                                  prepared.constraints)
         print(f"Optuna dashboard (the search, live): make dashboard SWEEP={out_dir}\n"
               f"  or: {dashboard_command(out_dir / STUDY_FILE)}", file=sys.stderr, flush=True)
         began = time.perf_counter()
-        if resume:
-            if not tune.Tuner.can_restore(experiment_path, storage_filesystem=location.filesystem):
-                raise SweepConfigError(f"--resume: no Tune experiment to restore at {location.uri_of(experiment_path)}")
-            log.info("resuming the sweep in %s", location.uri_of(experiment_path))
-            repair_missing_checkpoints(experiment_path, location.filesystem)
-            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
-                                       storage_filesystem=location.filesystem)
-            _scheduler_state_here(tuner, out_dir)
-            _record_into(tuner, recorder)
-        else:
-            searcher, scheduler = search
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.num_samples,
-                                            max_concurrent_trials=config.max_concurrent, reuse_actors=True,
-                                            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(
-                    name=config.name, storage_path=storage, storage_filesystem=location.filesystem,
-                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    sync_config=tune.SyncConfig(sync_artifacts=local_experiment is None),
-                    callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples), recorder],
-                    verbose=0,
-                ),
-            )
+        tuner = (_restored_tuner(trainable, recorder, location, out_dir) if resume else
+                 _fresh_tuner(trainable, recorder, search, config, prepared, location))
         tuner.fit()
-        records = collect_trials(experiment_path, location.filesystem)
+        records = collect_trials(location.experiment, location.filesystem)
         for record in records:
             record["checkpoint"] = location.uri_of(record["checkpoint"]) if record["checkpoint"] else None
     finally:
@@ -376,6 +323,111 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
             import ray
 
             ray.shutdown()
+    _finish(records, config, location, out_dir, distributions, began=began, resume=resume, dashboard=dashboard)
+    return records
+
+
+def _saved_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfig:
+    """A resumed sweep's own configuration, from its sweep.json (fetched from a remote storage_path when the local
+    folder is gone; rewritten for the folder it is in now); one given now that differs is ignored with a warning."""
+    saved_path = out_dir / SWEEP_FILE
+    if not saved_path.is_file() and sweep_config is not None and storage_io.is_remote(sweep_config.storage_path):
+        fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
+    if not saved_path.is_file():
+        raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
+    saved = relocate_saved(read_json_object(saved_path, "the sweep's record", SweepConfigError), out_dir)
+    write_json(saved_path, saved)
+    stored = sweep_config_from_dict(saved["config"], str(saved_path))
+    if sweep_config is not None and sweep_config_to_dict(sweep_config) != sweep_config_to_dict(stored):
+        log.warning("resuming with the sweep's saved configuration (%s); the one given now is ignored", saved_path)
+    return stored
+
+
+def _new_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfig:
+    """A fresh sweep's configuration: it must be given, and the folder must not hold a sweep already."""
+    if sweep_config is None:
+        raise SweepConfigError("run_sweep: a sweep config is needed (or resume=True)")
+    if (out_dir / SWEEP_FILE).exists():
+        raise SweepConfigError(f"{out_dir} already holds a sweep; resume it (--resume) or choose another --out")
+    return sweep_config
+
+
+def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStorage, out_dir: Path) -> SweepConfig:
+    """A fresh sweep's space copied into its folder and its sweep.json written (also to a remote storage_path:
+    what a resume from the bucket needs); returns the config pointing at the copied space."""
+    if Path(config.space) != out_dir / SPACE_FILE:  # the sweep keeps its space: it resumes from anywhere
+        shutil.copyfile(config.space, out_dir / SPACE_FILE)
+        config = dataclasses.replace(config, space=str(out_dir / SPACE_FILE))
+    write_json(out_dir / SWEEP_FILE, {
+        "config": sweep_config_to_dict(config),
+        "out_dir": str(out_dir),
+        "no_answer": prepared.no_answer,
+        # resolved, in the form report.py reads: [{name, direction}], [{name, op, bound}]
+        "objectives": [dataclasses.asdict(o) for o in config.objectives],
+        "constraints": [dataclasses.asdict(c) for c in prepared.constraints],
+        "teacher": prepared.context,
+        "baseline": prepared.baseline,
+        "experiment_path": location.uri_of(location.experiment),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    upload_sweep_files(location, out_dir, (SWEEP_FILE, SPACE_FILE))  # what a resume from the bucket needs
+    return config
+
+
+def _trainable(config: SweepConfig, location: SweepStorage) -> Any:
+    """What Tune runs for every trial (sweep/trial.py), with the sweep's resources per trial."""
+    from ray import tune
+
+    resources = {"cpu": config.resources_per_trial.cpu, "gpu": config.resources_per_trial.gpu}
+    context = TrialContext(base=config.base, experiment_dir=location.local_experiment,
+                           cpus=config.resources_per_trial.cpu, measure_latency=config.measure_latency,
+                           timeout_s=config.trial_timeout_s)
+    return tune.with_resources(make_trainable(context), resources)
+
+
+def _restored_tuner(trainable: Any, recorder: StudyRecorder, location: SweepStorage, out_dir: Path) -> Any:
+    """The interrupted sweep's Tuner, restored (unfinished and errored trials resumed), its scheduler and study
+    callback pointed at this folder."""
+    from ray import tune
+
+    experiment_path = location.experiment
+    if not tune.Tuner.can_restore(experiment_path, storage_filesystem=location.filesystem):
+        raise SweepConfigError(f"--resume: no Tune experiment to restore at {location.uri_of(experiment_path)}")
+    log.info("resuming the sweep in %s", location.uri_of(experiment_path))
+    repair_missing_checkpoints(experiment_path, location.filesystem)
+    tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True,
+                               storage_filesystem=location.filesystem)
+    _scheduler_state_here(tuner, out_dir)
+    _record_into(tuner, recorder)
+    return tuner
+
+
+def _fresh_tuner(trainable: Any, recorder: StudyRecorder, search: tuple[Any, Any], config: SweepConfig,
+                 prepared: _Prepared, location: SweepStorage) -> Any:
+    """A new Tuner: the sweep's searcher and scheduler, trial names, failures retried, one checkpoint kept."""
+    from ray import tune
+
+    searcher, scheduler = search
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.num_samples,
+                                    max_concurrent_trials=config.max_concurrent, reuse_actors=True,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=config.name, storage_path=location.tune_path, storage_filesystem=location.filesystem,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            sync_config=tune.SyncConfig(sync_artifacts=location.local_experiment is None),
+            callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples), recorder],
+            verbose=0,
+        ),
+    )
+
+
+def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepStorage, out_dir: Path,
+            distributions: Any, *, began: float, resume: bool, dashboard: Any) -> None:
+    """trials.jsonl, the study brought up to date, this run's summary in sweep.json (uploaded with the sweep's
+    files), and a line saying whether the sweep is done or how to continue it."""
     _write_trials(out_dir, records)
     try:  # trials the callback missed (a sweep older than the study); never lose a finished sweep over it
         sync_study(out_dir, records, distributions)
@@ -383,6 +435,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
         log.warning("the Optuna study %s could not be brought up to date (%s: %s); tune-distill report --sweep %s "
                     "retries", out_dir / STUDY_FILE, type(failure).__name__, failure, out_dir)
     summary = _summary(records, config, time.perf_counter() - began)
+    saved_path = out_dir / SWEEP_FILE
     saved = json.loads(saved_path.read_text())
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
     saved["summary"] = summary
@@ -394,16 +447,21 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
                     summary["finished"], config.num_samples, counts, out_dir)
     else:
         log.info("sweep done: %s -> %s", counts, out_dir / TRIALS_FILE)
-    return records
 
 
 def _record_into(tuner: Any, recorder: StudyRecorder) -> None:
     """A restored Tuner's study callback writes to this folder's study (the folder may have moved since);
     a sweep that started without one gets `recorder`. Tune has no public way to change a restored
-    Tuner's callbacks: its run config is reached through private attributes, and where those are
-    absent the study is still brought up to date when the sweep ends."""
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-    if run_config is None:
+    Tuner's callbacks: its run config is reached through private attributes (private_api.tuner_run_config).
+
+    When those have changed, a WARNING says so and the sweep goes on: that is safe, the study is brought up
+    to date from trials.jsonl when the sweep ends (sync_study), only not as trials finish."""
+    try:
+        run_config = tuner_run_config(tuner)
+    except PrivateApiChanged as changed:
+        log.warning("%s", changed)
+        return
+    if run_config is None:  # a Tuner driven through Ray Client
         log.info("resume: the Optuna study is updated when the sweep ends, not as trials finish")
         return
     callbacks = list(run_config.callbacks or [])
@@ -416,8 +474,17 @@ def _record_into(tuner: Any, recorder: StudyRecorder) -> None:
 
 def _scheduler_state_here(tuner: Any, out_dir: Path) -> None:
     """A restored scheduler writes its state into this folder (tuner.pkl names the folder the sweep started in,
-    which it may have left). Tune has no public way to reach a restored Tuner's scheduler: private attributes."""
-    scheduler = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "scheduler", None)
+    which it may have left). Tune has no public way to reach a restored Tuner's scheduler: private attributes
+    (private_api.tuner_scheduler).
+
+    When those have changed, a WARNING says so and the sweep goes on: that is safe for a sweep resumed in the
+    folder it started in (the common case, and the state path tuner.pkl names is then this one); one moved since
+    keeps its rung records where it started, which the warning says."""
+    try:
+        scheduler = tuner_scheduler(tuner)
+    except PrivateApiChanged as changed:
+        log.warning("%s", changed)
+        return
     if getattr(scheduler, "state_path", None):
         scheduler.state_path = str(out_dir / SCHEDULER_STATE_FILE)
 

@@ -15,7 +15,7 @@ sweep's `trial_timeout_s`: checked after every optimiser step and every evaluati
 `trial_name` name trial folders `trial_NNNN_<id>` so they sort by number.
 
 What it must not know: how a run trains or evaluates (run.py does), the searcher, the scheduler.
-Ray is imported inside `run_trial` only (on the worker).
+Ray is imported inside `run_trial` and its steps only (on the worker).
 
 Example (CPU, a minute; runs trials through this module):
     tune-distill sweep --preset smoke --out sweeps/smoke --num-samples 2
@@ -23,6 +23,7 @@ Example (CPU, a minute; runs trials through this module):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from tune_distill.config import RunConfig
 from tune_distill.sweep.plan import trial_run_config
@@ -124,8 +125,6 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     import ray
     from ray import tune
 
-    from tune_distill.run import run_distillation
-
     number = int(config["number"])
     run_config = trial_run_config(context.base, config["overrides"], number, context.cpus)
     trial_dir = Path(tune.get_context().get_trial_dir())
@@ -136,8 +135,27 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     device = _device_name(run_config)
     identity = {"number": number, "kind": config.get("kind", "search"), "node_id": node_id, "device": device,
                 "seed": run_config.distill.seed, "run_dir": str(run_dir), "started_at": time.time()}
+    checkpoint = _usable_checkpoint(tune.get_checkpoint(), run_dir)
+    with _trial_log(run_dir):
+        try:
+            _prepare_worker(run_config, number, gpu_share, node_id, device, config["overrides"])
+            metrics = _train(run_config, run_dir, checkpoint, number, deadline, context,
+                             report=_reporter(run_config, run_dir, identity, deadline),
+                             command=_rerun_command(run_dir, context, config["overrides"], run_config))
+            final = _json_scalars(metrics)
+            final.update(identity, final=True, status="complete", finished_at=time.time())
+            final.setdefault("total_steps", _total_steps(run_config, final))
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
+        except Exception as failure:
+            error = _record_failure(failure, run_config, gpu_share, identity, run_dir)
+            if error is failure:
+                raise
+            raise error from failure
 
-    checkpoint = tune.get_checkpoint()
+
+def _usable_checkpoint(checkpoint: Any, run_dir: Path) -> Any:
+    """Tune's checkpoint of this trial, or None to start over (it was emptied by repair_missing_checkpoints, or
+    there is none); starting over clears what an earlier attempt left in the run folder."""
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             if not (Path(directory) / "step.json").is_file():
@@ -146,6 +164,12 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
         shutil.rmtree(run_dir)  # an attempt that never reported a checkpoint: start clean
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / TRIAL_ERROR_FILE).unlink(missing_ok=True)  # from an earlier attempt
+    return checkpoint
+
+
+@contextlib.contextmanager
+def _trial_log(run_dir: Path) -> Iterator[None]:
+    """The package's INFO log also goes to the run folder's trial.log while the trial runs."""
     handler = logging.FileHandler(run_dir / TRIAL_LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     package_logger = logging.getLogger("tune_distill")
@@ -153,63 +177,87 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
     try:
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # weight-loading bars from every trial flood the driver's console
-        from tune_distill.runtime import bound_gpu_memory, resolve_device
-
-        bound = bound_gpu_memory(gpu_share, resolve_device(run_config.distill.device))
-        if bound is not None:
-            log.info("trial %04d: GPU share %g, CUDA allocator bounded to %.3f of the GPU", number, gpu_share, bound)
-        log.info("trial %04d on node %s, device %s, seed %d, overrides %s", number, node_id, device,
-                 run_config.distill.seed, json.dumps(config["overrides"], sort_keys=True))
-
-        def report(metrics: Mapping[str, Any]) -> None:
-            deadline(int(metrics.get("step", 0)))
-            values = _json_scalars(metrics)
-            total = _total_steps(run_config, values)
-            if total is not None and values.get("step", 0) >= total:
-                return  # the last evaluation: the final report (with the same scores) follows at once
-            values.update(identity, total_steps=total, final=False, status="running")
-            tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
-
-        # command.txt: the command that reruns this trial outside the sweep
-        command = ["tune-distill", "distill", "--out", shlex.quote(str(run_dir))]
-        settings = {**context.base, **config["overrides"], "distill.seed": run_config.distill.seed}
-        for key, value in sorted(settings.items()):
-            text = json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
-            command += ["--set", shlex.quote(f"{key}={text}")]
-        kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command, on_step=deadline)
-        if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                step = json.loads((Path(directory) / "step.json").read_text())["step"]
-                log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
-                metrics = run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
-        else:
-            metrics = run_distillation(run_config, run_dir, resume=False, **kwargs)
-        final = _json_scalars(metrics)
-        final.update(identity, final=True, status="complete", finished_at=time.time())
-        final.setdefault("total_steps", _total_steps(run_config, final))
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
-    except Exception as failure:
-        error = out_of_memory(failure, run_config.distill.train_batch_size, gpu_share) or failure
-        details = {**identity, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-        (run_dir / TRIAL_ERROR_FILE).write_text(json.dumps(details, indent=1))
-        log.error("trial %04d failed: %s: %s", number, type(error).__name__, error)
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort only
-            pass
-        if error is failure:
-            raise
-        raise error from failure
+        yield
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(previous_level)
         handler.close()
+
+
+def _prepare_worker(run_config: RunConfig, number: int, gpu_share: float, node_id: str, device: str,
+                    overrides: Mapping[str, Any]) -> None:
+    """Quiet the weight-loading bars, bound the CUDA allocator to the trial's GPU share, log what runs where."""
+    from transformers.utils import logging as transformers_logging
+
+    from tune_distill.runtime import bound_gpu_memory, resolve_device
+
+    transformers_logging.disable_progress_bar()  # weight-loading bars from every trial flood the driver's console
+    bound = bound_gpu_memory(gpu_share, resolve_device(run_config.distill.device))
+    if bound is not None:
+        log.info("trial %04d: GPU share %g, CUDA allocator bounded to %.3f of the GPU", number, gpu_share, bound)
+    log.info("trial %04d on node %s, device %s, seed %d, overrides %s", number, node_id, device,
+             run_config.distill.seed, json.dumps(overrides, sort_keys=True))
+
+
+def _reporter(run_config: RunConfig, run_dir: Path, identity: Mapping[str, Any],
+              deadline: Deadline) -> Callable[[Mapping[str, Any]], None]:
+    """run_distillation's callback: every evaluation but the last reported to Tune with the run's checkpoint."""
+    from ray import tune
+
+    def report(metrics: Mapping[str, Any]) -> None:
+        deadline(int(metrics.get("step", 0)))
+        values = _json_scalars(metrics)
+        total = _total_steps(run_config, values)
+        if total is not None and values.get("step", 0) >= total:
+            return  # the last evaluation: the final report (with the same scores) follows at once
+        values.update(identity, total_steps=total, final=False, status="running")
+        tune.report(values, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
+
+    return report
+
+
+def _rerun_command(run_dir: Path, context: TrialContext, overrides: Mapping[str, Any],
+                   run_config: RunConfig) -> list[str]:
+    """command.txt: the command that reruns this trial outside the sweep."""
+    command = ["tune-distill", "distill", "--out", shlex.quote(str(run_dir))]
+    settings = {**context.base, **overrides, "distill.seed": run_config.distill.seed}
+    for key, value in sorted(settings.items()):
+        text = json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value)
+        command += ["--set", shlex.quote(f"{key}={text}")]
+    return command
+
+
+def _train(run_config: RunConfig, run_dir: Path, checkpoint: Any, number: int, deadline: Deadline,
+           context: TrialContext, *, report: Callable[[Mapping[str, Any]], None],
+           command: list[str]) -> dict[str, Any]:
+    """run_distillation from Tune's checkpoint when there is one, else from the start; its final metrics."""
+    from tune_distill.run import run_distillation
+
+    kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command, on_step=deadline)
+    if checkpoint is None:
+        return run_distillation(run_config, run_dir, resume=False, **kwargs)
+    with checkpoint.as_directory() as directory:
+        step = json.loads((Path(directory) / "step.json").read_text())["step"]
+        log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
+        return run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
+
+
+def _record_failure(failure: Exception, run_config: RunConfig, gpu_share: float, identity: Mapping[str, Any],
+                    run_dir: Path) -> Exception:
+    """Write trial_error.json and free cached GPU memory; returns the error to raise (TrialOutOfMemory for a CUDA
+    out-of-memory error, else `failure` itself)."""
+    error = out_of_memory(failure, run_config.distill.train_batch_size, gpu_share) or failure
+    details = {**identity, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    (run_dir / TRIAL_ERROR_FILE).write_text(json.dumps(details, indent=1))
+    log.error("trial %04d failed: %s: %s", identity["number"], type(error).__name__, error)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort only
+        pass
+    return error
 
 
 def make_trainable(context: TrialContext) -> Callable[[dict], None]:

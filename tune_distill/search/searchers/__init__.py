@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-import yaml
-
+from tune_distill.files import parse_yaml
 from tune_distill.search.errors import SearcherError
 from tune_distill.search.objectives import Constraint, Objective
 from tune_distill.search.searchers.base import PICKLED_STATE_HEADER, Searcher, TrialStatus, restore_pickled_searcher
@@ -139,5 +138,5 @@ def parse_searcher_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if "=" not in setting:
             raise SearcherError(f"searcher spec {spec!r}: expected name:key=value[:key=value...]")
         key, raw = setting.split("=", 1)
-        options[key.strip()] = yaml.safe_load(raw)
+        options[key.strip()] = parse_yaml(raw, f"searcher spec {spec!r}: {key.strip()}", SearcherError)
     return name.strip(), options
