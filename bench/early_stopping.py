@@ -242,6 +242,7 @@ def finished_arm(arm_dir: Path) -> bool:
 def run_arm(arm: str, config: Any, arm_dir: Path, resume: bool) -> tuple[list[dict[str, Any]], float]:
     """Run (or reuse, or resume) one arm's sweep; returns its records and the seconds spent here."""
     from tune_distill import report
+    from tune_distill.records import read_trials
     from tune_distill.sweep.config import SweepConfigError, sweep_config_from_dict
     from tune_distill.sweep.driver import run_sweep
     from tune_distill.sweep.storage import SWEEP_FILE
@@ -259,7 +260,7 @@ def run_arm(arm: str, config: Any, arm_dir: Path, resume: bool) -> tuple[list[di
                         arm, arm_dir)
         if finished_arm(arm_dir):
             log.info("arm %s: finished sweep found in %s; reused", arm, arm_dir)
-            records = report.read_trials(arm_dir)
+            records = read_trials(arm_dir)
             return records, 0.0
         log.info("arm %s: resuming the interrupted sweep in %s", arm, arm_dir)
         records = run_sweep(None, arm_dir, resume=True)
@@ -269,7 +270,7 @@ def run_arm(arm: str, config: Any, arm_dir: Path, resume: bool) -> tuple[list[di
         records = run_sweep(config, arm_dir)
     seconds = time.perf_counter() - began
     saved = json.loads(saved_path.read_text())
-    report.write_report(report.read_trials(arm_dir), arm_dir, objectives=saved["objectives"],
+    report.write_report(read_trials(arm_dir), arm_dir, objectives=saved["objectives"],
                         constraints=saved["constraints"], title=f"early-stopping benchmark: {arm}")
     return records, seconds
 
@@ -277,13 +278,14 @@ def run_arm(arm: str, config: Any, arm_dir: Path, resume: bool) -> tuple[list[di
 def evaluate_arms(folders: Mapping[str, Path], seconds: Mapping[str, float]) -> dict[str, Any]:
     """The per-arm measures and the comparison with fifo, from the arms' folders."""
     from tune_distill import report
+    from tune_distill.records import read_trials
 
     arms: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     saved: dict[str, dict[str, Any]] = {}
     for arm, folder in folders.items():
         saved[arm] = json.loads((folder / "sweep.json").read_text())
-        records[arm] = report.read_trials(folder)
+        records[arm] = read_trials(folder)
         arms[arm] = arm_measures(folder, records[arm], saved[arm], seconds.get(arm, 0.0))
 
     first = next(iter(saved.values()))
@@ -534,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
                     connected = True
                 arm_config = configs[arm]
                 if args.trials == "replay" and arm != REFERENCE_ARM:
-                    from tune_distill import report
+                    from tune_distill.records import read_trials
 
-                    arm_config = replay_config(arm_config, report.read_trials(out / REFERENCE_ARM))
+                    arm_config = replay_config(arm_config, read_trials(out / REFERENCE_ARM))
                 _, seconds[arm] = run_arm(arm, arm_config, out / arm, args.resume)
                 if (json.loads((out / arm / "sweep.json").read_text()).get("summary") or {}).get("interrupted", True):
                     log.warning("arm %s was interrupted; the remaining arms are not started", arm)

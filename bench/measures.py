@@ -8,7 +8,7 @@ counts steps and hypervolume the same way, as tune_distill.report.summarise does
 Must not know: how the records were made (a sweep, a replay), schedulers, Ray, training.
 
 Example (CPU, instant, on a finished sweep folder):
-    PYTHONPATH=. python -c "from bench.measures import steps_of; from tune_distill.report import read_trials; \
+    PYTHONPATH=. python -c "from bench.measures import steps_of; from tune_distill.records import read_trials; \
 print(sum(steps_of(r) for r in read_trials('sweeps/smoke')))"
 """
 

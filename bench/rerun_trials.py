@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 
 # Metrics that must be reproduced (timings are not), with their absolute tolerance: scores to 1e-6; the
 # no-answer threshold is a float32 logit difference, which summation order in the BLAS moves by ~1e-6

@@ -310,13 +310,13 @@ def no_storage_access(monkeypatch):
     """Fail the test if anything opens or probes a storage location (a bucket) or a socket."""
     import socket
 
-    from tune_distill import storage
+    from tune_distill import remote
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network or storage access: {args!r}")
 
     for name in ("open_location", "s3_filesystem", "probe", "exists", "upload_files", "download_file"):
-        monkeypatch.setattr(storage, name, refuse)
+        monkeypatch.setattr(remote, name, refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 

@@ -128,7 +128,7 @@ def test_confirm_works_from_the_sweeps_remote_storage(sweep, tmp_path, monkeypat
     assert (local / "runs" / "prun0002" / "model" / "model.safetensors").is_file()
     assert not (local / "runs" / "base0001").exists()
 
-    monkeypatch.setattr(confirm_module.storage, "open_location",
+    monkeypatch.setattr(confirm_module.remote, "open_location",
                         lambda uri, endpoint, error: (pafs.LocalFileSystem(), str(remote)))
     result = confirm("s3://bucket/prefix", str(sweep["data"]["test"]), tmp_path / "out", device="cpu")
     assert {row["trial_id"] for row in result["trials"]} >= {"base0001"}

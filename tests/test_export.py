@@ -47,7 +47,7 @@ LENGTHS = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16}
 
 def _record(sweep: Path, trial_id: str, number: int, *, status: str = "complete", baseline: bool = False,
             metrics: dict | None = None, params: dict | None = None, run_dir: str | None = None) -> dict:
-    """A trials.jsonl line as sweep._record writes it."""
+    """A trials.jsonl line as sweep.experiment.trial_record builds it."""
     trial_dir = sweep / "tune" / f"trial_{number:04d}_{trial_id}"
     return {
         "trial_id": trial_id, "number": number, "kind": "baseline" if baseline else "search", "baseline": baseline,

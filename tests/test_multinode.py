@@ -39,7 +39,7 @@ ray = pytest.importorskip("ray")
 from conftest import write_sweep_inputs  # noqa: E402
 
 from tune_distill.private_api import ray_address_file  # noqa: E402
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 
 pytestmark = [
     pytest.mark.multinode,

@@ -17,7 +17,7 @@ from tune_distill import plots  # its pictures draw on the Agg backend
 def drawn(monkeypatch):
     """Each figure the plots save, with the display boxes of its texts measured just before it is saved."""
     figures = []
-    original = plots._save
+    original = plots.save_figure
 
     def measure(figure, path):
         figure.canvas.draw()
@@ -41,7 +41,7 @@ def drawn(monkeypatch):
         figures.append({"figure": figure, "boxes": boxes, "labels": labels, "area": figure.bbox.frozen()})
         return original(figure, path)
 
-    monkeypatch.setattr(plots, "_save", measure)
+    monkeypatch.setattr(plots, "save_figure", measure)
     return figures
 
 
@@ -94,7 +94,7 @@ def test_frontier_names_the_plotted_size_and_keeps_everything_readable(tmp_path,
 
 
 def test_labels_of_a_crowded_column_do_not_overlap(tmp_path, drawn):
-    with plots._pyplot() as plt:
+    with plots.open_pyplot() as plt:
         figure, axes = plt.subplots(figsize=(5, 3.5), dpi=100, layout="constrained")
         points = [(1.0, 50 + 0.05 * index, f"trial{index:02d}", 0.5) for index in range(8)]
         points += [(1.05, 50.1, "neighbour", 0.3), (2.0, 40.0, "far", 0.0)]
@@ -103,7 +103,7 @@ def test_labels_of_a_crowded_column_do_not_overlap(tmp_path, drawn):
         plots.freeze_layout(figure)
         written = plots.label_points(axes, points)
         assert [note.get_text() for note in written] == [text for _, _, text, _ in points]
-        plots._save(figure, tmp_path / "crowded.png")
+        plots.save_figure(figure, tmp_path / "crowded.png")
     assert_readable(drawn[-1])
 
 

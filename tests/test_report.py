@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tune_distill.report import read_trials, write_report
+from tune_distill.records import read_trials
+from tune_distill.report import write_report
 
 OBJECTIVES = [{"name": "exact", "direction": "max"}, {"name": "parameters", "direction": "min"}]
 CONSTRAINTS = [{"name": "exact", "op": ">=", "bound": 50.0}]

@@ -30,8 +30,8 @@ pytest.importorskip("moto.server")
 
 from sweep_world import tiny_sweep, world_fixture  # noqa: E402,F401  (fixture `world`)
 
-from tune_distill import cli, storage  # noqa: E402
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill import cli, remote  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 from tune_distill.sweep.config import SweepConfigError, sweep_config_to_dict  # noqa: E402
 from tune_distill.sweep.driver import run_sweep  # noqa: E402
 
@@ -173,7 +173,7 @@ def test_a_sweep_on_s3_keeps_checkpoints_and_results_in_the_bucket(world, aws_en
         assert SECRET.encode() not in s3.get_object(Bucket=bucket, Key=key)["Body"].read(), key
 
     # results.parquet straight from the bucket, the same table as the local one
-    filesystem = storage.s3_filesystem(endpoint)
+    filesystem = remote.s3_filesystem(endpoint)
     table = pq.read_table(f"{bucket}/smoke/results.parquet", filesystem=filesystem).to_pandas()
     assert sorted(table["trial_id"]) == sorted(r["trial_id"] for r in records)
     assert table.equals(pq.read_table(out / "results.parquet").to_pandas())
@@ -216,7 +216,7 @@ def test_a_killed_driver_resumes_from_the_bucket_and_counts_every_trial_once(wor
     out = tmp_path / "sweep"
     env = dict(os.environ, RAY_ADDRESS=ray_s3, PYTHONUNBUFFERED="1", AWS_ENDPOINT_URL=endpoint)
     log_path = tmp_path / "driver.log"
-    filesystem = storage.s3_filesystem(endpoint)
+    filesystem = remote.s3_filesystem(endpoint)
 
     def interrupted_with_checkpoint() -> list:
         """Unfinished trials with a checkpoint in the bucket's snapshot of the experiment (synced in the background)."""

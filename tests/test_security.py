@@ -33,7 +33,7 @@ from sweep_world import tiny_sweep, world_fixture  # noqa: E402,F401  (fixture `
 from test_multinode import _free_ports, _ray_start, kill_session  # noqa: E402
 from test_s3 import s3_endpoint  # noqa: E402,F401,F811  (fixture: a moto server)
 
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 from tune_distill.sweep.config import sweep_config_to_dict  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kills the cluster's process session")

@@ -33,7 +33,7 @@ ray = pytest.importorskip("ray")
 from sweep_world import ray_cluster_fixture  # noqa: E402,F401  (fixture `ray_cluster`)
 
 import tune_distill.sweep  # noqa: E402
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 from tune_distill.search import Objective  # noqa: E402
 from tune_distill.sweep import callbacks, schedulers, searcher, trial  # noqa: E402
 from tune_distill.sweep.driver import run_sweep  # noqa: E402

@@ -1,4 +1,4 @@
-"""sweep/config.py: presets load, every bad setting is an error naming its key, settings read by config._coerce.
+"""sweep/config.py: presets load, every bad setting is an error naming its key, settings read by config.coerce_value.
 
 No Ray: the config layer imports without it.
 """
@@ -103,7 +103,7 @@ def test_sweep_config_files_and_space_checks(world, tmp_path):
 
 
 def test_settings_follow_the_one_coercion_and_null_empties_a_setting(world):
-    # config._coerce reads YAML strings as the run config does (true/false/yes/no, numbers)
+    # config.coerce_value reads YAML strings as the run config does (true/false/yes/no, numbers)
     config = tiny_sweep(world, measure_latency="false", num_samples="4", resources_per_trial={"cpu": "2"})
     assert config.measure_latency is False and config.num_samples == 4 and config.resources_per_trial.cpu == 2.0
     assert tiny_sweep(world, scheduler={"name": "pareto_sh", "rungs": "2,6"}).scheduler.rungs == (2, 6)

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray")
 
 from sweep_world import ray_cluster_fixture, tiny_sweep, world_fixture  # noqa: E402,F401  (fixtures)
 
-from tune_distill.report import read_trials  # noqa: E402
+from tune_distill.records import read_trials  # noqa: E402
 from tune_distill.sweep.config import SweepConfigError, sweep_config_to_dict  # noqa: E402
 from tune_distill.sweep.driver import run_sweep  # noqa: E402
 

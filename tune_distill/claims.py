@@ -22,8 +22,8 @@ confirm.py gives the scores it measured on another split.
 Must not know: models, training, Ray, how the scores were measured, plots.
 
 Example (CPU, instant, on a sweep folder whose runs kept per_question.json):
-    python -c "import json; from tune_distill import claims, report; s = json.load(open('sweeps/cpu/summary.json')); \
-print(claims.paired_summary(report.read_trials('sweeps/cpu'), s, 'exact', 'parameters')['claims'])"
+    python -c "import json; from tune_distill import claims, records; s = json.load(open('sweeps/cpu/summary.json')); \
+print(claims.paired_summary(records.read_trials('sweeps/cpu'), s, 'exact', 'parameters')['claims'])"
 """
 
 from __future__ import annotations

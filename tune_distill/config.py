@@ -30,7 +30,7 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names the key."""
 
 
-def _f(default: Any, help: str) -> Any:
+def setting(default: Any, help: str) -> Any:
     """A dataclass field with a help text (tuple/list defaults are stored as tuples)."""
     if isinstance(default, (list, tuple)):
         value = tuple(default)
@@ -40,61 +40,61 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train_files: tuple[str, ...] = _f(
+    train_files: tuple[str, ...] = setting(
         ("../shared/data/squad2/train.json",),
         "SQuAD 2.0 JSON files to train on (local paths), or 'hub:squad_v2:train' for the HF hub.",
     )
-    val_file: str = _f(
+    val_file: str = setting(
         "../shared/data/squad2/val.json",
         "SQuAD 2.0 JSON file used for evaluation and for choosing the no-answer threshold.",
     )
-    max_seq_length: int = _f(384, "Tokens per window (question + context + special tokens).")
-    doc_stride: int = _f(128, "Tokens of overlap between consecutive context windows.")
-    max_query_length: int = _f(64, "Questions are truncated to this many tokens.")
-    max_train_examples: int = _f(0, "Use only the first N training questions (0 = all).")
-    max_val_examples: int = _f(0, "Use only the first N validation questions (0 = all).")
-    cache_dir: str = _f(".cache/tune_distill", "Folder for the feature and teacher-logit caches.")
+    max_seq_length: int = setting(384, "Tokens per window (question + context + special tokens).")
+    doc_stride: int = setting(128, "Tokens of overlap between consecutive context windows.")
+    max_query_length: int = setting(64, "Questions are truncated to this many tokens.")
+    max_train_examples: int = setting(0, "Use only the first N training questions (0 = all).")
+    max_val_examples: int = setting(0, "Use only the first N validation questions (0 = all).")
+    cache_dir: str = setting(".cache/tune_distill", "Folder for the feature and teacher-logit caches.")
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    path: str = _f(
+    path: str = setting(
         "../shared/models/teacher-minilm-l6-squad2",
         "Fine-tuned question-answering teacher: a local directory or a hub id.",
     )
-    logits_dtype: str = _f("float16", "Dtype of cached teacher logits: float16 or float32.")
-    batch_size: int = _f(64, "Batch size when computing the teacher's logits once.")
+    logits_dtype: str = setting("float16", "Dtype of cached teacher logits: float16 or float32.")
+    batch_size: int = setting(64, "Batch size when computing the teacher's logits once.")
 
 
 @dataclass(frozen=True)
 class StudentConfig:
-    num_hidden_layers: int = _f(3, "Transformer layers in the student.")
-    hidden_size: int = _f(0, "Hidden width; 0 = the teacher's.")
-    num_attention_heads: int = _f(0, "Attention heads; 0 = the teacher's.")
-    intermediate_size: int = _f(0, "Feed-forward width; 0 = the teacher's (or 4 x hidden if widths differ).")
-    hidden_dropout_prob: float = _f(0.1, "Dropout on hidden states.")
-    attention_probs_dropout_prob: float = _f(0.1, "Dropout on attention probabilities.")
-    qa_dropout: float = _f(0.0, "Dropout before the start/end QA head.")
-    initializer_range: float = _f(0.02, "Std of the normal initialiser for randomly initialised weights.")
-    init: str = _f(
+    num_hidden_layers: int = setting(3, "Transformer layers in the student.")
+    hidden_size: int = setting(0, "Hidden width; 0 = the teacher's.")
+    num_attention_heads: int = setting(0, "Attention heads; 0 = the teacher's.")
+    intermediate_size: int = setting(0, "Feed-forward width; 0 = the teacher's (or 4 x hidden if widths differ).")
+    hidden_dropout_prob: float = setting(0.1, "Dropout on hidden states.")
+    attention_probs_dropout_prob: float = setting(0.1, "Dropout on attention probabilities.")
+    qa_dropout: float = setting(0.0, "Dropout before the start/end QA head.")
+    initializer_range: float = setting(0.02, "Std of the normal initialiser for randomly initialised weights.")
+    init: str = setting(
         "teacher",
         "teacher: copy embeddings, chosen layers and QA head from the teacher (widths must match); "
         "prune: like teacher, then keep the num_attention_heads most important heads and intermediate_size "
         "most important feed-forward neurons of each copied layer (see prune_score); random: fresh weights.",
     )
-    layer_selection: str = _f(
+    layer_selection: str = setting(
         "every_other",
         "Which teacher layers to copy: every_other, spread, first, last, or a list like '0,2,4'.",
     )
-    prune_score: str = _f(
+    prune_score: str = setting(
         "magnitude",
         "How init=prune ranks heads and feed-forward neurons: magnitude (data-free weight norms, the default, as "
         "before), gradient (mean |dLoss/dmask| over training windows, Michel et al. 2019) or fisher (mean "
         "squared gradient, Kwon et al. 2022); the measured ones use the KL to the teacher's logits and are "
         "cached per teacher, layer choice and data (importance.py).",
     )
-    prune_windows: int = _f(512, "Training windows the measured prune_score (gradient, fisher) is computed on.")
-    prune_rescale: bool = _f(
+    prune_windows: int = setting(512, "Training windows the measured prune_score (gradient, fisher) is computed on.")
+    prune_rescale: bool = setting(
         False,
         "After init=prune, rescale each copied layer's kept heads and feed-forward neurons (one factor each, "
         "least squares on prune_windows training windows) so the layer reconstructs the unpruned copy's outputs: "
@@ -104,43 +104,43 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    learning_rate: float = _f(5e-5, "Peak AdamW learning rate.")
-    adam_beta1: float = _f(0.9, "AdamW beta1.")
-    adam_beta2: float = _f(0.999, "AdamW beta2.")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
-    weight_decay: float = _f(0.01, "AdamW decoupled weight decay (not applied to biases and LayerNorm).")
-    alpha_ce: float = _f(0.5, "Weight of the distillation (KL) loss; the gold-span loss gets 1 - alpha_ce.")
-    temperature: float = _f(2.0, "Softmax temperature of the distillation loss.")
-    warmup_steps: int = _f(0, "Linear warm-up steps (if 0, warmup_ratio is used).")
-    warmup_ratio: float = _f(0.1, "Warm-up as a share of all steps, used when warmup_steps is 0.")
-    num_train_epochs: float = _f(1.0, "Passes over the training features (fractions allowed).")
-    max_steps: int = _f(0, "Stop after this many optimiser steps (0 = from num_train_epochs).")
-    train_batch_size: int = _f(32, "Training features per optimiser step.")
-    eval_batch_size: int = _f(64, "Evaluation batch size (fixed: it changes speed, not results).")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
-    eval_every_steps: int = _f(0, "Evaluate every N steps (0 = only at the end).")
-    checkpoint_every_steps: int = _f(0, "Checkpoint every N steps (0 = at evaluations and the end).")
-    seed: int = _f(0, "Seed for initialisation, dropout and batch order.")
-    precision: str = _f("auto", "auto, fp32, bf16, fp16. auto: fp32 on CPU; on a GPU training times fp32, bf16 "
-                                "and fp16 steps of the student once (cached per GPU, shape, batch and length) and "
-                                "keeps the fastest; evaluation takes bf16 where the GPU has it, else fp16.")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N.")
-    num_threads: int = _f(0, "CPU threads for torch (0 = leave torch's default).")
-    length_bucketing: bool = _f(True, "Group features of similar length into batches (dynamic padding).")
-    pad_multiple: int = _f(0, "Batches (training, evaluation, teacher logits) are padded to a multiple of this, "
-                              "capped at the longest window: a run sees at most max_seq_length / N + 1 shapes. "
-                              "0 = auto: 64 on a GPU (each new shape costs a slow first step there), 8 on CPU "
-                              "(no such cost; less padding is less work: bench/results/padding_cpu.md).")
+    learning_rate: float = setting(5e-5, "Peak AdamW learning rate.")
+    adam_beta1: float = setting(0.9, "AdamW beta1.")
+    adam_beta2: float = setting(0.999, "AdamW beta2.")
+    adam_epsilon: float = setting(1e-8, "AdamW epsilon.")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay (not applied to biases and LayerNorm).")
+    alpha_ce: float = setting(0.5, "Weight of the distillation (KL) loss; the gold-span loss gets 1 - alpha_ce.")
+    temperature: float = setting(2.0, "Softmax temperature of the distillation loss.")
+    warmup_steps: int = setting(0, "Linear warm-up steps (if 0, warmup_ratio is used).")
+    warmup_ratio: float = setting(0.1, "Warm-up as a share of all steps, used when warmup_steps is 0.")
+    num_train_epochs: float = setting(1.0, "Passes over the training features (fractions allowed).")
+    max_steps: int = setting(0, "Stop after this many optimiser steps (0 = from num_train_epochs).")
+    train_batch_size: int = setting(32, "Training features per optimiser step.")
+    eval_batch_size: int = setting(64, "Evaluation batch size (fixed: it changes speed, not results).")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm (0 = off).")
+    eval_every_steps: int = setting(0, "Evaluate every N steps (0 = only at the end).")
+    checkpoint_every_steps: int = setting(0, "Checkpoint every N steps (0 = at evaluations and the end).")
+    seed: int = setting(0, "Seed for initialisation, dropout and batch order.")
+    precision: str = setting("auto", "auto, fp32, bf16, fp16. auto: fp32 on CPU; on a GPU training times fp32, bf16 "
+                                     "and fp16 steps of the student once (cached per GPU, shape, batch and length) and "
+                                     "keeps the fastest; evaluation takes bf16 where the GPU has it, else fp16.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N.")
+    num_threads: int = setting(0, "CPU threads for torch (0 = leave torch's default).")
+    length_bucketing: bool = setting(True, "Group features of similar length into batches (dynamic padding).")
+    pad_multiple: int = setting(0, "Batches (training, evaluation, teacher logits) are padded to a multiple of this, "
+                                   "capped at the longest window: a run sees at most max_seq_length / N + 1 shapes. "
+                                   "0 = auto: 64 on a GPU (each new shape costs a slow first step there), 8 on CPU "
+                                   "(no such cost; less padding is less work: bench/results/padding_cpu.md).")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    n_best_size: int = _f(20, "Start and end candidates considered per window.")
-    max_answer_length: int = _f(30, "Longest answer span, in tokens.")
-    latency_seq_length: int = _f(384, "Sequence length of the latency measurement.")
-    latency_batch_sizes: tuple[int, ...] = _f((1, 32), "Batch sizes timed for latency.")
-    latency_repeats: int = _f(10, "Timed repeats per batch size (after warm-up); the median is kept.")
-    latency_warmup: int = _f(3, "Untimed warm-up calls per batch size.")
+    n_best_size: int = setting(20, "Start and end candidates considered per window.")
+    max_answer_length: int = setting(30, "Longest answer span, in tokens.")
+    latency_seq_length: int = setting(384, "Sequence length of the latency measurement.")
+    latency_batch_sizes: tuple[int, ...] = setting((1, 32), "Batch sizes timed for latency.")
+    latency_repeats: int = setting(10, "Timed repeats per batch size (after warm-up); the median is kept.")
+    latency_warmup: int = setting(3, "Untimed warm-up calls per batch size.")
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Range(typing.NamedTuple):
 # Allowed ranges of numeric settings, checked where a value enters (apply_overrides: YAML files, --set, a sweep's
 # base and trial parameters; the defaults are in range) and nowhere else. A value outside is refused up front with a
 # message naming the key (a batch size of 0 would run no batch and keep all-zero logits; a temperature of 0 divides
-# by zero in the loss; NaN or infinite numbers are refused for every float setting by _coerce).
+# by zero in the loss; NaN or infinite numbers are refused for every float setting by coerce_value).
 _UNIT = Range(0.0, 1.0)
 _BELOW_ONE = Range(0.0, 1.0, high_open=True)
 _POSITIVE = Range(0, low_open=True)
@@ -224,7 +224,7 @@ def _field_types(section_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
+def coerce_value(key: str, value: Any, annotation: Any) -> Any:
     """Coerce a YAML/override value to the field's type, or raise ConfigError naming the key."""
     origin = typing.get_origin(annotation)
     if origin is tuple:
@@ -235,7 +235,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             items = list(value)
         else:
             items = [value]
-        return tuple(_coerce(key, item, item_type) for item in items)
+        return tuple(coerce_value(key, item, item_type) for item in items)
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -297,7 +297,7 @@ def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfi
         types = _field_types(SECTIONS[section])
         if name not in types:
             raise ConfigError(f"{key}: unknown field {name!r} in section {section!r}; known: {', '.join(types)}")
-        changes.setdefault(section, {})[name] = _coerce(key, value, types[name])
+        changes.setdefault(section, {})[name] = coerce_value(key, value, types[name])
         if key in RANGES:
             low, high, low_open, high_open = RANGES[key]
             check_range(key, changes[section][name], low, high, low_open=low_open, high_open=high_open)

@@ -41,11 +41,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from tune_distill import claims, storage
+from tune_distill import claims, remote
 from tune_distill.config import ConfigError, RunConfig, load_config
 from tune_distill.data import SquadExample, file_fingerprint, load_features, load_many
 from tune_distill.files import read_json_object, write_json
-from tune_distill.report import read_trials
+from tune_distill.records import read_trials, resolve_run_dir, write_trials
 from tune_distill.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -144,27 +144,27 @@ def fetch_remote_sweep(filesystem: Any, path: str, local: Path, trial_ids: Seque
 
     local.mkdir(parents=True, exist_ok=True)
     for name in ("sweep.json", "trials.jsonl", "summary.json"):
-        storage.download_file(filesystem, f"{path}/{name}", local / name)
+        remote.download_file(filesystem, f"{path}/{name}", local / name)
     if not (local / "trials.jsonl").is_file():
         raise ConfirmError(f"{path}: no trials.jsonl (is it a sweep's storage_path?)")
     name = read_json_object(local / "sweep.json", "sweep.json", ConfirmError)["config"]["name"] \
         if (local / "sweep.json").is_file() else "tune"
     records = read_trials(local)
     wanted = set(trial_ids) if trial_ids is not None else {str(record["trial_id"]) for record in records}
-    lines = []
+    fetched = []
     for record in records:
         trial_id = str(record["trial_id"])
-        remote = _trial_folder(filesystem, f"{path}/{name}", trial_id) if trial_id in wanted else None
-        if remote is not None:
+        run_folder = _trial_folder(filesystem, f"{path}/{name}", trial_id) if trial_id in wanted else None
+        if run_folder is not None:
             target = local / "runs" / trial_id
             for name_ in RUN_FILES:
-                storage.download_file(filesystem, f"{remote}/{name_}", target / name_)
-            for entry in filesystem.get_file_info(pafs.FileSelector(f"{remote}/model", allow_not_found=True)):
+                remote.download_file(filesystem, f"{run_folder}/{name_}", target / name_)
+            for entry in filesystem.get_file_info(pafs.FileSelector(f"{run_folder}/model", allow_not_found=True)):
                 if entry.type == pafs.FileType.File:
-                    storage.download_file(filesystem, entry.path, target / "model" / entry.base_name)
+                    remote.download_file(filesystem, entry.path, target / "model" / entry.base_name)
             record = {**record, "run_dir": str(target)}
-        lines.append(json.dumps(record))
-    (local / "trials.jsonl").write_text("".join(line + "\n" for line in lines))
+        fetched.append(record)
+    write_trials(local, fetched)
     return local
 
 
@@ -221,11 +221,11 @@ ROLES = {  # a confirmed student's role: its marker, colour and legend entry in 
 def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path: Path) -> None:
     """Validation and confirmation accuracy against size, side by side (paired errors as bars), each point
     labelled with its trial id where no other label or point is (plots.label_points), a legend per role."""
-    from tune_distill.plots import _pyplot, _save, freeze_layout, label_points, size_label
+    from tune_distill.plots import freeze_layout, label_points, open_pyplot, save_figure, size_label
 
     order = {role: index for index, role in enumerate(ROLES)}
     rows = sorted(rows, key=lambda r: (order.get(r["role"], len(order)), r[size]))  # labelled in this order
-    with _pyplot() as plt:
+    with open_pyplot() as plt:
         figure, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=120, sharey=True, layout="constrained")
         figure.suptitle(f"{accuracy}: the sweep's validation split against the confirmation split "
                         "(bars: paired standard error of the gain over the baseline)", fontsize=10)
@@ -253,7 +253,7 @@ def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path:
         freeze_layout(figure)
         for axis in axes:
             label_points(axis, labels[axis])
-        _save(figure, path)
+        save_figure(figure, path)
 
 
 def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str] = (), device: str = "auto",
@@ -301,8 +301,8 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
 def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
     """The sweep's folder (a remote sweep's files fetched under out/sweep), refused without trials.jsonl or
     summary.json."""
-    if storage.is_remote(sweep):
-        filesystem, path = storage.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
+    if remote.is_remote(sweep):
+        filesystem, path = remote.open_location(sweep.rstrip("/"), storage_endpoint, ConfirmError)
         folder = fetch_remote_sweep(filesystem, path, out / "sweep")
     else:
         folder = Path(sweep)
@@ -315,8 +315,6 @@ def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
 
 def _run_folders(folder: Path, chosen: Sequence[tuple[Mapping[str, Any], str]]) -> dict[str, Path]:
     """trial id -> run folder of each chosen trial; refused when one lacks model/ or config.yaml."""
-    from tune_distill.export.choose import resolve_run_dir
-
     runs = {}
     for record, _ in chosen:
         run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"))

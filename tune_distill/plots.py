@@ -42,7 +42,7 @@ def size_label(size: str) -> str:
 
 
 @contextmanager
-def _pyplot() -> Iterator[Any]:
+def open_pyplot() -> Iterator[Any]:
     """matplotlib.pyplot on the Agg backend, with Optuna's 'experimental' warnings silenced and the style
     Optuna sets (`plt.style.use("ggplot")`) undone afterwards, so that it does not leak into the next picture."""
     import matplotlib
@@ -56,7 +56,8 @@ def _pyplot() -> Iterator[Any]:
         yield plt
 
 
-def _save(figure: Any, path: Path) -> Path:
+def save_figure(figure: Any, path: Path) -> Path:
+    """Write `figure` to `path` as a PNG (atomically, no label cut off) and close it; return `path`."""
     if figure.get_layout_engine() is None and not getattr(figure, FROZEN, False):
         figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -150,7 +151,7 @@ def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size
     front (labelled with trial ids), the baseline, each point's standard error (`<accuracy>_se`) as a vertical bar
     where the evaluation reported one; a legend beside the axes for every marker."""
     path = Path(path)
-    with _pyplot() as plt:
+    with open_pyplot() as plt:
         figure, axes = plt.subplots(figsize=(8.5, 4.8), dpi=120, layout="constrained")
         done = frame[frame["status"].isin(["complete", "stopped"])] if len(frame) else frame
         error = f"{accuracy}_se"
@@ -199,7 +200,7 @@ def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size
         others = [(float(x) / 1e6, float(y), float(e) if e == e else 0.0)  # NaN: no bar
                   for x, y, e in zip(done[size], done[accuracy], spreads)] if drawable else []
         label_points(axes, list(dict.fromkeys(labels)), avoid=others)
-        return _save(figure, path)
+        return save_figure(figure, path)
 
 
 def plot_importance(study: Any, objectives: Sequence[str], shown: Sequence[str], evaluator: Any,
@@ -214,7 +215,7 @@ def plot_importance(study: Any, objectives: Sequence[str], shown: Sequence[str],
                                           target=lambda trial, index=list(objectives).index(name): trial.values[index])
               for name in shown}
     rows = sorted(params, key=lambda param: sum(share.get(param, 0.0) for share in shares.values()))
-    with _pyplot() as plt:
+    with open_pyplot() as plt:
         figure, axes = plt.subplots(figsize=(8, max(3.0, 0.3 * len(params) * len(shown) + 1.5)), dpi=100,
                                     layout="constrained")
         height = 0.8 / max(1, len(shown))
@@ -236,14 +237,14 @@ def plot_importance(study: Any, objectives: Sequence[str], shown: Sequence[str],
         axes.grid(axis="x", alpha=0.3)
         axes.legend(title="objective", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                     borderaxespad=0.0)
-        return _save(figure, Path(path))
+        return save_figure(figure, Path(path))
 
 
 def plot_hypervolume(study: Any, reference_point: Sequence[float], path: str | Path) -> Path:
     """Optuna's hypervolume over trials (`plot_hypervolume_history`) against the summary's reference point."""
     from optuna.visualization.matplotlib import plot_hypervolume_history
 
-    with _pyplot():
+    with open_pyplot():
         axes = plot_hypervolume_history(study, list(reference_point))
         names = study.metric_names or [f"objective {index}" for index in range(len(reference_point))]
         point = ", ".join(f"{name} {value:,.0f}" if abs(value) >= 1000 else f"{name} {value:.4g}"
@@ -253,7 +254,7 @@ def plot_hypervolume(study: Any, reference_point: Sequence[float], path: str | P
         axes.set_xlabel("trial number")
         axes.set_ylabel("hypervolume")
         axes.figure.set_size_inches(7, 4.5)
-        return _save(axes.figure, Path(path))
+        return save_figure(axes.figure, Path(path))
 
 
 def plot_curves(study: Any, path: str | Path, metric: str = "exact", most_named: int = 20) -> Path:
@@ -265,7 +266,7 @@ def plot_curves(study: Any, path: str | Path, metric: str = "exact", most_named:
     from optuna.trial import TrialState
     from optuna.visualization.matplotlib import plot_intermediate_values
 
-    with _pyplot():
+    with open_pyplot():
         axes = plot_intermediate_values(study)
         stops = [(max(trial.intermediate_values), trial.intermediate_values[max(trial.intermediate_values)])
                  for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -300,4 +301,4 @@ def plot_curves(study: Any, path: str | Path, metric: str = "exact", most_named:
         axes.set_ylabel(f"validation {metric}")
         axes.set_title("learning curves (one line per trial)")
         axes.figure.set_size_inches(8.5, 4.5)
-        return _save(axes.figure, Path(path))
+        return save_figure(axes.figure, Path(path))

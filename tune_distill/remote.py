@@ -15,12 +15,13 @@ What it does:
   * `upload_files` / `download_file` / `exists`: copies of a sweep's own files (sweep.json,
     trials.jsonl, results files) next to the Tune experiment.
 
-Must not know: Ray, trials, searchers, the report's contents. The sweep package and report.py call it.
+Must not know: Ray, trials, searchers, the report's contents. The sweep package (sweep/storage.py: where a
+sweep keeps its experiment), report.py and confirm.py call it.
 
 Example (a MinIO or moto server on 127.0.0.1:9000 with a bucket `sweeps`):
-    AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python -c "from tune_distill import storage; \
-        fs, path = storage.open_location('s3://sweeps/smoke', 'http://127.0.0.1:9000'); \
-        storage.probe(fs, path, 's3://sweeps/smoke')"
+    AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python -c "from tune_distill import remote; \
+        fs, path = remote.open_location('s3://sweeps/smoke', 'http://127.0.0.1:9000'); \
+        remote.probe(fs, path, 's3://sweeps/smoke')"
 """
 
 from __future__ import annotations

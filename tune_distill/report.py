@@ -1,7 +1,7 @@
 """Sweep results for people: results table, Pareto set, frontier picture, summary in the reference terms.
 
-Input: the sweep's trial records (`trials.jsonl`, one JSON object per trial with `trial_id`,
-`number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...). Output, in the
+Input: the sweep's trial records (`trials.jsonl`, records.py's format and reader: one JSON object per trial
+with `trial_id`, `number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...). Output, in the
 sweep folder (and, when the sweep's `storage_path` is remote, e.g. s3://bucket/prefix, copied there too):
 
 - `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
@@ -42,10 +42,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tune_distill import claims, storage
-from tune_distill.files import atomic_path, parse_json, read_json_object, write_atomically
+from tune_distill import claims, remote
+from tune_distill import study as studies
+from tune_distill.files import atomic_path, read_json_object, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
+from tune_distill.records import read_trials
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -54,24 +56,6 @@ SIZE_SLACK = 0.05  # "a small size increase": within the baseline's size + 5%
 PICTURES = ("frontier.png", "importance.png", "hypervolume.png", "curves.png")
 REPORT_FILES = ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "summary.json")
 TOP_PARAMETERS = 3  # the findings name this many most important parameters per objective
-
-
-def read_trials(path: str | Path) -> list[dict[str, Any]]:
-    """Trial records from a sweep folder's trials.jsonl (or the file itself); the last record per trial wins."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "trials.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trial records (expected a sweep folder with trials.jsonl)")
-    records: dict[str, dict[str, Any]] = {}
-    for line_number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        record = parse_json(line, f"{path}:{line_number}", ValueError)
-        if not isinstance(record, dict) or "trial_id" not in record:
-            raise ValueError(f"{path}:{line_number}: record has no trial_id (expected a JSON object per line)")
-        records[str(record["trial_id"])] = record
-    return sorted(records.values(), key=lambda r: (r.get("number", 0), str(r["trial_id"])))
 
 
 def results_frame(trials: Sequence[Mapping[str, Any]]):
@@ -196,8 +180,6 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     Each file is replaced atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES.
     `study`: the sweep's Optuna study (learning curves, importance); default: one built from `trials`.
     """
-    from tune_distill import study as studies
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if objectives is None:
@@ -235,8 +217,6 @@ def _pictures(study: Any, summary: Mapping[str, Any], objectives: Sequence[Mappi
               accuracy: str) -> None:
     """importance.png, hypervolume.png and curves.png, each where there is something to draw (else removed,
     so that a stale one does not outlive its data)."""
-    from tune_distill import study as studies
-
     importance = summary["importance"]
     drawable = {
         "importance.png": len(importance["by_objective"]) > len(importance.get("constant", ())),
@@ -339,8 +319,6 @@ def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, 
     Written into `out` (default: the sweep folder); when written into the sweep folder itself, also
     copied to the sweep's remote storage_path, if it has one.
     """
-    from tune_distill import study as studies
-
     sweep = Path(sweep)
     settings = read_json_object(sweep / "sweep.json", "the sweep's record") if (sweep / "sweep.json").exists() else {}
     records = read_trials(sweep)
@@ -375,16 +353,16 @@ def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
     Returns the URIs written. A failure is logged, not raised: the files are in the sweep folder.
     """
     uri = str(config.get("storage_path") or "").rstrip("/")
-    if not storage.is_remote(uri):
+    if not remote.is_remote(uri):
         return []
     endpoint = str(config.get("storage_endpoint") or "")
     try:
-        filesystem, path = storage.open_location(uri, endpoint)
+        filesystem, path = remote.open_location(uri, endpoint)
         names = [name for name in (*REPORT_FILES, "trials.jsonl", "study.journal") if (sweep / name).exists()]
-        written = storage.upload_files(sweep, names, filesystem, path)
+        written = remote.upload_files(sweep, names, filesystem, path)
     except (OSError, ValueError) as failure:
         log.error("report: could not copy the results to %s (%s); they are in %s", uri,
-                  storage.explain(failure, uri, storage.resolve_endpoint(endpoint)), sweep)
+                  remote.explain(failure, uri, remote.resolve_endpoint(endpoint)), sweep)
         return []
     uris = [f"{uri.split('://', 1)[0]}://{target}" for target in written]
     log.info("report: results copied to %s", uri)

@@ -1,6 +1,6 @@
 """A sweep's search history as an Optuna study: what the Optuna dashboard and Optuna's analysis tools read.
 
-What it does: turns trial records (the dicts of `trials.jsonl`, see sweep/records.py) into Optuna
+What it does: turns trial records (the dicts of `trials.jsonl`, see records.py) into Optuna
 trials and adds them to a study: the objectives as values (directions from the sweep's
 objectives), the constraints' violations in the `constraints` system attribute Optuna's samplers
 and the dashboard read (<= 0: satisfied), the state (complete -> COMPLETE, stopped early ->
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tune_distill.private_api import constraints_system_attrs, distribution_contains
+from tune_distill.records import read_trials
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,6 @@ def sync_study(sweep: str | Path, records: Sequence[Mapping[str, Any]] | None = 
     distributions from the study's own trials where it has some, else from the values recorded.
     Returns the journal's path.
     """
-    from tune_distill.report import read_trials
     from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
     sweep = Path(sweep)

@@ -12,7 +12,7 @@ Every public name is re-exported here, so callers import from `tune_distill.expo
 
 Must not know: Ray, the sweep module or searchers (it reads the sweep folder's files only), how
 students were trained. It imports from config, data, runtime, evaluate, student, run (the git SHA),
-report, pareto and search.objectives.
+records, report, pareto and search.objectives.
 
 Example (CPU, under a minute on the smoke sweep's tiny students):
     tune-distill export --sweep sweeps/smoke --pick smallest-at-baseline --out exports/smoke-small \
@@ -36,7 +36,6 @@ from tune_distill.export.choose import (
     TrialChoice,
     choose_trial,
     read_sweep,
-    resolve_run_dir,
     trial_table,
 )
 from tune_distill.export.commands import add_arguments, command
@@ -61,5 +60,5 @@ __all__ = [
     "ExportError", "SweepTrials", "TrialChoice", "VerifyBatch",
     "add_arguments", "choose_trial", "command", "export_onnx", "export_trial", "kept_heads_per_layer", "max_diff",
     "measure_onnx_latency", "onnx_input_names", "onnx_logits", "onnx_packages", "onnx_session", "pad_pruned_heads",
-    "read_sweep", "resolve_run_dir", "summary_lines", "torch_logits", "trial_table", "verification_batch",
+    "read_sweep", "summary_lines", "torch_logits", "trial_table", "verification_batch",
 ]

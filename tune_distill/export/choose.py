@@ -1,7 +1,7 @@
 """Choose the trial to export from a sweep folder's records, under exactly one rule.
 
 `read_sweep` reads a sweep folder's trials (`trials.jsonl` as the sweep wrote it, through
-report.read_trials / report.results_frame, or `results.parquet` when only that is there; the
+records.read_trials / report.results_frame, or `results.parquet` when only that is there; the
 constraints from `sweep.json`) and finds every trial's run and model folder. Only
 finished trials (complete or stopped early) whose run folder still holds a saved `model/` qualify.
 `choose_trial` rules: an explicit trial id; `smallest-at-baseline` (the smallest feasible Pareto
@@ -28,7 +28,8 @@ from typing import Any
 
 from tune_distill.export.errors import ExportError
 from tune_distill.pareto import feasible_mask
-from tune_distill.report import pareto_rows, read_trials, results_frame
+from tune_distill.records import read_trials, resolve_run_dir
+from tune_distill.report import pareto_rows, results_frame
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -72,21 +73,6 @@ def _has_model(model_dir: Path) -> str | None:
         return f"{model_dir} has no config.json"
     if not any(model_dir.glob("*.safetensors")) and not any(model_dir.glob("*.bin")):
         return f"{model_dir} has no weights (*.safetensors)"
-    return None
-
-
-def resolve_run_dir(sweep_dir: Path, trial_id: str, run_dir: Any = None, checkpoint: Any = None) -> Path | None:
-    """A trial's run folder: the recorded run_dir, else `run/` beside its recorded Tune checkpoint, else
-    `<sweep>/*/trial_*_<trial_id>/run` (a sweep folder moved or copied elsewhere)."""
-    candidates: list[Path] = []
-    if isinstance(run_dir, str) and run_dir:
-        candidates.append(Path(run_dir))
-    if isinstance(checkpoint, str) and checkpoint and "://" not in checkpoint:
-        candidates.append(Path(checkpoint).parent / "run")
-    candidates += sorted(sweep_dir.glob(f"*/trial_*_{trial_id}/run"))
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
     return None
 
 

@@ -7,9 +7,9 @@ One module per concern:
   searcher.py    `SweepSearcher`: Tune's searcher around a tune_distill.search searcher
   ranking.py     rung-ranking rules (hypervolume contribution, crowding distance); no Ray
   schedulers.py  Pareto successive halving (`pareto_sh`), baseline-keeping ASHA, `make_scheduler`
-  callbacks.py   one progress line per finished trial
-  records.py     trials.jsonl records, read from the experiment as Tune saved it
-  storage.py     the sweep folder's files and a remote storage_path (s3://...)
+  callbacks.py   one progress line per finished trial; each finished trial into the Optuna study
+  experiment.py  the Tune experiment as saved: its trials as trials.jsonl records (tune_distill/records.py), repair
+  storage.py     the sweep folder's files and a remote storage_path (s3://..., through tune_distill/remote.py)
   driver.py      prepare once, start or join Ray, run or resume the Tuner, write sweep.json
   cli.py         the `tune-distill sweep` options and action
 
@@ -54,8 +54,8 @@ _EXPORTS = {
     "ProgressLines": "callbacks",
     # schedulers
     "CONTINUE": "schedulers", "STOP": "schedulers", "pareto_rungs": "schedulers", "make_scheduler": "schedulers",
-    # records, storage, driver
-    "collect_trials": "records", "repair_missing_checkpoints": "records",
+    # the experiment's records, storage, driver
+    "collect_trials": "experiment", "repair_missing_checkpoints": "experiment",
     "SWEEP_FILE": "storage", "TRIALS_FILE": "storage", "SCHEDULER_STATE_FILE": "storage",
     "SweepStorage": "storage", "sweep_storage": "storage", "upload_sweep_files": "storage", "fetch_sweep": "storage",
     "connect_ray": "driver", "no_answer_score": "driver", "prepare_sweep": "driver", "run_sweep": "driver",

@@ -3,8 +3,8 @@
 What it does: `ProgressLines` (a Ray Tune callback) logs, for every trial that completes, stops or
 fails, its number and id, status, objectives (and exact and size), feasibility, a digest of its
 sampled parameters and the running best feasible value of the first objective; `params_digest`
-shortens parameters ('layers=2 lr=3.2e-04 ...'), `_short` formats a metric, `_status` names how a
-trial ended (complete, stopped, failed; trials.jsonl uses the same words). `StudyRecorder` (another
+shortens parameters ('layers=2 lr=3.2e-04 ...'), `_short` formats a metric; how a trial ended
+(complete, stopped, failed) is records.trial_status, the words of trials.jsonl. `StudyRecorder` (another
 callback) keeps each trial's accuracy at every evaluation and, when the trial completes, stops or
 fails, adds it to the sweep's Optuna study (`study.journal`, see tune_distill/study.py), which the
 Optuna dashboard shows live.
@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from ray.tune import Callback as RayCallback
 
 from tune_distill.pareto import is_feasible
+from tune_distill.records import trial_status
 from tune_distill.search import Constraint, Objective
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ def params_digest(params: Mapping[str, Any], width: int = 90) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def _status(last_result: Mapping[str, Any], errored: bool) -> str:
-    if errored:
-        return "failed"
-    return "complete" if last_result.get("final") else "stopped"
-
-
 def _short(name: str, value: Any) -> str:
     """A metric for a progress line: counts in millions, scores with two decimals, '-' when absent."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -68,7 +63,7 @@ class ProgressLines(RayCallback):
     def _line(self, trials: Sequence[Any], trial: Any, errored: bool) -> None:
         result = trial.last_result or {}
         number = int(trial.config.get("number", -1))
-        status = _status(result, errored)
+        status = trial_status(result, errored)
         first = self.objectives[0]
         best = None
         for other in trials:
@@ -137,15 +132,15 @@ class StudyRecorder(RayCallback):
 
     def _add(self, trial: Any, errored: bool) -> None:
         from tune_distill.study import record_trials
-        from tune_distill.sweep.records import _record
+        from tune_distill.sweep.experiment import trial_record
 
         try:
             if self._study is None:
                 from tune_distill.study import open_study
 
                 self._study = open_study(self.study_path, self.study_name, self.objectives)
-            record = _record(trial, None)
-            record["status"] = _status(trial.last_result or {}, errored)  # Tune may not have set its status yet
+            record = trial_record(trial, None)
+            record["status"] = trial_status(trial.last_result or {}, errored)  # Tune may not have set its status yet
             record_trials(self._study, [record], self.distributions, self.objectives, self.constraints, self.curves)
         except Exception as failure:  # noqa: BLE001 - the study must never stop the sweep
             log.warning("trial %s: not added to the Optuna study (%s: %s)", trial.trial_id, type(failure).__name__,

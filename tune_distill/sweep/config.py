@@ -6,7 +6,7 @@ parameters min), constraints (default `exact >= no_answer`, where `no_answer` is
 split's score for answering "no answer" everywhere), the searcher, trial count and concurrency,
 resources per trial (fractional GPUs allowed), the early-stopping scheduler, retries and storage.
 `sweep_config_from_dict` builds and checks one (unknown keys and bad values are errors naming the
-source and the key; values are read with config.py's `_coerce`, the one coercion), `load_sweep_config`
+source and the key; values are read with config.py's `coerce_value`, the one coercion), `load_sweep_config`
 reads a file, `preset_path` finds a preset, `with_overrides` applies the command line's changes and
 `sweep_config_to_dict` writes the dict that reads back (sweep.json keeps it).
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tune_distill import storage as storage_io
-from tune_distill.config import ConfigError, RunConfig, _coerce, _f, apply_overrides, flatten, read_yaml
+from tune_distill import remote
+from tune_distill.config import ConfigError, RunConfig, apply_overrides, coerce_value, flatten, read_yaml, setting
 from tune_distill.search import DEFAULT_SEARCHER, SEARCHER_NAMES, Constraint, Objective
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 from tune_distill.sweep.ranking import RANKING_RULES
@@ -56,89 +56,94 @@ class SweepConfigError(ConfigError):
 
 @dataclass(frozen=True)
 class SearcherSettings:
-    name: str = _f(DEFAULT_SEARCHER, f"Searcher of tune_distill.search: one of {', '.join(SEARCHER_NAMES)}.")
-    seed: int = _f(0, "Seed of the searcher (trial seeds are distill.seed + trial number).")
+    name: str = setting(DEFAULT_SEARCHER, f"Searcher of tune_distill.search: one of {', '.join(SEARCHER_NAMES)}.")
+    seed: int = setting(0, "Seed of the searcher (trial seeds are distill.seed + trial number).")
     options: dict = field(default_factory=dict,
                           metadata={"help": "Keyword options of the searcher (e.g. n_startup_trials)."})
 
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    name: str = _f("fifo", "pareto_sh (Pareto successive halving), asha (Ray's ASHA on exact) or fifo (none).")
-    rungs: tuple[int, ...] = _f((), "pareto_sh: optimiser steps at which trials are compared (evaluations must "
-                                    "fall on them).")
-    reduction_factor: float = _f(3.0, "Keep the best 1/reduction_factor of the trials seen at a rung.")
-    grace_period: int = _f(0, "Steps before the first decision: asha's first rung; pareto_sh's first rung "
-                              "when no rungs are given (then rungs grow by reduction_factor up to max_t).")
-    max_t: int = _f(0, "Largest step considered by asha / generated pareto_sh rungs (0 = unbounded for asha).")
-    within_front: str = _f("sweep_hypervolume", "pareto_sh: order within a front of the non-dominated sorting: "
-                                                "'sweep_hypervolume' (exclusive hypervolume contribution against "
-                                                "the report's reference point: least accuracy, 1.1 x largest "
-                                                "size), 'hypervolume' (the same against the rung's nadir pushed "
-                                                "out by 10% of the spread; the order before issue 15) or "
-                                                "'crowding' (NSGA-II crowding distance).")
-    rung_rule: str = _f("beyond_error",
-                        "pareto_sh: how a rung decides. 'beyond_error': a trial is dominated only beyond its "
-                        "measured error (better on a measured objective by more than noise_z standard errors of "
-                        "the difference, from the results' <metric>_se; results without one are compared "
-                        "plainly), and the baseline is a yardstick that dominates others, is not ranked, and "
-                        "holds one of the ceil(n / reduction_factor) kept slots; 'plain': the rule before issue "
-                        "15 (plain Pareto dominance, the baseline ranked as a competitor; with within_front "
-                        "hypervolume, the whole rule of old). Measured in results/archive/early-stopping-noise.md.")
-    noise_z: float = _f(2.0, "pareto_sh with rung_rule beyond_error: how many standard errors of a difference "
-                             "make it real, 0 to 10 (0 = any difference on a measured objective). 2 was chosen "
-                             "by replaying recorded curves (results/archive/early-stopping-noise.md).")
+    name: str = setting("fifo", "pareto_sh (Pareto successive halving), asha (Ray's ASHA on exact) or fifo (none).")
+    rungs: tuple[int, ...] = setting((), "pareto_sh: optimiser steps at which trials are compared (evaluations must "
+                                         "fall on them).")
+    reduction_factor: float = setting(3.0, "Keep the best 1/reduction_factor of the trials seen at a rung.")
+    grace_period: int = setting(0, "Steps before the first decision: asha's first rung; pareto_sh's first rung "
+                                   "when no rungs are given (then rungs grow by reduction_factor up to max_t).")
+    max_t: int = setting(0, "Largest step considered by asha / generated pareto_sh rungs (0 = unbounded for asha).")
+    within_front: str = setting("sweep_hypervolume", "pareto_sh: order within a front of the non-dominated sorting: "
+                                                     "'sweep_hypervolume' (exclusive hypervolume contribution against "
+                                                     "the report's reference point: least accuracy, 1.1 x largest "
+                                                     "size), 'hypervolume' (the same against the rung's nadir pushed "
+                                                     "out by 10% of the spread; the order before issue 15) or "
+                                                     "'crowding' (NSGA-II crowding distance).")
+    rung_rule: str = setting("beyond_error",
+                             "pareto_sh: how a rung decides. 'beyond_error': a trial is dominated only beyond its "
+                             "measured error (better on a measured objective by more than noise_z standard errors of "
+                             "the difference, from the results' <metric>_se; results without one are compared "
+                             "plainly), and the baseline is a yardstick that dominates others, is not ranked, and "
+                             "holds one of the ceil(n / reduction_factor) kept slots; 'plain': the rule before issue "
+                             "15 (plain Pareto dominance, the baseline ranked as a competitor; with within_front "
+                             "hypervolume, the whole rule of old). Measured in "
+                             "results/archive/early-stopping-noise.md.")
+    noise_z: float = setting(2.0, "pareto_sh with rung_rule beyond_error: how many standard errors of a difference "
+                                  "make it real, 0 to 10 (0 = any difference on a measured objective). 2 was chosen "
+                                  "by replaying recorded curves (results/archive/early-stopping-noise.md).")
 
 
 @dataclass(frozen=True)
 class Resources:
-    cpu: float = _f(1.0, "CPU cores per trial (torch threads follow it unless distill.num_threads is set).")
-    gpu: float = _f(0.0, "GPUs per trial; fractions let small students share a GPU (e.g. 0.5).")
+    cpu: float = setting(1.0, "CPU cores per trial (torch threads follow it unless distill.num_threads is set).")
+    gpu: float = setting(0.0, "GPUs per trial; fractions let small students share a GPU (e.g. 0.5).")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    space: str = _f("", "Search-space YAML (see search.load_space); relative to the current directory.")
-    # (dict settings: dataclasses.field, as config._f takes no mapping defaults)
+    space: str = setting("", "Search-space YAML (see search.load_space); relative to the current directory.")
+    # (dict settings: dataclasses.field, as config.setting takes no mapping defaults)
     space_overrides: dict = field(default_factory=dict, metadata={
         "help": "Changes to the space: {parameters: {name: {field: value} | null}, derived: {key: expr | null}, "
                 "fixed: {key: value | null}}."})
     base: dict = field(default_factory=dict, metadata={
         "help": "RunConfig overrides for every trial, 'section.field: value' (the --set syntax)."})
-    objectives: tuple = _f(DEFAULT_OBJECTIVES, "Metrics to optimise: {name: max|min} in order (exact, f1, "
-                                               "parameters, latency_ms_b1...).")
-    constraints: tuple = _f(("exact >= no_answer",), "Bounds 'metric >= x' or 'metric <= x'; x is a number or "
-                                                     "no_answer (100 x share of unanswerable validation questions).")
-    searcher: SearcherSettings = _f(SearcherSettings(), "The searcher.")
-    num_samples: int = _f(24, "Trials in all (the baseline included).")
-    max_concurrent: int = _f(2, "Trials running at once.")
-    resources_per_trial: Resources = _f(Resources(), "Resources of one trial.")
-    scheduler: SchedulerSettings = _f(SchedulerSettings(), "Early stopping.")
-    max_failures: int = _f(1, "Retries of a trial that raised (then it is recorded as failed).")
-    trial_timeout_s: float = _f(0.0, "Time limit of one attempt of a trial, in seconds (0 = none), checked after "
-                                     "every optimiser step: an attempt past it raises TrialTimeout, which counts "
-                                     "as a failure (retried from its checkpoint up to max_failures, then recorded "
-                                     "as failed with 'timed out after N s').")
-    storage_path: str = _f("", "Where Tune keeps the experiment: a local folder or a pyarrow URI such as "
-                               "s3://bucket/sweeps/cpu (empty = the sweep's output folder). A remote one also gets "
-                               "a copy of the sweep's files (sweep.json, trials.jsonl, results.*), so it can be "
-                               "resumed and read from there.")
-    storage_endpoint: str = _f("", "S3-compatible endpoint for an s3:// storage_path, e.g. http://127.0.0.1:9000 "
-                                   "(MinIO, moto); empty = AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS. "
-                                   "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
-                                   "~/.aws, the region from AWS_REGION/AWS_DEFAULT_REGION.")
-    forward_aws_credentials: bool = _f(False, "Pass the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
-                                              "AWS_SESSION_TOKEN to the workers of a joined cluster. Off: nodes use "
-                                              "their own (instance role, IRSA, ~/.aws). Risky: Ray writes them in "
-                                              "plain text into every node's logs and its job API returns them.")
-    name: str = _f("tune", "Name of the Tune experiment folder under storage_path.")
-    baseline: bool = _f(True, "Trial 0 is the DistilBERT-like baseline: half the teacher's layers (every other), "
-                              "teacher width, init=teacher, default distillation settings.")
+    objectives: tuple = setting(DEFAULT_OBJECTIVES, "Metrics to optimise: {name: max|min} in order (exact, f1, "
+                                                    "parameters, latency_ms_b1...).")
+    constraints: tuple = setting(("exact >= no_answer",), "Bounds 'metric >= x' or 'metric <= x'; x is a number "
+                                                          "or no_answer (100 x share of unanswerable validation "
+                                                          "questions).")
+    searcher: SearcherSettings = setting(SearcherSettings(), "The searcher.")
+    num_samples: int = setting(24, "Trials in all (the baseline included).")
+    max_concurrent: int = setting(2, "Trials running at once.")
+    resources_per_trial: Resources = setting(Resources(), "Resources of one trial.")
+    scheduler: SchedulerSettings = setting(SchedulerSettings(), "Early stopping.")
+    max_failures: int = setting(1, "Retries of a trial that raised (then it is recorded as failed).")
+    trial_timeout_s: float = setting(0.0, "Time limit of one attempt of a trial, in seconds (0 = none), checked after "
+                                          "every optimiser step and evaluation; an attempt that hangs anywhere is "
+                                          "ended by a watchdog shortly after the limit (a tenth of it, 1 to 30 s). "
+                                          "Either way it counts as a failure (retried from its checkpoint up to "
+                                          "max_failures, then recorded as failed with 'timed out after T s at step "
+                                          "S').")
+    storage_path: str = setting("", "Where Tune keeps the experiment: a local folder or a pyarrow URI such as "
+                                    "s3://bucket/sweeps/cpu (empty = the sweep's output folder). A remote one also "
+                                    "gets a copy of the sweep's files (sweep.json, trials.jsonl, results.*), so it "
+                                    "can be resumed and read from there.")
+    storage_endpoint: str = setting("", "S3-compatible endpoint for an s3:// storage_path, e.g. http://127.0.0.1:9000 "
+                                        "(MinIO, moto); empty = AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS. "
+                                        "Credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                                        "~/.aws, the region from AWS_REGION/AWS_DEFAULT_REGION.")
+    forward_aws_credentials: bool = setting(False, "Pass the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+                                                   "AWS_SESSION_TOKEN to the workers of a joined cluster. Off: nodes "
+                                                   "use their own (instance role, IRSA, ~/.aws). Risky: Ray writes "
+                                                   "them in plain text into every node's logs and its job API returns "
+                                                   "them.")
+    name: str = setting("tune", "Name of the Tune experiment folder under storage_path.")
+    baseline: bool = setting(True, "Trial 0 is the DistilBERT-like baseline: half the teacher's layers (every other), "
+                                   "teacher width, init=teacher, default distillation settings.")
     baseline_settings: dict = field(default_factory=dict, metadata={
         "help": "The baseline's own training knobs, 'section.field: value' (e.g. distill.learning_rate: 2.0e-4); "
                 "its shape keys are not allowed here."})
-    measure_latency: bool = _f(True, "Time each final student (needed for latency objectives).")
-    description: str = _f("", "Free text.")
+    measure_latency: bool = setting(True, "Time each final student (needed for latency objectives).")
+    description: str = setting("", "Free text.")
 
 
 _SECTIONS: dict[str, type] = {"searcher": SearcherSettings, "scheduler": SchedulerSettings,
@@ -242,9 +247,9 @@ def _reject_unknown(raw: Mapping[str, Any], cls: type, prefix: str) -> None:
 
 
 def _setting(cls: type, key: str, value: Any, where: str) -> Any:
-    """One plain setting of `cls`, read by config._coerce (the one coercion) from its annotation.
+    """One plain setting of `cls`, read by config.coerce_value (the one coercion) from its annotation.
 
-    What _coerce does not cover is handled here: a mapping setting (searcher.options, space_overrides),
+    What coerce_value does not cover is handled here: a mapping setting (searcher.options, space_overrides),
     and a key written without a value (YAML null), which empties a text, list or mapping setting.
     """
     annotation = typing.get_type_hints(cls)[key]
@@ -256,7 +261,7 @@ def _setting(cls: type, key: str, value: Any, where: str) -> Any:
             raise SweepConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     try:
-        return _coerce(where, value, annotation)
+        return coerce_value(where, value, annotation)
     except ConfigError as error:
         raise SweepConfigError(str(error)) from None
 
@@ -366,7 +371,7 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
                                    f"evaluate.latency_batch_sizes {list(base.evaluate.latency_batch_sizes)}")
     if config.name in ("", ".", "..") or "/" in config.name:
         raise SweepConfigError(f"{source}: name: a plain folder name is needed, got {config.name!r}")
-    storage_io.check_location(config.storage_path, config.storage_endpoint, SweepConfigError, source)
+    remote.check_location(config.storage_path, config.storage_endpoint, SweepConfigError, source)
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tune_distill import storage as storage_io
+from tune_distill import remote
 from tune_distill.config import RunConfig, apply_overrides
 from tune_distill.files import read_json_object, write_json
 from tune_distill.private_api import (
@@ -48,6 +48,7 @@ from tune_distill.private_api import (
     tuner_run_config,
     tuner_scheduler,
 )
+from tune_distill.records import TRIALS_FILE, write_trials
 from tune_distill.search import SearchSpace, make_searcher
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
@@ -58,15 +59,14 @@ from tune_distill.sweep.config import (
     sweep_config_from_dict,
     sweep_config_to_dict,
 )
+from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints
 from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
-from tune_distill.sweep.records import _write_trials, collect_trials, repair_missing_checkpoints
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs
 from tune_distill.sweep.searcher import SweepSearcher
 from tune_distill.sweep.storage import (
     SCHEDULER_STATE_FILE,
     SPACE_FILE,
     SWEEP_FILE,
-    TRIALS_FILE,
     SweepStorage,
     claim_folder,
     fetch_sweep,
@@ -88,13 +88,13 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
 
     A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
     runtime_env, which Ray logs in plain text on every node: nothing secret belongs there unless the user
-    asked for it (storage.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment.
+    asked for it (remote.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment.
     Returns (whether we started Ray here and must shut it down, the dashboard URL if any). An already
     initialised Ray (e.g. in tests) is used as it is.
     """
     import ray
 
-    forward_credentials = bool(set(storage_io.CREDENTIAL_ENV) & set(extra_env))
+    forward_credentials = bool(set(remote.CREDENTIAL_ENV) & set(extra_env))
     _tune_forwards_credentials(forward_credentials)
     if ray.is_initialized():
         return False, None
@@ -111,7 +111,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
                 "cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (make cluster-up writes it there)"
             ) from error
         log.info("joined the Ray cluster at %s", address)
-        if any(name in os.environ for name in storage_io.CREDENTIAL_ENV) and not forward_credentials:
+        if any(name in os.environ for name in remote.CREDENTIAL_ENV) and not forward_credentials:
             log.info("the AWS credentials set here are not passed to the cluster's workers: each node uses its own "
                      "(instance role, IRSA, ~/.aws); sweep option forward_aws_credentials passes them")
     else:
@@ -157,7 +157,7 @@ def _tune_forwards_credentials(enabled: bool) -> None:
     its trials and results do not depend on it (each node has credentials of its own, or the sweep forwards them
     through the job's runtime_env), only where the driver's credentials may be logged does."""
     try:
-        set_tune_env_propagation(storage_io.CREDENTIAL_ENV, enabled)
+        set_tune_env_propagation(remote.CREDENTIAL_ENV, enabled)
     except PrivateApiChanged as changed:
         log.warning("%s", changed)
 
@@ -300,7 +300,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
     search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
     prepare_sweep_inputs(prepared)
-    forwarded = (*storage_io.WORKER_ENV, *(storage_io.CREDENTIAL_ENV if config.forward_aws_credentials else ()))
+    forwarded = (*remote.WORKER_ENV, *(remote.CREDENTIAL_ENV if config.forward_aws_credentials else ()))
     started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else ())
     try:
         if not resume:
@@ -331,7 +331,7 @@ def _saved_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfi
     """A resumed sweep's own configuration, from its sweep.json (fetched from a remote storage_path when the local
     folder is gone; rewritten for the folder it is in now); one given now that differs is ignored with a warning."""
     saved_path = out_dir / SWEEP_FILE
-    if not saved_path.is_file() and sweep_config is not None and storage_io.is_remote(sweep_config.storage_path):
+    if not saved_path.is_file() and sweep_config is not None and remote.is_remote(sweep_config.storage_path):
         fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
     if not saved_path.is_file():
         raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
@@ -428,7 +428,7 @@ def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepS
             distributions: Any, *, began: float, resume: bool, dashboard: Any) -> None:
     """trials.jsonl, the study brought up to date, this run's summary in sweep.json (uploaded with the sweep's
     files), and a line saying whether the sweep is done or how to continue it."""
-    _write_trials(out_dir, records)
+    write_trials(out_dir, records)
     try:  # trials the callback missed (a sweep older than the study); never lose a finished sweep over it
         sync_study(out_dir, records, distributions)
     except Exception as failure:  # noqa: BLE001 - the study is for watching; trials.jsonl is the record

@@ -1,16 +1,16 @@
-"""Trial records: what trials.jsonl says about every trial, read from the experiment as Tune saved it.
+"""The Tune experiment as Tune saved it: its trials as trial records, and its repair before a resume.
 
 What it does: `collect_trials` reads the Tune experiment (local or remote) and turns each trial into
-one record (`_record`: number, kind, status complete/stopped/failed/unfinished, params, overrides,
-metrics, error, attempts, checkpoint, run folder, node, device, seed, times, steps saved);
-`_write_trials` writes them atomically to trials.jsonl (report.read_trials reads it back);
+one record (`trial_record`: number, kind, status complete/stopped/failed/unfinished, params,
+overrides, metrics, error, attempts, checkpoint, run folder, node, device, seed, times, steps saved),
+in the format of tune_distill/records.py, which writes and reads trials.jsonl;
 `repair_missing_checkpoints` fixes an experiment whose driver died between Tune's deletion of an old
 checkpoint and its next snapshot, so that it can be resumed.
 
-What it must not know: how trials ran or were chosen, the report's tables.
+What it must not know: how trials ran or were chosen, the report's tables, the file format (records.py).
 
 Example (CPU, seconds; any finished sweep folder):
-    python -c "from tune_distill.sweep.records import collect_trials; print(collect_trials('sweeps/smoke/tune')[0])"
+    python -c "from tune_distill.sweep.experiment import collect_trials; print(collect_trials('sweeps/smoke/tune')[0])"
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from tune_distill.files import write_atomically
-from tune_distill.sweep.callbacks import _status
-from tune_distill.sweep.storage import TRIALS_FILE
+from tune_distill.records import STOPPED, UNFINISHED, trial_status
 from tune_distill.sweep.trial import TRIAL_ERROR_FILE
 
 log = logging.getLogger(__name__)
@@ -36,12 +34,12 @@ _NOT_METRICS = frozenset({
 })
 
 
-def _record(trial: Any, result: Any | None) -> dict[str, Any]:
-    """One trials.jsonl line from a Tune trial (and its Result, for the error and checkpoint)."""
+def trial_record(trial: Any, result: Any | None) -> dict[str, Any]:
+    """One trials.jsonl record from a Tune trial (and its Result, for the error and checkpoint)."""
     last = dict(trial.last_result or {})
     errored = trial.status == "ERROR"
     finished = trial.status in ("TERMINATED", "ERROR")
-    status = _status(last, errored) if finished else "unfinished"
+    status = trial_status(last, errored) if finished else UNFINISHED
     config = trial.config or {}
     metrics = {key: value for key, value in last.items() if key not in _NOT_METRICS}
     run_dir = last.get("run_dir")
@@ -64,7 +62,7 @@ def _record(trial: Any, result: Any | None) -> dict[str, Any]:
             error = details.get("error", error)
     checkpoint = getattr(result, "checkpoint", None) if result is not None else None
     steps_saved = None
-    if status == "stopped" and last.get("total_steps") and last.get("step") is not None:
+    if status == STOPPED and last.get("total_steps") and last.get("step") is not None:
         steps_saved = max(0, int(last["total_steps"]) - int(last["step"]))
     return {
         "trial_id": trial.trial_id,
@@ -102,12 +100,8 @@ def collect_trials(experiment_path: str, filesystem: Any = None) -> list[dict[st
     for result in ResultGrid(analysis):
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
         results[trial_id] = result
-    records = [_record(trial, results.get(trial.trial_id)) for trial in analysis.trials]
+    records = [trial_record(trial, results.get(trial.trial_id)) for trial in analysis.trials]
     return sorted(records, key=lambda record: record["number"])
-
-
-def _write_trials(out_dir: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    write_atomically(out_dir / TRIALS_FILE, "".join(json.dumps(record, default=str) + "\n" for record in records))
 
 
 def repair_missing_checkpoints(experiment_path: str, filesystem: Any = None) -> int:

@@ -10,8 +10,8 @@ sweep the only one using its folder (an O_EXCL claim file with pid and host; a c
 gone on this host is taken over), and `relocate_saved` re-roots the paths inside a sweep folder that
 was copied or moved since it started, so a resume writes only into the folder it is given.
 
-What it must not know: Ray, trials, the report; the remote file system calls are storage.py's
-(`tune_distill.storage`).
+What it must not know: Ray, trials, the report; the remote file system calls are remote.py's
+(`tune_distill.remote`), the trial records' format records.py's.
 
 Example (CPU, instant):
     python -c "from pathlib import Path; from tune_distill.sweep.config import load_sweep_config, preset_path; \
@@ -30,15 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tune_distill import storage as storage_io
+from tune_distill import remote
+from tune_distill.records import TRIALS_FILE
 from tune_distill.study import STUDY_FILE  # the Optuna study
 from tune_distill.sweep.config import SweepConfig, SweepConfigError
-from tune_distill.sweep.plan import _absolute
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
-TRIALS_FILE = "trials.jsonl"
 SCHEDULER_STATE_FILE = "scheduler_state.json"
 SPACE_FILE = "space.yaml"  # the search space, copied at the start: a moved or copied folder resumes anywhere
 CLAIM_FILE = ".sweep.claim"  # held while a sweep runs in the folder
@@ -68,21 +67,21 @@ def sweep_storage(config: SweepConfig, out_dir: Path, *, fresh: bool = False) ->
     """The sweep's storage. A remote one is checked first (the bucket exists, a marker object can be written
     and deleted with these credentials) and, for a fresh sweep, must not hold a sweep already."""
     storage = config.storage_path or str(out_dir)
-    if not storage_io.is_remote(storage):
-        folder = _absolute(storage.removeprefix("file://"))
+    if not remote.is_remote(storage):
+        folder = str(Path(storage.removeprefix("file://")).expanduser().resolve())
         experiment = str(Path(folder) / config.name)
         if fresh and Path(experiment).is_dir() and any(Path(experiment).iterdir()):
             raise SweepConfigError(f"storage_path {folder} already holds a Tune experiment ({experiment}); resume "
                                    "its sweep (--resume --out ITS_FOLDER) or choose another storage_path or name")
         return SweepStorage(folder, "", folder, experiment, experiment)
     uri = storage.rstrip("/")
-    endpoint = storage_io.resolve_endpoint(config.storage_endpoint) if uri.startswith("s3://") else ""
-    filesystem, path = storage_io.open_location(uri, endpoint, SweepConfigError)
-    storage_io.probe(filesystem, path, uri, endpoint, SweepConfigError)
+    endpoint = remote.resolve_endpoint(config.storage_endpoint) if uri.startswith("s3://") else ""
+    filesystem, path = remote.open_location(uri, endpoint, SweepConfigError)
+    remote.probe(filesystem, path, uri, endpoint, SweepConfigError)
     location = SweepStorage(uri, endpoint, path, f"{path}/{config.name}", None, filesystem)
     if fresh:
         for used in (location.experiment, f"{path}/{SWEEP_FILE}"):
-            if storage_io.exists(filesystem, used):
+            if remote.exists(filesystem, used):
                 raise SweepConfigError(f"storage_path {uri} already holds a sweep ({location.uri_of(used)}); resume "
                                        "it (--resume) or choose another storage_path")
     log.info("experiment storage: %s%s", location.uri_of(location.experiment), f" via {endpoint}" if endpoint else "")
@@ -94,10 +93,10 @@ def upload_sweep_files(location: SweepStorage, out_dir: Path, names: Sequence[st
     if location.filesystem is None:
         return
     try:
-        written = storage_io.upload_files(out_dir, names, location.filesystem, location.tune_path)
+        written = remote.upload_files(out_dir, names, location.filesystem, location.tune_path)
     except OSError as failure:
         log.error("could not copy %s to %s (%s); they are in %s", ", ".join(names), location.uri,
-                  storage_io.explain(failure, location.uri, location.endpoint), out_dir)
+                  remote.explain(failure, location.uri, location.endpoint), out_dir)
         return
     log.info("copied %s to %s", ", ".join(Path(path).name for path in written), location.uri)
 
@@ -105,16 +104,16 @@ def upload_sweep_files(location: SweepStorage, out_dir: Path, names: Sequence[st
 def fetch_sweep(out_dir: Path, storage_path: str, storage_endpoint: str = "") -> None:
     """Resume without the local folder: copy sweep.json (and trials.jsonl, the scheduler's state, the Optuna
     study, which the resumed sweep continues) from a remote storage_path into out_dir."""
-    if not storage_io.is_remote(storage_path):
+    if not remote.is_remote(storage_path):
         raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
-    filesystem, path = storage_io.open_location(storage_path.rstrip("/"), storage_endpoint, SweepConfigError)
-    endpoint = storage_io.resolve_endpoint(storage_endpoint) if storage_path.startswith("s3://") else ""
+    filesystem, path = remote.open_location(storage_path.rstrip("/"), storage_endpoint, SweepConfigError)
+    endpoint = remote.resolve_endpoint(storage_endpoint) if storage_path.startswith("s3://") else ""
     try:
-        found = storage_io.download_file(filesystem, f"{path}/{SWEEP_FILE}", out_dir / SWEEP_FILE)
+        found = remote.download_file(filesystem, f"{path}/{SWEEP_FILE}", out_dir / SWEEP_FILE)
         for name in SWEEP_FILES[1:] if found else ():  # trials.jsonl, the scheduler's state, the Optuna study
-            storage_io.download_file(filesystem, f"{path}/{name}", out_dir / name)
+            remote.download_file(filesystem, f"{path}/{name}", out_dir / name)
     except OSError as failure:
-        raise SweepConfigError(f"--resume: {storage_io.explain(failure, storage_path, endpoint)}") from None
+        raise SweepConfigError(f"--resume: {remote.explain(failure, storage_path, endpoint)}") from None
     if not found:
         raise SweepConfigError(f"--resume: neither {out_dir} nor {storage_path} holds a sweep ({SWEEP_FILE} missing)")
     log.info("resuming from %s: its %s copied into %s", storage_path, SWEEP_FILE, out_dir)
