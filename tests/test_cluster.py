@@ -1,8 +1,8 @@
 """The cluster configurations in cluster/: Ray's own validation of the AWS launcher file, our invariants
 on it and on the KubeRay file (the head runs no trials, one GPU per worker, pinned installs, one bucket
-and one region to edit), the sweep commands their headers and the README document (`make sweep ...
-STORAGE=$TUNE_DISTILL_STORAGE/paper`, `tune-distill sweep ... --storage-path ...`: what they run and that
-the sweep accepts it), and the README section that uses them.
+and one region to edit), the sweep commands their headers, the README and docs/cluster.md document (`make
+sweep ... STORAGE=$TUNE_DISTILL_STORAGE/paper`, `tune-distill sweep ... --storage-path ...`: what they run and
+that the sweep accepts it), and the walk-through in docs/cluster.md that uses them.
 
 Offline and fast: nothing here talks to AWS or Kubernetes (Ray's validation reads its own defaults
 and a JSON schema; the fetch step of the KubeRay pods is run against file:// URIs; the documented
@@ -34,7 +34,7 @@ BUCKET = "YOUR-BUCKET"
 # GPUs of the instance types a worker may reasonably use; a listed type must match its declared GPUs.
 GPUS_PER_INSTANCE = {"g4dn.xlarge": 1, "g4dn.2xlarge": 1, "g5.xlarge": 1, "g5.2xlarge": 1, "g6.xlarge": 1,
                      "g6e.xlarge": 1, "p3.2xlarge": 1, "g4dn.12xlarge": 4, "g5.12xlarge": 4, "p3.8xlarge": 4}
-# The sweep commands a header or the README documents (up to a closing quote, backtick or the line's end).
+# The sweep commands a header or docs/cluster.md documents (up to a closing quote, backtick or the line's end).
 MAKE_SWEEP = re.compile(r"make sweep [^'`\n]*")
 CLI_SWEEP = re.compile(r"tune-distill sweep [^'`\n]*")
 
@@ -254,7 +254,7 @@ def test_workers_get_the_bucket_only_and_the_head_the_rest(gpu_config):
     head = config["available_node_types"][config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Name"]
     workers = {spec["node_config"]["IamInstanceProfile"]["Name"] for spec in worker_types(config).values()}
     assert workers == {"tune-distill-worker"} and head == "tune-distill-head"
-    section = readme_cluster_section()
+    section = cluster_doc()
     bucket_statements = re.search(r"bucket='(.*?)'", section, re.DOTALL).group(1)
     actions = re.findall(r'"Action":\[?([^\]}]*)', bucket_statements)
     assert actions and set(re.findall(r'"(\w+):', " ".join(actions))) == {"s3"}, "the bucket statements grant S3 only"
@@ -290,10 +290,18 @@ def launcher_storage(config: dict) -> str:
     return values[0]
 
 
+def cluster_doc() -> str:
+    """docs/cluster.md, the cluster walk-through the README links to."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    assert text.startswith("# Running on a cluster\n"), "docs/cluster.md is not the cluster walk-through"
+    return text
+
+
 def readme_cluster_section() -> str:
+    """The README's short "Going to a cluster" section (it links docs/cluster.md for the rest)."""
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Running on a cluster\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no 'Running on a cluster' section"
+    match = re.search(r"^## Going to a cluster\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, "README.md has no 'Going to a cluster' section"
     return match.group(1)
 
 
@@ -370,7 +378,8 @@ def test_documented_make_sweep_runs_the_paper_preset_on_the_bucket(gpu_config, t
 
     storage = launcher_storage(gpu_config)
     assert storage == f"s3://{BUCKET}/sweeps"
-    commands = MAKE_SWEEP.findall(header(GPU_YAML)) + MAKE_SWEEP.findall(readme_cluster_section())
+    commands = (MAKE_SWEEP.findall(header(GPU_YAML)) + MAKE_SWEEP.findall(cluster_doc())
+                + MAKE_SWEEP.findall(readme_cluster_section()))
     assert len(MAKE_SWEEP.findall(header(GPU_YAML))) == 1, "the header documents one sweep command"
     assert commands[0].strip() == "make sweep PRESET=paper RAY_ADDRESS=auto STORAGE=$TUNE_DISTILL_STORAGE/paper"
     paper = load_sweep_config(ROOT / "configs" / "sweep_paper.yaml")
@@ -594,8 +603,8 @@ def test_kuberay_pods_fetch_code_and_data(kuberay, tmp_path):
 def test_documented_kuberay_sweep_runs_the_paper_preset_on_the_bucket(kuberay, no_storage_access):
     head = kuberay["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     env = {item["name"]: item.get("value") for item in head["env"]}
-    commands = CLI_SWEEP.findall(header(KUBERAY_YAML)) + CLI_SWEEP.findall(readme_cluster_section())
-    assert len(commands) >= 2, "the header and the README each document the KubeRay sweep"
+    commands = CLI_SWEEP.findall(header(KUBERAY_YAML)) + CLI_SWEEP.findall(cluster_doc())
+    assert len(commands) >= 2, "the header and docs/cluster.md each document the KubeRay sweep"
     for command in commands:
         argv = shlex.split(command.replace("$TUNE_DISTILL_STORAGE", env["TUNE_DISTILL_STORAGE"]))
         assert argv[:2] == ["tune-distill", "sweep"]
@@ -606,21 +615,29 @@ def test_documented_kuberay_sweep_runs_the_paper_preset_on_the_bucket(kuberay, n
 
 def test_no_cluster_writes_a_preset_of_its_own(gpu_config, kuberay):
     """The storage is a sweep option now: nothing generates configs/sweep_*.yaml on a node."""
-    for text in (GPU_YAML.read_text(), KUBERAY_YAML.read_text(), readme_cluster_section()):
+    for text in (GPU_YAML.read_text(), KUBERAY_YAML.read_text(), cluster_doc()):
         assert "paper_s3" not in text and "yaml.safe_dump" not in text
     assert not (ROOT / "configs" / "sweep_paper_s3.yaml").exists()
 
 
 # --------------------------------------------------------------------------------------------------
-# README
+# docs/cluster.md and the README
 # --------------------------------------------------------------------------------------------------
 
 
-def test_readme_walks_through_the_cluster():
-    section = readme_cluster_section()
+def test_docs_walk_through_the_cluster():
+    section = cluster_doc()
     for step in ("ray up cluster/gpu.yaml", "ray dashboard cluster/gpu.yaml", "http://127.0.0.1:8265",
                  "make sweep PRESET=paper RAY_ADDRESS=auto STORAGE=$TUNE_DISTILL_STORAGE/paper",
                  "ray down cluster/gpu.yaml",
                  "kubectl apply -f cluster/kuberay.yaml", "tune-distill-head", "tune-distill-worker"):
         assert step in section, step
     assert set(buckets(section)) == {BUCKET}
+
+
+def test_readme_goes_to_the_cluster_in_a_few_lines_and_links_the_rest():
+    section = readme_cluster_section()
+    for step in ("make cluster-up", "ray attach cluster/gpu.yaml",
+                 "make sweep PRESET=paper RAY_ADDRESS=auto STORAGE=$TUNE_DISTILL_STORAGE/paper",
+                 "(docs/cluster.md)"):
+        assert step in section, step
