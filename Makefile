@@ -8,7 +8,7 @@
 # set, e.g. the cluster nodes' ~/venv) is used as it is when it can import the package: not from the lock, and
 # make says so.
 #   TORCH=cpu   (default) the CPU build of torch (locks/cpu.txt); where pip's indexes do not hold CPU builds,
-#               add TORCH_INDEX=<a PyTorch CPU wheel index> (see README)
+#               add TORCH_INDEX=<a PyTorch CPU wheel index> (see docs/setup.md)
 #   TORCH=cuda  the CUDA build (PyPI's Linux wheel, locks/cuda.txt), for GPU machines
 # Once made, the environment remembers its TORCH (in its stamp), so a later `make test` keeps the CUDA build.
 # The locks are for CPython 3.11 on Linux x86_64 (glibc 2.28 or newer); `make lock` refreshes them (a change to
@@ -25,7 +25,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 # The locks (make lock): pyproject.toml's dependencies with the test extra, resolved by one pinned uv for one
-# Python and platform. The bench and moasha extras are not locked (install them on top by hand, see README).
+# Python and platform. The bench and moasha extras are not locked (install them on top by hand, see docs/setup.md).
 LOCKS ?= locks
 LOCK := $(LOCKS)/$(TORCH).txt
 # Releases the locks must not take yet, each with its reason (make lock applies them, make test-latest does not).
@@ -67,6 +67,7 @@ DATA ?=
 TEACHER ?=
 OUT ?=
 RESUME ?=
+TRUST_FOLDER ?=
 STORAGE ?=
 STORAGE_ENDPOINT ?=
 SMOKE_TEACHER := .cache/smoke-teacher
@@ -93,6 +94,8 @@ help:
 	@echo "                     run (or resume) a sweep; RAY_ADDRESS joins a cluster, else a local Ray starts;"
 	@echo "                     STORAGE keeps the Tune experiment and the sweep's files there (--storage-path),"
 	@echo "                     STORAGE_ENDPOINT is an S3-compatible endpoint such as MinIO (--storage-endpoint)"
+	@echo "           [TRUST_FOLDER=1]  with RESUME=1: resume a folder your key did not sign (--trust-folder;"
+	@echo "                     risky: its pickles run any code in them with your credentials; docs/signing.md)"
 	@echo "make dashboard [SWEEP=sweeps/smoke] [DASHBOARD_PORT=8080]"
 	@echo "                     the Optuna dashboard on a sweep's study (SWEEP/study.journal), read-only, 127.0.0.1 only"
 	@echo "make cluster-up      make the cluster's Ray token if missing (~/.ray/auth_token), then ray up cluster/gpu.yaml"
@@ -202,11 +205,12 @@ $(SMOKE_TEACHER)/model.safetensors: | $(ENV_READY)
 smoke-teacher: $(SMOKE_TEACHER)/model.safetensors
 
 # The sweep of PRESET (configs/sweep_<PRESET>.yaml); each variable that is set becomes its option: DATA --data,
-# TEACHER --teacher, OUT --out, RESUME --resume, STORAGE --storage-path, STORAGE_ENDPOINT --storage-endpoint.
+# TEACHER --teacher, OUT --out, RESUME --resume, TRUST_FOLDER --trust-folder, STORAGE --storage-path,
+# STORAGE_ENDPOINT --storage-endpoint.
 # The smoke preset without TEACHER first builds its teacher (above).
 sweep: $(ENV_READY) $(if $(and $(filter smoke,$(PRESET)),$(if $(TEACHER),,1)),$(SMOKE_TEACHER)/model.safetensors)
 	$(BIN)/tune-distill sweep --preset $(PRESET) $(if $(DATA),--data $(DATA)) $(if $(TEACHER),--teacher $(TEACHER)) \
-		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume) \
+		$(if $(OUT),--out $(OUT)) $(if $(RESUME),--resume) $(if $(TRUST_FOLDER),--trust-folder) \
 		$(if $(STORAGE),--storage-path $(STORAGE)) $(if $(STORAGE_ENDPOINT),--storage-endpoint $(STORAGE_ENDPOINT))
 
 # The Optuna dashboard on a sweep's study (SWEEP, default sweeps/$(PRESET)), read-only and served on this machine

@@ -5,9 +5,12 @@ Everything is built here, offline, in milliseconds: no hub access (HF_HUB_OFFLIN
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Sweeps sign their folders with a key kept outside them (tune_distill/signing.py): the tests' key lives in a folder
+# of this session (inherited by the sweep drivers the tests start), never in the real ~/.config.
+if not os.environ.get("TUNE_DISTILL_TEST_KEYS"):  # once per session (this module may be imported twice)
+    os.environ.pop("TUNE_DISTILL_SIGNING_KEY", None)
+    os.environ["TUNE_DISTILL_TEST_KEYS"] = tempfile.mkdtemp(prefix="tune-distill-test-keys-")
+    atexit.register(shutil.rmtree, os.environ["TUNE_DISTILL_TEST_KEYS"], True)
+os.environ["TUNE_DISTILL_SIGNING_KEY_FILE"] = os.path.join(os.environ["TUNE_DISTILL_TEST_KEYS"], "signing.key")
 
 TINY_WORDS = (
     "the what who when where which is was of in on at a an and to by for from it its "

@@ -87,9 +87,15 @@ def inputs(tmp_path_factory):
     (confirmable / "trials.jsonl").write_text(json.dumps({"trial_id": "t0", "status": "complete",
                                                           "run_dir": str(confirmable / "runs" / "t0")}) + "\n")
     (confirmable / "summary.json").write_text(json.dumps({"baseline": {"trial_id": "t0"}, "pareto_trials": []}))
+    a_run = root / "a-run"  # a run folder as run.py writes it: no other command may write into it
+    (a_run / "model").mkdir(parents=True)
+    for name in ("config.yaml", "command.txt", "environment.json", "history.jsonl", "metrics.json",
+                 "predictions.json", "null_odds.json"):
+        (a_run / name).write_text(f"{name} of the run\n")
     return {"root": root, "teacher": teacher, "squad": squad, "plain": plain, "distilbert": distilbert,
             "mismatched": mismatched, "invisible": root / "invisible.json", "latin1": root / "latin1.txt",
-            "file": root / "a-file", "corrupt": sweep_json, "untouched": [sweep_json, deep_sweep, confirmable]}
+            "file": root / "a-file", "corrupt": sweep_json, "a_run": a_run,
+            "untouched": [sweep_json, deep_sweep, confirmable, a_run]}
 
 
 def _distill(inputs, out, *changes, teacher=None, data=None):
@@ -201,11 +207,29 @@ CASES = [
     ("confirm-data-folder", lambda i, o: ["confirm", "--sweep", str(i["root"] / "confirmable-sweep"),
                                           "--data", str(i["root"]), "--out", str(o), "--device", "cpu"],
      r"bad_input\d*: a folder, not a data file \(expected a SQuAD 2\.0 JSON file\)"),
+    ("evaluate-into-a-run-folder", lambda i, o: ["evaluate", "--model", str(i["teacher"]), "--data", str(i["squad"]),
+                                                 "--out", str(i["a_run"]), *SMALL],
+     r"--out .*a-run: is a run folder \(.*a-run\), whose files are its own records; write to a new folder, outside "
+     r"it$"),
+    ("teacher-into-a-run-folder", lambda i, o: ["teacher", "--encoder", "scratch:hidden=32,layers=1,heads=4",
+                                                "--out", str(i["a_run"] / "model"), "--set",
+                                                f"data.val_file={i['squad']}", "--set",
+                                                f"data.train_files=[{i['squad']}]"],
+     r"--out .*a-run/model: is inside a run folder \(.*a-run\)"),
+    ("confirm-into-a-run-folder", lambda i, o: ["confirm", "--sweep", str(i["root"] / "confirmable-sweep"),
+                                                "--data", str(i["squad"]), "--out", str(i["a_run"]),
+                                                "--device", "cpu"],
+     r"--out .*a-run: is a run folder"),
     ("confirm-carve-into-folder", lambda i, o: ["confirm", "--sweep", str(i["root"] / "confirmable-sweep"),
                                                 "--carve-from", str(i["squad"]), "--articles", "1",
                                                 "--data", str(i["root"]), "--out", str(o), "--device", "cpu"],
      r"--data .*bad_input\d*: a folder, not a file \(expected the SQuAD 2\.0 JSON file to carve into\)"),
 ]
+
+
+def _contents(folder):
+    """Every path under `folder`, files with their bytes."""
+    return {path: path.read_bytes() if path.is_file() else None for path in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.parametrize("builder, pattern", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
@@ -214,7 +238,7 @@ def test_bad_input_exits_non_zero_with_one_named_line_and_writes_nothing(inputs,
         pytest.skip("this machine has a GPU")
     out = tmp_path / "out"
     argv = builder(inputs, out)
-    untouched_before = [sorted(p.rglob("*")) for p in inputs["untouched"]]
+    untouched_before = [_contents(p) for p in inputs["untouched"]]
     status = cli.main(argv)
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
@@ -226,7 +250,7 @@ def test_bad_input_exits_non_zero_with_one_named_line_and_writes_nothing(inputs,
         assert not (out / "metrics.json").exists() and not (out / "model").exists()
     else:
         assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
-    assert [sorted(p.rglob("*")) for p in inputs["untouched"]] == untouched_before
+    assert [_contents(p) for p in inputs["untouched"]] == untouched_before  # byte for byte
     assert not (inputs["file"].parent / "run").exists()
 
 

@@ -108,6 +108,39 @@ def test_a_split_sharing_articles_or_questions_with_the_sweep_is_refused(sweep, 
     assert "shares 1 article title(s) and 4 question id(s) with the sweep's training data" in capsys.readouterr().err
     with pytest.raises(ConfirmError, match="--trial nope: no such trial"):
         confirm(str(sweep["folder"]), str(sweep["data"]["test"]), tmp_path / "out", trials=["nope"])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_evaluate_into_a_sweeps_run_folder_is_refused_and_its_files_stay_as_they_were(sweep, capsys):
+    """The finding: `evaluate --out <sweep>/tune/<trial>/run` replaced the run's metrics.json, predictions and null
+    odds with the teacher's, and confirm and export then used them (exit 0)."""
+    run_dir = Path(sweep["records"][0]["run_dir"])
+    before = _files(sweep["folder"])
+    for out in (run_dir, run_dir / "model", sweep["folder"]):
+        assert main(["evaluate", "--model", str(sweep["root"] / "teacher"), "--data", str(sweep["data"]["val"]),
+                     "--out", str(out), "--max-seq-length", "48", "--doc-stride", "16", "--max-query-length", "16",
+                     "--device", "cpu"]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: --out {out}: is ") and \
+            "whose files are its own records; write to a new folder" in errors[0], errors
+    assert _files(sweep["folder"]) == before
+    with pytest.raises(ConfirmError, match=f"--out {run_dir}: is a run folder"):
+        confirm(str(sweep["folder"]), str(sweep["data"]["test"]), run_dir, device="cpu")
+    assert _files(sweep["folder"]) == before
+
+
+def test_a_confirm_that_fails_half_way_leaves_no_output_folder(sweep, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise ConfirmError("confirm.png: the figure could not be drawn")
+
+    monkeypatch.setattr(confirm_module, "_frontier", fail)  # after every student was scored and written
+    with pytest.raises(ConfirmError, match="the figure could not be drawn"):
+        confirm(str(sweep["folder"]), str(sweep["data"]["test"]), tmp_path / "new" / "confirm", device="cpu")
+    assert not (tmp_path / "new").exists()
 
 
 def test_confirm_works_from_the_sweeps_remote_storage(sweep, tmp_path, monkeypatch):

@@ -365,6 +365,31 @@ def test_unpruned_export_without_onnx_and_refusing_a_full_folder(exported, tmp_p
         export_trial(choice, tmp_path / "base", onnx=False, latency=False)
 
 
+def test_export_into_a_run_folder_is_refused_and_a_failed_export_leaves_no_output(exported, tmp_path, monkeypatch):
+    from tune_distill.export import bundle
+
+    choice = choose_trial(exported["sweep"], trial_id="base0")
+    files = {path: path.read_bytes() for path in sorted(exported["sweep"].rglob("*")) if path.is_file()}
+    for out in (choice.run_dir / "model", exported["sweep"]):
+        with pytest.raises(ExportError, match=f"^--out {out}: is (inside )?a (run|sweep) folder"):
+            export_trial(choice, out, onnx=False, latency=False, overwrite=True)
+    assert {path: path.read_bytes() for path in sorted(exported["sweep"].rglob("*")) if path.is_file()} == files
+
+    def fail(*args, **kwargs):
+        raise ExportError("verification: the padded model's logits differ")
+
+    monkeypatch.setattr(bundle, "_check_padding", fail)  # after the model and tokenizer were written
+    with pytest.raises(ExportError, match="logits differ"):
+        export_trial(choice, tmp_path / "new" / "export", onnx=False, latency=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder that was there stays, without what the failed export added
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="logits differ"):
+        export_trial(choice, kept, onnx=False, latency=False, overwrite=True)
+    assert [path.name for path in kept.iterdir()] == ["notes.txt"]
+
+
 def test_cli_export_reports_errors_plainly(exported, tmp_path, capsys):
     status = cli.main(["export", "--sweep", str(exported["sweep"]), "--trial", "zzz", "--out", str(tmp_path / "x")])
     assert status == 2

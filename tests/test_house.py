@@ -24,13 +24,14 @@ def test_no_function_over_80_lines():
                           + ", ".join(too_long))
 
 
-# The package's layers, lowest first, in the one direction data flows (README's Layout): a module imports modules
+# The package's layers, lowest first, in the one direction data flows (docs/layout.md): a module imports modules
 # of its own layer and of the layers below it, never of one above. A name stands for that module or package (the
 # longest match wins); `tune_distill` is the package itself (its version); every `__main__` is a command. The
 # study sits below the sweep (the sweep writes it as trials finish) and above search (it reads the search space's
 # distributions); the trial records (records.py) are a helper, written by the sweep and read by everything above.
 LAYERS = (
-    ("helpers", ("tune_distill", "files", "progress", "pareto", "private_api", "config", "records", "remote")),
+    ("helpers", ("tune_distill", "files", "progress", "pareto", "private_api", "config", "records", "remote",
+                 "signing")),
     ("data", ("data", "runtime", "scoring")),
     ("models", ("teacher", "student")),
     ("training", ("checkpoint", "distill", "importance", "evaluate", "claims", "run")),

@@ -45,6 +45,7 @@ from tune_distill.private_api import (
     ray_tune_propagated_env,
     set_optuna_study_system_attrs,
     set_tune_env_propagation,
+    tune_driver_staging_path,
     tuner_run_config,
     tuner_scheduler,
 )
@@ -139,6 +140,26 @@ def test_a_restored_tuners_run_config_and_scheduler_are_reached(restored_tuner):
     run_config.callbacks = [*run_config.callbacks, "added"]  # what the driver does: the Tuner's own object
     assert tuner_run_config(restored_tuner).callbacks[-1] == "added"
     assert isinstance(tuner_scheduler(restored_tuner), FIFOScheduler)
+
+
+def test_tune_stages_a_trials_experiment_in_its_driver_staging_folder_and_saves_it_before_asking_callbacks(
+        tmp_path, monkeypatch):
+    """What sweep/manifest.py's CheckpointSigner relies on: the staging folder is reached through a trial, and Tune
+    writes the experiment state and the searcher's there before it calls the callbacks' get_state."""
+    import inspect
+
+    from ray.train._internal import storage as ray_storage
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+
+    monkeypatch.setattr(ray_storage, "_get_ray_train_session_dir", lambda: str(tmp_path / "session" / "artifacts"))
+    storage = ray_storage.StorageContext(storage_path=str(tmp_path / "storage"), experiment_dir_name="exp")
+    path = tune_driver_staging_path(Trial("trainable", stub=True, storage=storage))
+    assert path == storage.experiment_driver_staging_path
+    assert path.startswith(str(tmp_path / "session" / "artifacts")) and path.endswith("/exp/driver_artifacts")
+    saving = inspect.getsource(TuneController.save_to_dir)
+    assert saving.index("json.dump(") < saving.index("_search_alg.save_to_dir") < \
+        saving.index("_callbacks.save_to_dir"), "TuneController.save_to_dir saves in another order now"
 
 
 def test_a_ray_client_tuner_has_none():
@@ -284,6 +305,7 @@ CHANGED = [  # (touch, module, attributes taken away (_CONSTRAINTS_KEY: renamed)
      lambda: tuner_run_config(SimpleNamespace(_local_tuner=SimpleNamespace()))),
     ("tuner_run_config", None, None, lambda: tuner_run_config(SimpleNamespace())),
     ("tuner_scheduler", None, None, lambda: tuner_scheduler(SimpleNamespace(_local_tuner=SimpleNamespace()))),
+    ("tune_driver_staging_path", None, None, lambda: tune_driver_staging_path(SimpleNamespace())),
     ("distribution_contains", "optuna.distributions", "FloatDistribution._contains",
      lambda: distribution_contains(_float_distribution(), 0.5)),
     ("distribution_contains", "optuna.distributions", "FloatDistribution._contains,BaseDistribution._contains",
@@ -363,6 +385,8 @@ KNOWN_FOREIGN = {"ray", "optuna", "optuna_dashboard", "numpy", "torch", "transfo
 # Modules without an underscore that are internal all the same (Ray marks no API public in them).
 INTERNAL_MODULES = ("ray.tune.execution", "ray.tune.impl")
 DOTTED = re.compile(r"^[A-Za-z_]\w*(\.\w+)+$")
+# The standard library's documented functions whose names start with an underscore (public API all the same).
+DOCUMENTED_STDLIB = {"os._exit", "sys._current_frames", "sys._getframe"}
 
 
 def _private(name: str) -> bool:
@@ -421,7 +445,7 @@ def foreign_private_touches(path: Path, tree: ast.Module, ours: set[str]) -> lis
     found = []
 
     def reach(node: ast.AST, base: ast.AST, name: str, text: str) -> None:
-        if not _private(name):
+        if not _private(name) or f"{_root(base)}.{name}" in DOCUMENTED_STDLIB:
             return
         if _root(base) in aliases or name not in ours:
             found.append(f"{where}:{node.lineno}: {text}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -271,6 +272,36 @@ def test_a_killed_driver_resumes_from_the_bucket_and_counts_every_trial_once(wor
     assert [run["resumed"] for run in saved["runs"]] == [True]
     assert s3.get_object(Bucket=bucket, Key="resume/trials.jsonl")["Body"].read().decode() == \
         (out / "trials.jsonl").read_text()
+
+
+class _Marker:
+    """Unpickling this makes the folder `marker`: what a crafted pickle in the bucket would do, harmlessly."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_crafted_pickle_in_the_bucket_is_refused_after_the_fetch_and_runs_nothing(world, aws_env, ray_s3, s3,
+                                                                                   bucket, tmp_path, capsys):
+    # whoever can write to the bucket cannot make a resume from it run code: what is fetched, and the experiment
+    # in the bucket, are checked against the sweep's signed manifest (tune_distill/signing.py) before any use
+    endpoint, uri, out = aws_env, f"s3://{bucket}/handed", tmp_path / "sweep"
+    records = run_sweep(tiny_sweep(world, num_samples=1, storage_path=uri, storage_endpoint=endpoint), out)
+    assert [r["status"] for r in records] == ["complete"]
+    assert "handed/manifest.json" in keys(s3, bucket, "handed/")
+    marker = tmp_path / "marker"
+    s3.put_object(Bucket=bucket, Key="handed/tune/tuner.pkl", Body=pickle.dumps(_Marker(marker)))
+    shutil.rmtree(out)  # resumed from the bucket alone
+    capsys.readouterr()
+    assert cli.main(["sweep", "--resume", "--out", str(out), "--storage-path", uri,
+                     "--storage-endpoint", endpoint]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: --resume: {uri}/tune/tuner.pkl changed since this "
+                                                     "sweep last signed its folder"), errors
+    assert "--trust-folder" in errors[0] and not marker.exists()
 
 
 # --------------------------------------------------------------------------------------------------

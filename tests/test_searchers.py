@@ -37,6 +37,7 @@ from tune_distill.search.expression import Expression
 from tune_distill.search.searchers.base import PICKLED_STATE_HEADER, Outcome
 from tune_distill.search.searchers.parego import _parego_scores
 from tune_distill.search.searchers.state import STATE_HEADER
+from tune_distill.signing import UntrustedFolder, trusted_pickles
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -298,7 +299,10 @@ def test_searchers_pickled_under_old_paths_restore_and_continue_the_same(name):
     searcher.suggest("t6")  # pending when saved
     old = _as_single_module_pickle(pickle.dumps(searcher, protocol=2))
     assert f"tune_distill.search {type(searcher).__name__}" in _old_class_paths(old)
-    restored = restore_searcher(PICKLED_STATE_HEADER + old)
+    with pytest.raises(UntrustedFolder, match="a pickled searcher state .* is read only while resuming a sweep folder"):
+        restore_searcher(PICKLED_STATE_HEADER + old)  # a pickle runs code: refused unless its source is trusted
+    with trusted_pickles("this test's own pickle"):  # as a resume of a verified (or trusted) sweep folder reads it
+        restored = restore_searcher(PICKLED_STATE_HEADER + old)
     assert type(restored) is type(searcher)
     restored.observe("t6", None, "failed")
     searcher.observe("t6", None, "failed")
@@ -325,7 +329,8 @@ def test_states_saved_by_the_single_module_code_restore(name):
     names = {argument for _, argument, _ in pickletools.genops(state[len(PICKLED_STATE_HEADER):])
              if isinstance(argument, str)}
     assert "tune_distill.search" in names and "tune_distill.search.searchers.base" not in names  # old class paths
-    searcher = restore_searcher(state)
+    with trusted_pickles("the repository's own fixture"):  # a pickle: read only from a trusted source
+        searcher = restore_searcher(state)
     assert type(searcher).__module__.startswith("tune_distill.search.searchers.")
     assert searcher.space.resolve(saved["pending"]) == TOY_SPACE.resolve(saved["pending"])
     n = fixture["n_observed"]

@@ -37,8 +37,8 @@ def sweep(tmp_path):
     folder = tmp_path / "my-sweep"
     folder.mkdir()
     (folder / "sweep.json").write_text(json.dumps({"objectives": OBJECTIVES, "constraints": CONSTRAINTS}))
-    run = tmp_path / "run1"
-    run.mkdir()
+    run = folder / "tune" / "trial_0001_t1" / "run"  # run folders are read inside the sweep folder only
+    run.mkdir(parents=True)
     (run / "history.jsonl").write_text("".join(json.dumps({"step": step, "exact": value}) + "\n"
                                                for step, value in ((1, 40.0), (2, 48.0))))
     baseline = {**_record(0, "complete", 60.0, 100), "kind": "baseline", "baseline": True, "params": {},
@@ -67,7 +67,7 @@ def test_records_become_trials_with_state_objectives_constraints_curve_and_attri
     assert trials["t0"].params == {"student.num_hidden_layers": 2, "distill.learning_rate": 2e-4}  # its overrides
     stopped = trials["t1"]
     assert stopped.user_attrs["stopped_at_step"] == 2 and stopped.intermediate_values == {1: 40.0, 2: 48.0}
-    assert stopped.user_attrs["run_dir"].endswith("run1") and stopped.user_attrs["exact_se"] == 1.5
+    assert stopped.user_attrs["run_dir"].endswith("trial_0001_t1/run") and stopped.user_attrs["exact_se"] == 1.5
     assert trials["t2"].user_attrs["error"] == "RuntimeError: out of memory" and trials["t2"].values is None
 
 

@@ -11,6 +11,11 @@ The experiments record absolute paths (Tune's trial storage, sweep.json's base, 
 file inside tuner.pkl), so they are restored where they were made, /tmp/tune-distill-old-sweep, with
 the teacher and data rebuilt there (seeded, identical), as a user resumes a sweep in place after an
 upgrade. A lock file keeps two test sessions from sharing that folder.
+
+These folders were written before sweep folders were signed (tune_distill/signing.py): they hold no manifest.json,
+so a resume refuses them unless told to trust them, which is what a user resuming their own old sweep after the
+upgrade does (`--trust-folder`, here trust_folder=True), and their pickled searcher states are read only inside
+signing.trusted_pickles.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sweep_world import ray_cluster_fixture  # noqa: E402,F401  (fixture `ray_cl
 import tune_distill.sweep  # noqa: E402
 from tune_distill.records import read_trials  # noqa: E402
 from tune_distill.search import Objective  # noqa: E402
+from tune_distill.signing import UntrustedFolder, trusted_pickles  # noqa: E402
 from tune_distill.sweep import callbacks, schedulers, searcher, trial  # noqa: E402
 from tune_distill.sweep.driver import run_sweep  # noqa: E402
 from tune_distill.sweep.ranking import HypervolumeContribution  # noqa: E402
@@ -170,8 +176,14 @@ def test_old_pickles_load_and_restore_to_the_same_decisions(old_sweeps, variant)
         assert type(scheduler).__module__ == "__main__" and type(scheduler).__name__ == "ParetoSuccessiveHalving"
     assert scheduler.state_path == str(out / "scheduler_state.json")
 
-    # the searcher adapter, restored as Tune restores it, suggests what the old code's did
-    adapter.restore_from_dir(str(tune_dir))
+    # the searcher adapter, restored as Tune restores it, suggests what the old code's did. Its state is a pickle,
+    # which this code reads only where its source is trusted, as a resume of a verified or trusted folder does (the
+    # by_value adapter is the old code itself, carried in tuner.pkl: only the folder's signature guards against it)
+    if variant == "by_reference":
+        with pytest.raises(UntrustedFolder, match=r"searcher-state-.*\.pkl: a pickled searcher checkpoint"):
+            adapter.restore_from_dir(str(tune_dir))
+    with trusted_pickles("the repository's own fixture"):
+        adapter.restore_from_dir(str(tune_dir))
     assert adapter.next_number == 3
     assert adapter.suggest("next") == EXPECTED[variant]["next_suggestion"]
 
@@ -199,9 +211,15 @@ def test_an_old_sweep_resumes_and_every_trial_finishes_once(old_sweeps, ray_clus
     old_ids = {path.name.split("_")[1]: path.name.split("_")[2] for path in (out / "tune").glob("trial_*")}
     assert sorted(old_ids) == ["0000", "0001", "0002"]
 
+    # written before sweep folders were signed: refused as it is, before anything in it is unpickled ...
+    with pytest.raises(UntrustedFolder,
+                       match=rf"--resume: {re.escape(str(out))} has no manifest\.json: .*--trust-folder"):
+        run_sweep(None, out, resume=True)
+    # ... and resumed when its owner says they trust it (from then on it is signed with their key)
     with caplog.at_level("INFO", logger="tune_distill"):
-        records = run_sweep(None, out, resume=True)
-    assert "resuming the sweep in" in caplog.text
+        records = run_sweep(None, out, resume=True, trust_folder=True)
+    assert "resuming the sweep in" in caplog.text and "--trust-folder: " in caplog.text
+    assert (out / "manifest.json").is_file()
     assert [r["number"] for r in records] == [0, 1, 2, 3]
     assert len({r["trial_id"] for r in records}) == 4
     assert [r["trial_id"] for r in records[:3]] == [old_ids[f"{n:04d}"] for n in range(3)]

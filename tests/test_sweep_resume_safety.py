@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ ray = pytest.importorskip("ray")
 from sweep_world import ray_cluster_fixture, tiny_sweep, world_fixture  # noqa: E402,F401  (fixtures)
 
 from tune_distill.search import SearcherError  # noqa: E402
+from tune_distill.signing import UntrustedFolder  # noqa: E402
 from tune_distill.sweep.config import SweepConfigError  # noqa: E402
 from tune_distill.sweep.driver import run_sweep  # noqa: E402
 from tune_distill.sweep.storage import CLAIM_FILE, claim_folder, sweep_storage  # noqa: E402
@@ -88,7 +90,7 @@ def test_a_deadline_raises_trial_timeout_once_past_its_limit():
     deadline = Deadline(30, 7, clock=lambda: now[0])
     deadline(1)
     now[0] = 130.5
-    with pytest.raises(TrialTimeout, match="trial 0007 timed out after 30 s .* at step 4"):
+    with pytest.raises(TrialTimeout, match=r"^trial 0007 timed out after 30.5 s at step 4 \(trial_timeout_s = 30\)$"):
         deadline(4)
     now[0] = 1e12
     Deadline(0, 7, clock=lambda: now[0])(5)  # 0: no limit
@@ -126,7 +128,9 @@ def test_a_copied_sweep_resumes_from_another_directory_and_leaves_the_original_a
     original = tmp_path / "original"
     records = run_sweep(config, original)
     assert [r["status"] for r in records] == ["failed", "failed"]
-    assert all("timed out after 1e-09 s" in r["error"] for r in records), [r["error"] for r in records]
+    # ended at its first step's check, or by the watchdog a second later when setting up takes longer
+    assert all(re.search(r"timed out after [\d.]+ s at step \d+ \(trial_timeout_s = 1e-09\)$", r["error"])
+               for r in records), [r["error"] for r in records]
 
     copy = tmp_path / "moved" / "copy"
     shutil.copytree(original, copy)
@@ -138,7 +142,12 @@ def test_a_copied_sweep_resumes_from_another_directory_and_leaves_the_original_a
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
 
-    records = run_sweep(None, copy, resume=True)
+    # sweep.json was edited by hand: it no longer matches the folder's signature (tune_distill/signing.py), so its
+    # owner resumes it saying they trust it (--trust-folder), as the refusal tells them to
+    with pytest.raises(UntrustedFolder, match=r"sweep\.json changed since this sweep last signed its folder.*"
+                                              r"--trust-folder"):
+        run_sweep(None, copy, resume=True)
+    records = run_sweep(None, copy, resume=True, trust_folder=True)
     # pareto_sh may stop one of the two at its rung (step 1 of 2); none fails
     assert all(r["status"] in ("complete", "stopped") for r in records), [(r["status"], r["error"]) for r in records]
     for record in records:

@@ -32,6 +32,7 @@ Example (CPU, about a minute):
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -99,7 +100,7 @@ def sweep_main(argv: list[str]) -> int:
 
     Kept apart from the other subcommands so that Ray is imported only when a sweep is asked for.
     """
-    from tune_distill import report, sweep
+    from tune_distill import records, report, sweep
 
     parser = argparse.ArgumentParser(prog="tune-distill sweep",
                                      description="Multi-objective search over students on Ray Tune.")
@@ -109,9 +110,19 @@ def sweep_main(argv: list[str]) -> int:
     _setup_logging(args.verbose)
     status = sweep.command(args)
     out = sweep.out_folder(args)
-    if (out / "trials.jsonl").is_file():
-        print(json.dumps(report.report_sweep(out), indent=2))
-        print(f"results: {out}/results.parquet, pareto.csv, frontier.png, summary.json")
+    if status not in (0, 1) or not (out / "trials.jsonl").is_file():  # the sweep did not run (or its disk is full)
+        return status
+    try:
+        # the storage this sweep just ran with (the user's config, or the sweep they resumed): the results go there too
+        config = records.read_sweep_settings(out).get("config") or {}
+        summary = report.report_sweep(out, storage_path=config.get("storage_path") or "",
+                                      storage_endpoint=config.get("storage_endpoint") or "")
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        logging.getLogger("tune_distill").error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    print(f"results: {out}/results.parquet, pareto.csv, frontier.png, summary.json")
     return status
 
 
@@ -150,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         logging.getLogger("tune_distill").error("%s", error)
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" for {error.filename}" if error.filename else ""
+        logging.getLogger("tune_distill").error("no space left on the disk%s", where)
+        print(f"error: no space left on the disk{where}: free space there and run the command again (the files it "
+              "replaces are kept whole until then)", file=sys.stderr)
         return 2
     return 0
 

@@ -12,7 +12,8 @@ Writes into --out: `confirm.csv` (one row per student: size, validation and conf
 gains over the baseline with their paired errors), `confirm.json` (the claims on validation,
 recomputed for these students from their run folders' per_question.json where kept, and on the
 confirmation split), `confirm.png` (the two frontiers side by side) and `trials/<id>/` (metrics
-and per-question scores of each student on the split).
+and per-question scores of each student on the split). An --out that is or is inside a run's folders (or is a
+sweep folder itself) is refused; a confirm that fails leaves no folder it made and no file it added.
 
 The sweep is a folder, or its remote storage_path (s3://bucket/prefix): sweep.json, trials.jsonl
 and summary.json come from there, and each chosen trial's run folder from
@@ -20,8 +21,14 @@ and summary.json come from there, and each chosen trial's run folder from
 
 `--carve-from FILE --articles N` first writes `--data` as the last N articles of FILE that the sweep
 never trained or validated on (none of their questions used), e.g. training articles past the sweep's
-`data.max_train_examples`; `--all-trials` confirms every finished trial, so that the share claim
-covers all students as on validation.
+`data.max_train_examples`, and its record `<data>.carve.json`; an existing `--data` or `<data>.carve.json`
+with other contents is refused, never replaced (a rerun with the same arguments writes the same files);
+`--all-trials` confirms every finished trial, so that the share claim covers all students as on validation.
+
+The sweep folder is read as data (it may come from elsewhere): trials.jsonl and sweep.json through
+records.py's checked readers, summary.json through report.read_summary, each bad file one line naming it
+and the field; run folders only inside the sweep folder (records.resolve_run_dir), never through the
+absolute paths its records name; nothing is written to any storage.
 
 Must not know: Ray, searchers, training, how a sweep ran.
 
@@ -44,8 +51,9 @@ import torch
 from tune_distill import claims, remote
 from tune_distill.config import ConfigError, RunConfig, load_config
 from tune_distill.data import SquadExample, file_fingerprint, load_features, load_many
-from tune_distill.files import read_json_object, write_json
-from tune_distill.records import read_trials, resolve_run_dir, write_trials
+from tune_distill.files import output_folder, read_json_object, write_atomically, write_json
+from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots, write_trials
+from tune_distill.report import read_summary
 from tune_distill.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -117,15 +125,27 @@ def carve(config: RunConfig, source: str, articles: int, out: str | Path) -> dic
     chosen = unused[-articles:]
     questions = [qa for article in chosen for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     payload = {"version": document.get("version", "v2.0"), "data": chosen}
-    if Path(out).exists() and json.loads(Path(out).read_text(encoding="utf-8")) != payload:
+    if Path(out).exists() and _json_or_none(Path(out)) != payload:
         raise ConfirmError(f"--data {out}: exists with other questions; carve into a new file (a rerun may reuse "
                            "the same one)")
-    write_json(Path(out), payload, indent=None)
     result = {"from": str(source), "from_sha256": file_fingerprint(source), "out": str(out),
               "titles": [article["title"] for article in chosen], "questions": len(questions),
               "unanswerable": sum(bool(qa.get("is_impossible")) for qa in questions)}
-    write_json(Path(str(out) + ".carve.json"), result)
+    record = Path(str(out) + ".carve.json")
+    if record.exists() and _json_or_none(record) != result:
+        raise ConfirmError(f"--data {out}: its carve record {record} exists and says otherwise (another source, "
+                           "articles or version of the file); carve into a new file, or move the old record aside")
+    write_json(Path(out), payload, indent=None)
+    write_json(record, result)
     return result
+
+
+def _json_or_none(path: Path) -> Any:
+    """A JSON file's value, or None when it is not JSON (it then differs from anything carve would write)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _trial_folder(filesystem: Any, experiment: str, trial_id: str) -> str | None:
@@ -147,8 +167,9 @@ def fetch_remote_sweep(filesystem: Any, path: str, local: Path, trial_ids: Seque
         remote.download_file(filesystem, f"{path}/{name}", local / name)
     if not (local / "trials.jsonl").is_file():
         raise ConfirmError(f"{path}: no trials.jsonl (is it a sweep's storage_path?)")
-    name = read_json_object(local / "sweep.json", "sweep.json", ConfirmError)["config"]["name"] \
-        if (local / "sweep.json").is_file() else "tune"
+    name = (read_sweep_settings(local, ConfirmError).get("config") or {}).get("name") or "tune"
+    if "/" in name or name in (".", ".."):
+        raise ConfirmError(f"{local / 'sweep.json'}: config.name: expected a folder name, got {name!r}")
     records = read_trials(local)
     wanted = set(trial_ids) if trial_ids is not None else {str(record["trial_id"]) for record in records}
     fetched = []
@@ -262,40 +283,41 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
             carve_articles: int = 0) -> dict[str, Any]:
     """Re-score the sweep's baseline, Pareto students and `trials` (`every`: all finished trials) on `data_file`;
     write and return confirm.json. With `carve_from`, `data_file` is first written as the last `carve_articles`
-    articles of that file the sweep never used (`carve`)."""
+    articles of that file the sweep never used (`carve`). An --out that is or is inside a run's folders is refused,
+    and a failed confirm leaves no folder it made and no file it added (files.output_folder)."""
     out = Path(out)
-    folder = _sweep_folder(sweep, storage_endpoint, out)
-    summary = read_json_object(folder / "summary.json", "summary.json", ConfirmError)
-    objectives = summary.get("objectives") or [{"name": "exact", "direction": "max"},
-                                                {"name": "parameters", "direction": "min"}]
-    accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
-    size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
-    chosen = _choose(read_trials(folder), summary, list(trials), every)
-    runs = _run_folders(folder, chosen)
-    base_config = load_config(runs[str(chosen[0][0]["trial_id"])] / "config.yaml")
-    carved = carve(base_config, carve_from, carve_articles, data_file) if carve_from else None
-    split = load_many([data_file], max_examples)
-    check_unseen(base_config, split, data_file)
-    resolved_device = resolve_device(device)
-    rows = [_confirm_student(record, role, runs[str(record["trial_id"])], data_file, out, accuracy, size,
-                             device=resolved_device, batch_size=batch_size, cache_dir=cache_dir,
-                             max_examples=max_examples) for record, role in chosen]
-    result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
-                              "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
-                              "questions": len(split), "accuracy": accuracy, "size": size, "carved": carved}
-    for split_name in ("validation", "confirmation"):
-        result[split_name] = _judge(rows, split_name, accuracy, size)
-    public = [{key: value for key, value in row.items() if not key.startswith("_")} for row in rows]
-    result["trials"] = public
-    result["note"] = ("claims over the confirmed students only (baseline, Pareto set, --trial); on validation they "
-                      "use the per-question scores the run folders kept (none: 'not judged')")
-    out.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
+    with output_folder(out, "--out", ConfirmError):
+        folder = _sweep_folder(sweep, storage_endpoint, out)
+        summary = read_summary(folder / "summary.json", ConfirmError)
+        objectives = summary.get("objectives") or [{"name": "exact", "direction": "max"},
+                                                    {"name": "parameters", "direction": "min"}]
+        accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
+        size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
+        chosen = _choose(read_trials(folder), summary, list(trials), every)
+        runs = _run_folders(folder, chosen)
+        base_config = load_config(runs[str(chosen[0][0]["trial_id"])] / "config.yaml")
+        carved = carve(base_config, carve_from, carve_articles, data_file) if carve_from else None
+        split = load_many([data_file], max_examples)
+        check_unseen(base_config, split, data_file)
+        resolved_device = resolve_device(device)
+        rows = [_confirm_student(record, role, runs[str(record["trial_id"])], data_file, out, accuracy, size,
+                                 device=resolved_device, batch_size=batch_size, cache_dir=cache_dir,
+                                 max_examples=max_examples) for record, role in chosen]
+        result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
+                                  "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
+                                  "questions": len(split), "accuracy": accuracy, "size": size, "carved": carved}
+        for split_name in ("validation", "confirmation"):
+            result[split_name] = _judge(rows, split_name, accuracy, size)
+        public = [{key: value for key, value in row.items() if not key.startswith("_")} for row in rows]
+        result["trials"] = public
+        result["note"] = ("claims over the confirmed students only (baseline, Pareto set, --trial); on validation they "
+                          "use the per-question scores the run folders kept (none: 'not judged')")
+        import pandas as pd
 
-    pd.DataFrame(public).to_csv(out / "confirm.csv", index=False)
-    _frontier(public, accuracy, size, out / "confirm.png")
-    write_json(out / "confirm.json", result)
-    return json.loads(json.dumps(result, default=str))
+        write_atomically(out / "confirm.csv", pd.DataFrame(public).to_csv(index=False))
+        _frontier(public, accuracy, size, out / "confirm.png")
+        write_json(out / "confirm.json", result)
+        return json.loads(json.dumps(result, default=str))
 
 
 def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
@@ -314,13 +336,16 @@ def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
 
 
 def _run_folders(folder: Path, chosen: Sequence[tuple[Mapping[str, Any], str]]) -> dict[str, Path]:
-    """trial id -> run folder of each chosen trial; refused when one lacks model/ or config.yaml."""
+    """trial id -> run folder of each chosen trial (inside the sweep folder, records.resolve_run_dir); refused when
+    one lacks model/ or config.yaml."""
     runs = {}
+    roots = run_roots(folder, read_sweep_settings(folder, ConfirmError))
     for record, _ in chosen:
-        run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"))
+        run_dir = resolve_run_dir(folder, str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"),
+                                  roots)
         if run_dir is None or not (run_dir / "model").is_dir() or not (run_dir / "config.yaml").is_file():
-            raise ConfirmError(f"trial {record['trial_id']}: its run folder (model/, config.yaml) is not found "
-                               f"(recorded {record.get('run_dir')})")
+            raise ConfirmError(f"trial {record['trial_id']}: its run folder (model/, config.yaml) is not found in "
+                               f"{folder} (recorded {record.get('run_dir')}; {folder / 'trials.jsonl'})")
         runs[str(record["trial_id"])] = run_dir
     return runs
 

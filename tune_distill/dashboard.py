@@ -79,7 +79,7 @@ def read_only_storage(journal: str | Path) -> Any:
         return JournalStorage(ReadOnlyJournal(str(journal)))
     except OSError as error:
         raise ValueError(f"{journal}: cannot read the study journal ({error.strerror or error})") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AssertionError) as error:  # (AssertionError: an unknown operation)
         raise ValueError(f"{journal}: not an Optuna journal (one JSON operation a line expected): "
                          f"{type(error).__name__}: {error}") from None
 

@@ -7,7 +7,9 @@ the validation split, given unchanged for any other split) and computes the offi
 exact / F1 figures. `model_size` and `measure_latency` add parameters, bytes and forward time;
 `evaluate_model_dir` does it all for a model folder (`tune-distill evaluate`), loaded by `load_qa_model`
 (any Hugging Face QA folder or hub id, or a run's `model/` with pruned heads; a folder that is not a QA
-model is refused naming what is missing); its options are checked before anything is loaded or written.
+model is refused naming what is missing); its options are checked before anything is loaded or written, and an
+`--out` that is or is inside a run's folder (a run, a sweep's trial) is refused: its metrics.json, predictions
+and null odds are that run's records (files.check_not_a_run_folder).
 
 Conventions of `postprocess` (following Hugging Face's question-answering example and the official
 v2.0 script):
@@ -49,7 +51,7 @@ import torch
 
 from tune_distill.config import EvaluateConfig, check_range
 from tune_distill.data import FeatureSet, SquadExample, file_fingerprint, load_features
-from tune_distill.files import check_out_folder, write_atomically
+from tune_distill.files import check_not_a_run_folder, check_out_folder, output_folder, write_atomically
 from tune_distill.runtime import (
     PRECISIONS,
     accepts_token_type_ids,
@@ -270,8 +272,8 @@ def load_qa_model(model_dir: str | Path, what: str = "--model"):
     return load_qa_weights(model_dir, what)
 
 
-def _write_json(path: Path, value: Any) -> None:
-    write_atomically(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=1, ensure_ascii=False) + "\n"
 
 
 def evaluate_model_dir(
@@ -307,7 +309,7 @@ def evaluate_model_dir(
     _check_options(na_threshold, max_examples, batch_size=batch_size, **lengths, **answers)
     device = resolve_device(device)
     out_dir = Path(out_dir)
-    check_out_folder(out_dir, "--out")
+    check_out_folder(check_not_a_run_folder(out_dir, "--out"), "--out")  # before the model is loaded
     model, features = _load_model_and_features(model_dir, data_file, lengths, max_examples, cache_dir)
     logger.info(
         "evaluate: %s on %s: %d questions, %d windows, device %s",
@@ -383,11 +385,13 @@ def _latency(model: torch.nn.Module, settings: EvaluateConfig, device: torch.dev
 
 def _write_evaluation(out_dir: Path, metrics: Mapping[str, Any], predictions: Mapping[str, str],
                       null_odds: Mapping[str, float]) -> None:
-    """metrics.json, predictions.json and null_odds.json, each written atomically, and a one-line summary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "metrics.json", metrics)
-    _write_json(out_dir / "predictions.json", predictions)
-    _write_json(out_dir / "null_odds.json", null_odds)
+    """metrics.json, predictions.json and null_odds.json, each written atomically once all three are formatted (a
+    failure leaves no folder made for them and no file added: files.output_folder), and a one-line summary."""
+    texts = {"metrics.json": _json_text(metrics), "predictions.json": _json_text(predictions),
+             "null_odds.json": _json_text(null_odds)}
+    with output_folder(out_dir, "--out") as folder:
+        for name, text in texts.items():
+            write_atomically(folder / name, text)
     logger.info(
         "evaluate: exact %.2f f1 %.2f (HasAns %s / NoAns %s exact) at na_threshold %.4f; wrote %s",
         metrics["exact"],

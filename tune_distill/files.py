@@ -8,6 +8,11 @@ and Windows within one file system), and removes the temporary file if anything 
 `write_json` is the JSON form used for records, summaries and scheduler states; `read_json_object` reads
 one back, refusing a file that is not a JSON object with an error that names it. `check_out_folder` refuses
 an output folder that cannot be made (it or a folder above it is a file) before any work.
+`check_not_a_run_folder` refuses an output folder that is, or is inside, another run's folder (a run folder, a
+sweep's trial folder or Tune experiment, or a sweep folder itself: told apart by the files that mark them,
+RUN_FOLDER_FILES and the like), so that no command overwrites a run's records; `output_folder` is the one way a
+command (evaluate, export, confirm) makes its --out: both checks, then, when the command fails, what it added is
+removed again (no empty or half-written output folder is left).
 
 Reading files that may come from elsewhere (a copied sweep folder, a downloaded data set) with bounded work,
 every failure one line of the caller's error type naming the file: `parse_json` (bad JSON, or nesting too deep
@@ -19,7 +24,7 @@ Decided once: always fsync. The files written this way are records a resumed swe
 trials.jsonl, scheduler states, cached features); a rename that reaches the disk before its data
 would leave an empty file after a power loss. They are small and written rarely, so the cost is noise.
 
-What it must not know: what the files mean.
+What it must not know: what the files mean (beyond the names that mark a run's folders).
 
 Example (CPU, instant):
     python -c "from tune_distill.files import write_json; write_json('/tmp/x.json', {'a': 1})"
@@ -189,3 +194,75 @@ def check_out_folder(path: str | Path, what: str = "--out", error: type[Exceptio
                 raise error(f"{what} {path}: {folder} is a file, not a folder")
             break
     return path
+
+
+# Folders no command but the one that made them may write into (`check_not_a_run_folder`): a run folder (files
+# run.write_run_header writes first, and one of what training adds: a teacher's folder, an export's or an
+# evaluation's has not both), a Tune trial folder, a Tune experiment, and a sweep folder itself (a new folder inside
+# a sweep folder, such as its confirm/, is fine).
+RUN_FOLDER_FILES = ("config.yaml", "environment.json")
+RUN_FOLDER_TRAINED = ("history.jsonl", "metrics.json", "checkpoint", "model")
+
+
+def _kept_folder(folder: Path, itself: bool) -> str | None:
+    """What `folder` is, when it is one that only its own run may write into (else None)."""
+    if not folder.is_dir():
+        return None
+    if all((folder / name).is_file() for name in RUN_FOLDER_FILES) and \
+            any((folder / name).exists() for name in RUN_FOLDER_TRAINED):
+        return "a run folder"
+    if (folder / "params.json").is_file() and (folder / "result.json").is_file():
+        return "a Tune trial folder"
+    if (folder / "tuner.pkl").is_file() or next(folder.glob("experiment_state-*.json"), None) is not None:
+        return "a Tune experiment"
+    if itself and ((folder / "sweep.json").is_file() or (folder / "trials.jsonl").is_file()):
+        return "a sweep folder"
+    return None
+
+
+def check_not_a_run_folder(path: str | Path, what: str = "--out", error: type[Exception] = ValueError) -> Path:
+    """`path`, refused naming `what` when it is, or is inside, a folder whose files are another run's records: a run
+    folder, a sweep's trial folder or Tune experiment (or it is a sweep folder itself). Symbolic links and '..' are
+    followed first."""
+    path = Path(path)
+    target = path.expanduser().resolve()
+    for folder in (target, *target.parents):
+        kind = _kept_folder(folder, itself=folder == target)
+        if kind is not None:
+            where = "is" if folder == target else "is inside"
+            instead = f"e.g. {folder / 'evaluations'}" if kind == "a sweep folder" else "outside it"
+            raise error(f"{what} {path}: {where} {kind} ({folder}), whose files are its own records; write to a new "
+                        f"folder, {instead}")
+    return path
+
+
+@contextlib.contextmanager
+def output_folder(path: str | Path, what: str = "--out", error: type[Exception] = ValueError) -> Iterator[Path]:
+    """A command's output folder: refused inside a run's folders (check_not_a_run_folder) or where a file is in the
+    way (check_out_folder), then made. When the command fails (Ctrl-C included) what it added is removed: the
+    folder and the folders above it that it made, else the entries it added to a folder that was there (files it
+    replaced stay replaced, each whole: write them with write_atomically)."""
+    path = check_out_folder(check_not_a_run_folder(path, what, error), what, error)
+    made = next((folder for folder in reversed((path, *path.parents)) if not folder.exists()), None)
+    before = set(os.listdir(path)) if made is None else set()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        _remove_added(path, made, before)
+        raise
+
+
+def _remove_added(path: Path, made: Path | None, before: set[str]) -> None:
+    """Undo output_folder's folder: remove `made` (the topmost folder it made), else the entries not in `before`."""
+    import shutil
+
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before:
+        entry = path / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -59,6 +59,15 @@ TOUCHES: dict[str, Touch] = {
         "a resumed pareto_sh scheduler keeps its rung records in the folder tuner.pkl names (the one the sweep "
         "started in), not in the sweep folder, should the folder have moved",
         "sweep/driver.py _scheduler_state_here (on --resume)"),
+    "tune_driver_staging_path": Touch(
+        "ray.tune.experiment.Trial.storage.experiment_driver_staging_path (ray.train._internal.storage."
+        "StorageContext: the folder where Tune's driver writes the experiment state, the searcher's and the trials' "
+        "driver files before syncing them to the experiment), and the order of TuneController.save_to_dir (the "
+        "experiment state and the searcher's state written before the callbacks' get_state is called)", "ray",
+        ("2.60.0",),
+        "the sweep folder is signed when the sweep ends, not at every experiment checkpoint: a driver killed "
+        "mid-sweep leaves a folder that resumes only with --trust-folder",
+        "sweep/manifest.py CheckpointSigner"),
     "distribution_contains": Touch(
         "optuna.distributions.BaseDistribution._contains", "optuna", ("5.0.0", "5.1.0"),
         "trial records cannot be added to the sweep's Optuna study (study.journal, the report's importances)",
@@ -246,6 +255,23 @@ def tuner_scheduler(tuner: Any) -> Any | None:
         raise PrivateApiChanged("tuner_scheduler", f"{type(internal).__name__}._tune_config is a "
                                 f"{type(tune_config).__name__}, not a ray.tune.TuneConfig")
     return tune_config.scheduler
+
+
+def tune_driver_staging_path(trial: Any) -> str:
+    """The local folder where Tune's driver stages the experiment of `trial` (a ray.tune.experiment.Trial) before
+    syncing it to the experiment folder (local or remote): experiment_state-*.json, the searcher's state, the
+    trials' driver files (error.pkl, params.pkl, result.json).
+
+    Tune has no public way to say where it writes them, nor a hook after it has (a Callback's get_state is
+    called by TuneController.save_to_dir after the experiment and searcher states are written there, which is
+    what sweep/manifest.py signs). Checked against ray 2.60.0.
+    """
+    storage = vars(trial).get("storage") if hasattr(trial, "__dict__") else None
+    path = getattr(storage, "experiment_driver_staging_path", None)
+    if not isinstance(path, str) or not path:
+        raise PrivateApiChanged("tune_driver_staging_path", f"{type(trial).__name__}.storage has no "
+                                "experiment_driver_staging_path")
+    return path
 
 
 def ray_launcher_prepare_config(config: dict) -> dict:

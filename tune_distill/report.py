@@ -1,8 +1,12 @@
 """Sweep results for people: results table, Pareto set, frontier picture, summary in the reference terms.
 
 Input: the sweep's trial records (`trials.jsonl`, records.py's format and reader: one JSON object per trial
-with `trial_id`, `number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...). Output, in the
-sweep folder (and, when the sweep's `storage_path` is remote, e.g. s3://bucket/prefix, copied there too):
+with `trial_id`, `number`, `status`, `params`, `metrics`, `error`, `duration`, `checkpoint`, ...), read as data:
+a sweep folder may come from elsewhere, so every file is checked before anything is written (records.py for
+trials.jsonl and sweep.json, study.py for study.journal, `read_summary` for summary.json) and a bad one is one
+line naming the file and field. Output, in the sweep folder (and copied to a storage location, e.g.
+s3://bucket/prefix, only when one is given: `--storage-path` / `--storage-endpoint` on the command line, or by
+the sweep that just ran with it; never the `storage_path` a sweep folder's own sweep.json names):
 
 - `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
   duration, checkpoint.
@@ -26,8 +30,9 @@ brings that journal up to date (so `make dashboard` works on sweeps older than i
 Must not know: Ray, searchers' internals, how trials were trained. It reads records (and the study) only, so it
 can be re-run on any sweep folder: `tune-distill report --sweep DIR`.
 
-Example (CPU, seconds, on a finished smoke sweep):
+Example (CPU, seconds, on a finished smoke sweep; the second also copies the results to a bucket):
     tune-distill report --sweep sweeps/smoke
+    tune-distill report --sweep sweeps/smoke --storage-path s3://bucket/sweeps/smoke
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from tune_distill import study as studies
 from tune_distill.files import atomic_path, read_json_object, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
-from tune_distill.records import read_trials
+from tune_distill.records import check_objectives, read_sweep_settings, read_trials
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -177,40 +182,42 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
                  constraints: Sequence[Mapping[str, Any]] = (), title: str = "", study: Any = None) -> dict[str, Any]:
     """Write results.parquet/.csv, pareto.csv, the pictures (PICTURES) and summary.json; return the summary.
 
-    Each file is replaced atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES.
-    `study`: the sweep's Optuna study (learning curves, importance); default: one built from `trials`.
+    Everything is computed before the first file is written (a failure writes nothing); each file is replaced
+    atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES. `study`: the sweep's
+    Optuna study (learning curves, importance); default: one built from `trials`.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if objectives is None:
         objectives = [dataclasses.asdict(objective) for objective in DEFAULT_OBJECTIVES]
     objectives = [dict(o) for o in objectives]
     constraints = [dict(c) for c in constraints]
     frame = results_frame(trials)
-    with atomic_path(out_dir / "results.parquet") as temporary:
-        frame.to_parquet(temporary, index=False)
-    with atomic_path(out_dir / "results.csv") as temporary:
-        frame.to_csv(temporary, index=False)
     pareto = pareto_rows(frame, objectives, constraints) if len(frame) else frame
-    with atomic_path(out_dir / "pareto.csv") as temporary:
-        pareto.to_csv(temporary, index=False)
     accuracy = next((o["name"] for o in objectives if o["direction"] == "max"), "exact")
     size = next((o["name"] for o in objectives if o["direction"] == "min"), "parameters")
     floor = next((float(c["bound"]) for c in constraints if c["name"] == accuracy and c["op"] == ">="), None)
-    plot_frontier(frame, pareto, out_dir / "frontier.png", accuracy=accuracy, size=size, floor=floor, title=title)
     summary = summarise(frame, objectives, constraints, accuracy=accuracy, size=size)
     if study is None:
         study = studies.load_or_build(None, trials, objectives, constraints)
     summary["importance"] = studies.param_importances(study, objectives)
     summary["paired"] = claims.paired_summary(trials, summary, accuracy, size)  # claims judged with paired errors
     summary["findings"] = findings(summary, accuracy, size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "results.parquet") as temporary:
+        frame.to_parquet(temporary, index=False)
+    with atomic_path(out_dir / "results.csv") as temporary:
+        frame.to_csv(temporary, index=False)
+    with atomic_path(out_dir / "pareto.csv") as temporary:
+        pareto.to_csv(temporary, index=False)
+    plot_frontier(frame, pareto, out_dir / "frontier.png", accuracy=accuracy, size=size, floor=floor, title=title)
     _pictures(study, summary, objectives, out_dir, accuracy)
     summary["files"] = {name: str(out_dir / name) for name in
                         ("results.parquet", "results.csv", "pareto.csv", *PICTURES, "trials.jsonl")
                         if name == "trials.jsonl" or (out_dir / name).exists()}
-    write_atomically(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    write_atomically(out_dir / "summary.json", text)
     log.info("report: %d trials, %d on the Pareto front -> %s", len(frame), len(pareto), out_dir)
-    return json.loads(json.dumps(summary, default=_json_default))
+    return json.loads(text)
 
 
 def _pictures(study: Any, summary: Mapping[str, Any], objectives: Sequence[Mapping[str, str]], out_dir: Path,
@@ -313,15 +320,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def report_sweep(sweep: str | Path, out: str | Path | None = None, *, storage_path: str = "",
+                 storage_endpoint: str = "") -> dict[str, Any]:
     """(Re)write a sweep folder's results files from its trials.jsonl and sweep.json; return the summary.
 
-    Written into `out` (default: the sweep folder); when written into the sweep folder itself, also
-    copied to the sweep's remote storage_path, if it has one.
+    Written into `out` (default: the sweep folder); when written into the sweep folder itself and a
+    `storage_path` is given (the user's: a command-line option, or the sweep that just ran with it), also
+    copied there. The storage_path the folder's own sweep.json names is never used: the folder may come from
+    elsewhere, and its sweep.json could name anyone's endpoint.
     """
     sweep = Path(sweep)
-    settings = read_json_object(sweep / "sweep.json", "the sweep's record") if (sweep / "sweep.json").exists() else {}
-    records = read_trials(sweep)
+    settings = read_sweep_settings(sweep)
+    records = studies.located_records(sweep, read_trials(sweep), settings)
     in_place = out is None or Path(out).resolve() == sweep.resolve()
     if in_place:
         studies.sync_study(sweep, records)  # the dashboard's study, for sweeps that started without one
@@ -329,8 +339,34 @@ def report_sweep(sweep: str | Path, out: str | Path | None = None) -> dict[str, 
     constraints = settings.get("constraints") or ()
     study = studies.load_or_build(sweep, records, objectives, constraints)
     summary = write_report(records, out or sweep, objectives=objectives, constraints=constraints, study=study)
-    if in_place:
-        copy_to_storage(sweep, settings.get("config") or {})
+    named = str((settings.get("config") or {}).get("storage_path") or "")
+    if in_place and storage_path:
+        copy_to_storage(sweep, {"storage_path": storage_path, "storage_endpoint": storage_endpoint})
+    elif in_place and remote.is_remote(named):
+        log.info("report: %s names storage_path %s; nothing was copied there (give --storage-path to copy the "
+                 "results to a storage location)", sweep / "sweep.json", named)
+    return summary
+
+
+def read_summary(path: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A summary.json (write_report's) as its readers use it, checked: `objectives` (records.check_objectives),
+    `baseline` null or an object with a trial_id, `pareto_trials` a list of trial ids. A file that breaks this
+    is one line of `error` naming the file and the field."""
+    summary = read_json_object(path, "summary.json", error)
+    try:
+        if summary.get("objectives") is not None:
+            summary["objectives"] = check_objectives(summary["objectives"], str(path))
+        baseline = summary.get("baseline")
+        if baseline is not None and (not isinstance(baseline, dict) or not isinstance(baseline.get("trial_id"),
+                                                                                      (str, int))):
+            raise ValueError(f"{path}: baseline: expected null or an object with a trial_id, got "
+                             f"{json.dumps(baseline)[:60]}")
+        pareto = summary.get("pareto_trials")
+        if pareto is not None and (not isinstance(pareto, list)
+                                   or not all(isinstance(item, (str, int)) for item in pareto)):
+            raise ValueError(f"{path}: pareto_trials: expected a list of trial ids, got {json.dumps(pareto)[:60]}")
+    except ValueError as problem:
+        raise error(str(problem)) from None
     return summary
 
 
@@ -338,17 +374,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tune-distill report`."""
     parser.add_argument("--sweep", required=True, help="sweep folder (holds trials.jsonl and sweep.json)")
     parser.add_argument("--out", help="where to write (default: the sweep folder)")
+    parser.add_argument("--storage-path", default="", metavar="URI",
+                        help="also copy the results files (and trials.jsonl, study.journal) there, e.g. "
+                             "s3://bucket/sweeps/cpu (default: nowhere; the storage_path in the folder's sweep.json "
+                             "is not used)")
+    parser.add_argument("--storage-endpoint", default="", metavar="URL",
+                        help="S3-compatible endpoint for --storage-path (default: AWS_ENDPOINT_URL_S3 or "
+                             "AWS_ENDPOINT_URL, else AWS)")
 
 
 def command(args: argparse.Namespace) -> dict[str, Any]:
     """Write the results files as the parsed options say; print and return the summary."""
-    summary = report_sweep(args.sweep, args.out)
+    if args.storage_endpoint and not args.storage_path:
+        raise ValueError("--storage-endpoint: only used with --storage-path")
+    if args.storage_path:
+        remote.check_location(args.storage_path, args.storage_endpoint, ValueError, "--storage-path")
+    summary = report_sweep(args.sweep, args.out, storage_path=args.storage_path,
+                           storage_endpoint=args.storage_endpoint)
     print(json.dumps(summary, indent=2))
     return summary
 
 
 def copy_to_storage(sweep: Path, config: Mapping[str, Any]) -> list[str]:
-    """Copy the results files (and trials.jsonl) to the sweep's remote storage_path, if it has one.
+    """Copy the results files (and trials.jsonl, study.journal) to `config`'s remote storage_path (with its
+    storage_endpoint), if it is one: the caller's, never a sweep folder's own sweep.json.
 
     Returns the URIs written. A failure is logged, not raised: the files are in the sweep folder.
     """

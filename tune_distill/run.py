@@ -41,7 +41,7 @@ from tune_distill.checkpoint import CHECKPOINT_NAME, check_settings, find_checkp
 from tune_distill.claims import write_per_question
 from tune_distill.config import ConfigError, DataConfig, RunConfig, flatten, to_dict
 from tune_distill.data import FeatureSet, load_features, load_many
-from tune_distill.files import check_out_folder, write_atomically
+from tune_distill.files import check_not_a_run_folder, check_out_folder, write_atomically
 from tune_distill.importance import importance_for_student, tune_pruned_student
 from tune_distill.runtime import check_qa_config, check_vocabulary, qa_logits, resolve_device
 from tune_distill.student import build_student, count_parameters, resolve_shape, save_student
@@ -317,11 +317,12 @@ def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path,
     training data and starts from random weights: a tiny teacher for smoke sweeps, offline.
 
     Gold-span loss only (distill.fine_tune); the no-answer threshold is chosen on the validation
-    file. Writes a Hugging Face model directory (weights, config, tokenizer) plus metrics.json.
+    file. Writes a Hugging Face model directory (weights, config, tokenizer) plus metrics.json; an `out_dir` that is
+    or is inside a run's folders (files.check_not_a_run_folder) is refused.
     """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    out_dir = check_out_folder(Path(out_dir), "--out", ConfigError)
+    out_dir = check_out_folder(check_not_a_run_folder(Path(out_dir), "--out", ConfigError), "--out", ConfigError)
     try:
         device = resolve_device(config.distill.device)
     except ValueError as error:

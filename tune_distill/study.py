@@ -17,6 +17,14 @@ append-only text file (a copy taken while the sweep writes it is a valid prefix,
 is uploaded next to a remote experiment), needs no database schema that Optuna versions migrate,
 and the dashboard (`tune-distill dashboard`, dashboard.py: read-only) follows it as it grows.
 
+The journal survives faults and is checked as data (`journal_storage`): a torn last line (the writer was
+killed, or the disk filled, while appending) is cut off with a WARNING before this module appends (under
+Optuna's lock file), and is skipped with a WARNING when it only reads; its appends (`journal_backend`) write
+whole lines only: an append that fails (a full disk) is cut back off, so the next one starts on a clean line.
+A line that is not a JSON operation, or a journal Optuna cannot replay (an operation it does not know), is one
+ValueError naming the file (and line); the study is derived data, rebuilt from trials.jsonl when the journal is
+moved aside.
+
 What it must not know: Ray, how trials ran or were chosen, the report's tables.
 
 Example (CPU, seconds; any sweep folder with trials.jsonl; then the dashboard on it):
@@ -29,11 +37,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tune_distill.private_api import constraints_system_attrs, distribution_contains
-from tune_distill.records import read_trials
+from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots, torn_line
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +187,8 @@ def open_study(path: str | Path | None, name: str, objectives: Sequence[Any]):
 
     storage = None
     if path is not None:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = journal_storage(path, repair=True)
         held = [summary.study_name for summary in storage.get_all_studies()]
         name = held[0] if len(held) == 1 and name not in held else name
     objectives = [plain(o) for o in objectives]
@@ -249,9 +255,9 @@ def sync_study(sweep: str | Path, records: Sequence[Mapping[str, Any]] | None = 
     from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
     sweep = Path(sweep)
-    settings = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else {}
+    settings = read_sweep_settings(sweep)
     objectives = settings.get("objectives") or [plain(o) for o in DEFAULT_OBJECTIVES]
-    records = read_trials(sweep) if records is None else records
+    records = located_records(sweep, read_trials(sweep), settings) if records is None else records
     study = open_study(sweep / STUDY_FILE, sweep.resolve().name, objectives)
     if distributions is None:
         distributions = {**observed_distributions(records), **held_distributions(study)}
@@ -275,10 +281,7 @@ def load_or_build(sweep: str | Path | None, records: Sequence[Mapping[str, Any]]
     study = open_study(None, "report", objectives)
     journal = Path(sweep) / STUDY_FILE if sweep is not None else None
     if journal is not None and journal.is_file():
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = JournalStorage(JournalFileBackend(str(journal)))
+        storage = journal_storage(journal, repair=False)
         summaries = storage.get_all_studies()
         if summaries:
             study_id = storage.get_study_id_from_name(summaries[0].study_name)
@@ -286,6 +289,148 @@ def load_or_build(sweep: str | Path | None, records: Sequence[Mapping[str, Any]]
     distributions = {**observed_distributions(records), **held_distributions(study)}
     record_trials(study, records, distributions, objectives, constraints)
     return study
+
+
+def located_records(sweep: str | Path, records: Sequence[Mapping[str, Any]],
+                    settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`records` with each run_dir where its run folder is inside the sweep folder read (records.resolve_run_dir;
+    None when it is not there), so that the learning curves of a copied folder are its own."""
+    roots = run_roots(sweep, settings)
+    located = []
+    for record in records:
+        run_dir = resolve_run_dir(Path(sweep), str(record["trial_id"]), record.get("run_dir"), record.get("checkpoint"),
+                                  roots)
+        located.append({**record, "run_dir": str(run_dir) if run_dir else None})
+    return located
+
+
+def journal_storage(path: str | Path, *, repair: bool) -> Any:
+    """An Optuna JournalStorage over the journal file `path`, checked first (`check_journal`). `repair`: a torn last
+    line is cut off (this process appends next; journal_backend), else it is only skipped. ValueError, one line
+    naming the file, when Optuna cannot replay it."""
+    from optuna.storages import JournalStorage
+
+    path = Path(path)
+    if repair and path.is_file():
+        repair_journal(path)
+    if path.is_file():
+        check_journal(path, warn_torn=not repair)
+    try:
+        return JournalStorage(journal_backend(path))
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the study journal ({error.strerror or error})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as error:
+        raise ValueError(f"{path}: Optuna cannot replay this study journal ({type(error).__name__}: "
+                         f"{str(error)[:200] or 'an operation it does not know'}); {JOURNAL_ADVICE}") from None
+
+
+JOURNAL_ADVICE = "move it aside: `tune-distill report --sweep FOLDER` rebuilds the study from trials.jsonl"
+
+
+def check_journal(path: str | Path, warn_torn: bool = True) -> int:
+    """Check that every whole line of a journal is one Optuna operation (a JSON object with an integer op_code);
+    one ValueError naming `file:line` otherwise. A torn last line is left to Optuna's reader (it skips a line
+    without its newline), with a WARNING when `warn_torn`. Returns the number of operations."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        lines = handle.read().split(b"\n")
+    for number, raw in enumerate(lines[:-1], 1):
+        try:
+            operation = json.loads(raw)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"{path}:{number}: not a JSON line ({str(error)[:100]}): the study journal is damaged; "
+                             f"{JOURNAL_ADVICE}") from None
+        code = operation.get("op_code") if isinstance(operation, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise ValueError(f"{path}:{number}: not an Optuna journal operation (expected an object with an integer "
+                             f"op_code); {JOURNAL_ADVICE}")
+    if lines[-1] and warn_torn:
+        log.warning("%s:%d: a torn last line (cut while it was written) is skipped", path, len(lines))
+    return len(lines) - 1
+
+
+def repair_journal(path: str | Path) -> bool:
+    """Cut a torn last line off a journal (the text after its last newline that is not JSON: its writer was
+    killed, or the disk filled) with a WARNING, so that the next append starts on a clean line; a whole last
+    line that lost only its newline gets it back. Done under the journal's Optuna lock file. Returns whether
+    the file changed."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    path = Path(path)
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        start, tail = _last_piece(path)
+        if not tail:
+            return False
+        if torn_line(tail.decode("utf-8", errors="replace")):
+            os.truncate(path, start)
+            log.warning("%s: dropped a torn last line of %d bytes (cut while it was written: the writer was killed "
+                        "or the disk filled)", path, len(tail))
+        else:
+            with open(path, "ab") as handle:
+                handle.write(b"\n")
+        return True
+    finally:
+        lock.release()
+
+
+def _last_piece(path: Path, chunk: int = 1 << 16) -> tuple[int, bytes]:
+    """(offset, bytes) of the text after a file's last newline (b'' when it ends with one), read from its end."""
+    with open(path, "rb") as handle:
+        size = position = handle.seek(0, os.SEEK_END)
+        start = 0
+        while position > 0:
+            step = min(chunk, position)
+            position -= step
+            handle.seek(position)
+            found = handle.read(step).rfind(b"\n")
+            if found >= 0:
+                start = position + found + 1
+                break
+        handle.seek(start)
+        return start, handle.read(size - start)
+
+
+def journal_backend(path: str | Path) -> Any:
+    """Optuna's file backend for a journal, appending whole lines only: an append that fails (a full disk) is cut
+    back off before the error goes on, so the file stays a journal of whole lines."""
+    from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileSymlinkLock
+
+    class WholeLineJournal(BaseJournalBackend):
+        """JournalFileBackend's reads; its appends, undone when they fail."""
+
+        def __init__(self, file_path: str) -> None:
+            self.file_path = file_path
+            self.lock = JournalFileSymlinkLock(file_path)
+            self.file = JournalFileBackend(file_path, lock_obj=self.lock)
+
+        def read_logs(self, log_number_from: int) -> Any:
+            return self.file.read_logs(log_number_from)
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            lines = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs).encode("utf-8")
+            append_whole(self.file_path, lines, self.lock)
+
+    return WholeLineJournal(str(path))
+
+
+def append_whole(path: str | Path, data: bytes, lock: Any) -> None:
+    """Append `data` (whole lines) to `path` under `lock`, flushed to disk; when the write fails (OSError: a full
+    disk) the file is cut back to its size before, and the error goes on."""
+    lock.acquire()
+    try:
+        size = os.path.getsize(path)
+        try:
+            with open(path, "ab") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            os.truncate(path, size)
+            raise
+    finally:
+        lock.release()
 
 
 IMPORTANCE_EVALUATOR = "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"

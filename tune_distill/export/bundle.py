@@ -8,7 +8,9 @@ to ONNX and checked again (onnx.py), and timed with PyTorch (evaluate.measure_la
 Runtime at batch 1 and 32 and a fixed sequence length. `tune_distill.json` (EXPORT_INFO_FILE)
 records the no-answer threshold, validation metrics, tokenisation lengths, parameters (the true
 pruned count and the padded count on disk), the checks, the timings and provenance (sweep folder,
-trial, resolved run config, training environment, git SHA, export time, version).
+trial, resolved run config, training environment, git SHA, export time, version). An `out` that is or is
+inside a run's folders (the trial's own run folder, a sweep's trial folder) is refused, and a failed export
+leaves no folder it made and no file it added (files.output_folder).
 `summary_lines` is what `tune-distill export` prints.
 
 Must not know: Ray, the sweep module or searchers, how students were trained, how a trial was chosen
@@ -22,6 +24,7 @@ Example (CPU, under a minute on the smoke sweep's tiny students; the same as `tu
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +51,7 @@ from tune_distill.export.onnx import (
 )
 from tune_distill.export.pad import PADDING_TOLERANCE, kept_heads_per_layer, pad_pruned_heads
 from tune_distill.export.verify import VerifyBatch, max_diff, torch_logits, verification_batch
-from tune_distill.files import read_json_object, write_json
+from tune_distill.files import output_folder, read_json_object, write_json
 from tune_distill.run import git_sha
 from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
 
@@ -79,12 +82,10 @@ def _tokenizer(choice: TrialChoice, run_config: Mapping[str, Any]):
                       f"({'; '.join(errors)})")
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+def _prepare_out(out: Path, overwrite: bool, before: set[str]) -> None:
+    """Refuse an --out that held files (`before`) unless `overwrite`; remove an earlier export's ONNX file, record."""
+    if before and not overwrite:
         raise ExportError(f"--out {out}: exists and is not empty; choose another folder or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
     for stale in (ONNX_FILE, ONNX_FILE + ".data", EXPORT_INFO_FILE):
         (out / stale).unlink(missing_ok=True)
 
@@ -99,22 +100,26 @@ def export_trial(choice: TrialChoice, out: str | Path, *, sweep_dir: str | Path 
                  latency_seq_length: int | None = None, latency_batch_sizes: Sequence[int] = (1, 32),
                  latency_repeats: int = 10, latency_warmup: int = 3, overwrite: bool = False) -> dict[str, Any]:
     """Write the chosen trial as a vanilla HF QA model folder (+ ONNX), verify it, time it; return the record
-    written to out/tune_distill.json."""
+    written to out/tune_distill.json. An --out inside a run's folders is refused, and a failed export leaves no
+    folder it made and no file it added (files.output_folder)."""
     began = time.perf_counter()
     onnxruntime = onnx_packages() if onnx else None  # before anything is written
     out = Path(out)
     trial = _read_trial(choice)
-    _prepare_out(out, overwrite)
-    model = _write_model(choice, trial, out)
-    check = _check_padding(model, out, verify_data or trial.data.get("val_file"), verify_questions, trial.lengths)
-    record = _record(choice, trial, model, check, out, sweep_dir)
-    session = _export_onnx(model, check, out, record, onnxruntime) if onnx else None
-    if latency:
-        record["latency"] = _timings(model.exported, session, trial.run_config, latency_seq_length,
-                                     dict(batch_sizes=tuple(latency_batch_sizes), repeats=latency_repeats,
-                                          warmup=latency_warmup))
-    record["export_seconds"] = time.perf_counter() - began
-    _write_record(out, record)
+    before = set(os.listdir(out)) if out.is_dir() else set()
+    with output_folder(out, "--out", ExportError):
+        _prepare_out(out, overwrite, before)
+        model = _write_model(choice, trial, out)
+        check = _check_padding(model, out, verify_data or trial.data.get("val_file"), verify_questions,
+                               trial.lengths)
+        record = _record(choice, trial, model, check, out, sweep_dir)
+        session = _export_onnx(model, check, out, record, onnxruntime) if onnx else None
+        if latency:
+            record["latency"] = _timings(model.exported, session, trial.run_config, latency_seq_length,
+                                         dict(batch_sizes=tuple(latency_batch_sizes), repeats=latency_repeats,
+                                              warmup=latency_warmup))
+        record["export_seconds"] = time.perf_counter() - began
+        _write_record(out, record)
     log.info("export: trial %s -> %s in %.1fs", choice.trial_id, out, record["export_seconds"])
     return record
 

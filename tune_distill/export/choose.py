@@ -9,6 +9,9 @@ student, on exact vs parameters, whose exact is at least the baseline trial's); 
 best exact with at most N parameters; the best exact with a batch-1 latency (`latency_ms_b1`, as
 the sweep measured it) of at most X ms. Ties go to the smaller model. Every refusal names what was
 asked and lists the trials there are (`trial_table`, also what `tune-distill export --list` prints).
+The folder is read as data (it may come from elsewhere): trials.jsonl and sweep.json through records.py's
+checked readers (one line naming the file and field), run folders only inside the sweep folder
+(records.resolve_run_dir), never through the absolute paths its records name.
 
 Must not know: Ray, the sweep module or searchers (it reads the sweep folder's files only), models.
 
@@ -19,7 +22,6 @@ Example (CPU, seconds, on a finished smoke sweep):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from typing import Any
 
 from tune_distill.export.errors import ExportError
 from tune_distill.pareto import feasible_mask
-from tune_distill.records import read_trials, resolve_run_dir
+from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots
 from tune_distill.report import pareto_rows, results_frame
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 
@@ -89,7 +91,10 @@ def read_sweep(sweep_dir: str | Path) -> SweepTrials:
         records = {str(record["trial_id"]): record for record in trial_list}
         frame = results_frame(trial_list)
     elif (sweep_dir / "results.parquet").is_file():
-        frame = pd.read_parquet(sweep_dir / "results.parquet")
+        try:
+            frame = pd.read_parquet(sweep_dir / "results.parquet")
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise ExportError(f"{sweep_dir / 'results.parquet'}: not a results table ({str(error)[:200]})") from None
     else:
         raise ExportError(f"{sweep_dir}: no trials.jsonl or results.parquet (is it a sweep folder?)")
     if frame.empty:
@@ -103,10 +108,13 @@ def read_sweep(sweep_dir: str | Path) -> SweepTrials:
         frame["baseline"] = False
     for column in (ACCURACY, SIZE, LATENCY):
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+    settings = read_sweep_settings(sweep_dir, ExportError)
+    roots = run_roots(sweep_dir, settings)
     run_dirs, model_dirs, problems = [], [], []
     for row in frame.itertuples(index=False):
         record = records.get(row.trial_id, {})
-        run_dir = resolve_run_dir(sweep_dir, row.trial_id, record.get("run_dir"), getattr(row, "checkpoint", None))
+        run_dir = resolve_run_dir(sweep_dir, row.trial_id, record.get("run_dir"), getattr(row, "checkpoint", None),
+                                  roots)
         model_dir = run_dir / "model" if run_dir is not None else None
         if row.status not in FINISHED:
             problem = f"status {row.status}"
@@ -120,12 +128,6 @@ def read_sweep(sweep_dir: str | Path) -> SweepTrials:
         model_dirs.append(str(model_dir) if model_dir else None)
         problems.append(problem)
     frame["run_dir"], frame["model_dir"], frame["model_problem"] = run_dirs, model_dirs, problems
-    settings: dict[str, Any] = {}
-    if (sweep_dir / "sweep.json").is_file():
-        try:
-            settings = json.loads((sweep_dir / "sweep.json").read_text())
-        except json.JSONDecodeError as error:
-            raise ExportError(f"{sweep_dir / 'sweep.json'}: not JSON ({error})") from None
     return SweepTrials(sweep_dir, frame, records, settings)
 
 

@@ -8,8 +8,10 @@ One module per concern:
   ranking.py     rung-ranking rules (hypervolume contribution, crowding distance); no Ray
   schedulers.py  Pareto successive halving (`pareto_sh`), baseline-keeping ASHA, `make_scheduler`
   callbacks.py   one progress line per finished trial; each finished trial into the Optuna study
+  diskspace.py   a sweep running out of disk space stops resumably, with one line (`SpaceGuard`, `DiskFull`)
   experiment.py  the Tune experiment as saved: its trials as trials.jsonl records (tune_distill/records.py), repair
   storage.py     the sweep folder's files and a remote storage_path (s3://..., through tune_distill/remote.py)
+  manifest.py    the folder's signed manifest: a resume unpickles nothing its owner's key did not sign
   driver.py      prepare once, start or join Ray, run or resume the Tuner, write sweep.json
   cli.py         the `tune-distill sweep` options and action
 

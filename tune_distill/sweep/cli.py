@@ -1,10 +1,11 @@
 """The `tune-distill sweep` command's options and action (tune_distill/cli.py parses and sets up logging).
 
 What it does: `add_arguments` declares the options (a preset or config file, data and teacher folders,
-the output folder, --resume, base overrides, trial counts, the Ray address, the storage location);
-`out_folder` says which folder a command line means; `command` loads the config (or the saved one
+the output folder, --resume and --trust-folder, base overrides, trial counts, the Ray address, the storage
+location); `out_folder` says which folder a command line means; `command` loads the config (or the saved one
 when resuming), runs the sweep and returns the exit status: 0 done, 1 interrupted, 2 a usage or
-configuration error (printed, not raised).
+configuration error, 3 stopped for lack of disk space (resumable: free space, then --resume); errors are
+printed in one line, not raised.
 
 What it must not know: logging set-up and the report (cli.py runs `report` after the sweep).
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from tune_distill.config import ConfigError, parse_override
 from tune_distill.search import SearcherError
 from tune_distill.sweep.config import SweepConfigError, load_sweep_config, preset_path, with_overrides
+from tune_distill.sweep.diskspace import DiskFull
 from tune_distill.sweep.driver import run_sweep
 from tune_distill.sweep.storage import SWEEP_FILE, fetch_sweep
 
@@ -39,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="teacher model folder")
     parser.add_argument("--out", help="sweep folder (default sweeps/<preset or config name>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    parser.add_argument("--trust-folder", action="store_true",
+                        help="with --resume: resume a sweep folder that your signing key did not sign (handed to you, "
+                             "fetched from a shared bucket, written before folders were signed, or changed since). "
+                             "Risky: Ray and the searcher unpickle its files, which runs any code whoever wrote them "
+                             "put there, on this machine with your account and cloud credentials. Afterwards the "
+                             "folder is signed with your key (docs/signing.md)")
     parser.add_argument("--set-base", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="extra base override for every trial; repeatable")
     parser.add_argument("--num-samples", type=int, help="trials in all (baseline included)")
@@ -75,6 +83,8 @@ def command(args: argparse.Namespace) -> int:
             raise SweepConfigError("give --preset NAME or --config FILE (or --resume --out DIR)")
         else:
             path = None
+        if args.trust_folder and not args.resume:
+            raise SweepConfigError("--trust-folder: only with --resume (a fresh sweep reads no sweep folder)")
         out = out_folder(args)
         config = None
         if args.resume and (out / SWEEP_FILE).is_file():
@@ -91,7 +101,12 @@ def command(args: argparse.Namespace) -> int:
                                     forward_aws_credentials=args.forward_aws_credentials or None)
         elif args.storage_path:  # --resume without the local folder: the sweep's files are kept with the experiment
             fetch_sweep(out.expanduser().resolve(), args.storage_path, args.storage_endpoint or "")
-        records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address)
+        records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address,
+                            trust_folder=args.trust_folder)
+    except DiskFull as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except (ConfigError, SearcherError, FileNotFoundError, ConnectionError) as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)

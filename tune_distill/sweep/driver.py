@@ -7,11 +7,14 @@ anything is written; `prepare_sweep_inputs` computes features and teacher logits
 or starts a local Ray with its dashboard; `run_sweep` runs a fresh sweep or resumes an interrupted
 one (finished trials kept, unfinished ones resumed from their checkpoints, the searcher's state
 restored), logs a progress line per finished trial, and writes `trials.jsonl` (one line per trial)
-and `sweep.json` (the resolved sweep and a summary) in the output folder.
+and `sweep.json` (the resolved sweep and a summary) in the output folder. A resumed folder is verified first
+(sweep/manifest.py: its signed manifest, before anything in it is unpickled; `trust_folder` resumes one that does
+not verify), and every sweep keeps the folder signed as it writes it.
 
 Output folder: `sweep.json`, `trials.jsonl`, `study.journal` (the Optuna study, written as trials finish by
 callbacks.StudyRecorder; `make dashboard` serves it), `space.yaml` (the space, copied), `cache/` (features, teacher
-logits), `scheduler_state.json` (pareto_sh), `.sweep.claim` (while a sweep runs in it) and, unless
+logits), `scheduler_state.json` (pareto_sh), `.sweep.claim` (while a sweep runs in it), `manifest.json` (the signed
+digests of the files a resume trusts: sweep/manifest.py, docs/signing.md) and, unless
 `storage_path` points elsewhere, the Tune experiment `tune/` whose trial folders `trial_NNNN_<id>/` hold
 Tune's checkpoints and the trial's run folder `run/`. A remote
 `storage_path` (see sweep/storage.py) holds the experiment and copies of the sweep's files.
@@ -50,6 +53,7 @@ from tune_distill.private_api import (
 )
 from tune_distill.records import TRIALS_FILE, write_trials
 from tune_distill.search import SearchSpace, make_searcher
+from tune_distill.signing import hidden_key_env
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
 from tune_distill.sweep.config import (
@@ -59,9 +63,11 @@ from tune_distill.sweep.config import (
     sweep_config_from_dict,
     sweep_config_to_dict,
 )
-from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints
+from tune_distill.sweep.diskspace import DiskFull, SpaceGuard, guard_sweep, no_space, no_space_message
+from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints, settle_snapshot
+from tune_distill.sweep.manifest import FolderSigner, fresh_signer, open_for_resume, watch
 from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
-from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs
+from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
 from tune_distill.sweep.searcher import SweepSearcher
 from tune_distill.sweep.storage import (
     SCHEDULER_STATE_FILE,
@@ -88,7 +94,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
 
     A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
     runtime_env, which Ray logs in plain text on every node: nothing secret belongs there unless the user
-    asked for it (remote.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment.
+    asked for it (remote.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment, less the
+    sweep folders' signing key (signing.hidden_key_env: trials never need it).
     Returns (whether we started Ray here and must shut it down, the dashboard URL if any). An already
     initialised Ray (e.g. in tests) is used as it is.
     """
@@ -117,11 +124,14 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
     else:
         # address="local": a new instance here, never a cluster someone else `ray start`ed on this machine
         try:
-            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+            with hidden_key_env():
+                context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                                   dashboard_host="127.0.0.1")
         except Exception as error:  # missing dashboard packages, port trouble, ...
             log.warning("the Ray dashboard could not start (%s: %s); running without it", type(error).__name__, error)
             ray.shutdown()
-            context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            with hidden_key_env():
+                context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     url = getattr(context, "dashboard_url", None) or None
     if url:
         url = url if "://" in url else f"http://{url}"
@@ -263,7 +273,7 @@ def build_search(config: SweepConfig, prepared: _Prepared, out_dir: Path) -> tup
 
 
 def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: bool = False,
-              ray_address: str | None = None) -> list[dict[str, Any]]:
+              ray_address: str | None = None, trust_folder: bool = False) -> list[dict[str, Any]]:
     """Run (or, with resume=True, continue) a sweep; returns one dict per trial and writes trials.jsonl.
 
     A fresh sweep needs an output folder without a sweep in it. Resuming reads the sweep's own
@@ -272,13 +282,24 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
     theirs, and restores the searcher's state; every trial appears once in trials.jsonl. The folder is
     claimed for the whole call (storage.claim_folder: a second sweep on it is refused); a sweep folder
     copied or moved since it started resumes where it is now, from any working directory. A sweep
-    that fails its checks before it starts leaves no folder behind.
+    that fails its checks before it starts leaves no folder behind. A sweep whose disk fills up stops resumably
+    (sweep/diskspace.py: its records written, the experiment's last complete snapshot kept) and raises DiskFull,
+    one line naming the folder and about how much space to free; once it is freed, resume=True finishes it.
+
+    A folder to resume must prove that this user's sweeps wrote it (its signed manifest, sweep/manifest.py):
+    otherwise it is refused (signing.UntrustedFolder, one line naming the file) before anything in it is
+    unpickled, unless `trust_folder` (`--trust-folder`), which resumes it anyway, with a warning: its pickles run
+    any code an author put in them, with this user's credentials.
     """
     out_dir = Path(out_dir).expanduser().resolve()
     existed = out_dir.exists()
     claim = claim_folder(out_dir)
     try:
-        return _run_sweep(sweep_config, out_dir, resume=resume, ray_address=ray_address)
+        return _run_sweep(sweep_config, out_dir, resume=resume, ray_address=ray_address, trust_folder=trust_folder)
+    except Exception as error:  # any write of ours (each atomic) that failed for lack of space ends in one line
+        if isinstance(error, DiskFull) or not no_space(error):
+            raise
+        raise DiskFull(no_space_message(out_dir)) from None
     finally:
         claim.release()
         if not existed and out_dir.is_dir() and not any(out_dir.iterdir()):
@@ -286,14 +307,18 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
 
 
 def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
-               ray_address: str | None) -> list[dict[str, Any]]:
+               ray_address: str | None, trust_folder: bool = False) -> list[dict[str, Any]]:
     """Prepare (config, storage, checks, inputs), start a fresh Tuner or restore one, run it, finish the records."""
     # num_to_keep=1 makes Tune snapshot the experiment at every checkpoint (what resume needs); not a problem.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     out_dir = Path(out_dir).expanduser().resolve()
-    sweep_config = _saved_config(sweep_config, out_dir) if resume else _new_config(sweep_config, out_dir)
+    sweep_config, signer = (_saved_config(sweep_config, out_dir, trust_folder) if resume else
+                            (_new_config(sweep_config, out_dir), fresh_signer(out_dir)))
     # a remote storage_path is checked before the features and teacher logits are computed
     location = sweep_storage(sweep_config, out_dir, fresh=not resume)
+    if resume and location.local_experiment:
+        settle_snapshot(location.local_experiment)  # a snapshot the disk filling up cut: its complete one back
+    signer.use_storage(location)  # a resumed experiment is verified here, before anything unpickles it
     out_dir.mkdir(parents=True, exist_ok=True)
 
     prepared = plan_sweep(sweep_config, out_dir)
@@ -304,7 +329,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else ())
     try:
         if not resume:
-            config = _start_record(config, prepared, location, out_dir)
+            config = _start_record(config, prepared, location, out_dir, signer)
         trainable = _trainable(config, location)
         distributions = space_distributions(prepared.space)
         recorder = StudyRecorder(str(out_dir / STUDY_FILE), out_dir.name, distributions, config.objectives,
@@ -312,35 +337,69 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
         print(f"Optuna dashboard (the search, live): make dashboard SWEEP={out_dir}\n"
               f"  or: {dashboard_command(out_dir / STUDY_FILE)}", file=sys.stderr, flush=True)
         began = time.perf_counter()
-        tuner = (_restored_tuner(trainable, recorder, location, out_dir) if resume else
-                 _fresh_tuner(trainable, recorder, search, config, prepared, location))
-        tuner.fit()
+        with signer.unpickling():  # a resumed folder's legacy pickles may be read: it verified (or is trusted)
+            tuner = (_restored_tuner(trainable, recorder, location, out_dir) if resume else
+                     _fresh_tuner(trainable, recorder, search, config, prepared, location))
+            watch(tuner, signer, fresh=not resume)  # signed at every experiment checkpoint
+            guard = SpaceGuard(str(out_dir), location.local_experiment, config.num_samples)
+            guard_sweep(tuner, guard)  # stops the sweep, resumably, before the disk is full
+            _fit(tuner, guard, location)
         records = collect_trials(location.experiment, location.filesystem)
         for record in records:
             record["checkpoint"] = location.uri_of(record["checkpoint"]) if record["checkpoint"] else None
     finally:
+        signer.close()
         if started_ray:
             import ray
 
             ray.shutdown()
-    _finish(records, config, location, out_dir, distributions, began=began, resume=resume, dashboard=dashboard)
+    _finish(records, config, location, out_dir, distributions, began=began, resume=resume, dashboard=dashboard,
+            signer=signer)
+    if guard.stopped:
+        raise DiskFull(guard.message())
     return records
 
 
-def _saved_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfig:
+def _fit(tuner: Any, guard: SpaceGuard, location: SweepStorage) -> None:
+    """Tuner.fit, then the experiment's snapshot settled (experiment.settle_snapshot: where the disk filling up cut
+    the final one, the last complete one is put back). After the guard stopped the sweep for lack of space, an
+    error Ray raises (reading a trial's error file the full disk left empty) is the full disk's: the records are
+    written from the experiment all the same."""
+    try:
+        tuner.fit()
+    except Exception as failure:  # noqa: BLE001 - re-raised unless the guard had stopped the sweep
+        if not guard.stopped:
+            raise
+        log.info("after the stop for lack of space, Tune raised %s: %s", type(failure).__name__, str(failure)[:200])
+    if location.local_experiment:
+        settle_snapshot(location.local_experiment)
+
+
+def _saved_config(sweep_config: SweepConfig | None, out_dir: Path,
+                  trust_folder: bool = False) -> tuple[SweepConfig, FolderSigner]:
     """A resumed sweep's own configuration, from its sweep.json (fetched from a remote storage_path when the local
-    folder is gone; rewritten for the folder it is in now); one given now that differs is ignored with a warning."""
+    folder is gone; rewritten for the folder it is in now); one given now that differs is ignored with a warning.
+    The folder's manifest and sweep.json, space.yaml are verified before sweep.json is used (manifest.py); with
+    the signer that goes on signing the folder, which writes the relocated sweep.json once the experiment verified
+    too (FolderSigner.use_storage)."""
     saved_path = out_dir / SWEEP_FILE
     if not saved_path.is_file() and sweep_config is not None and remote.is_remote(sweep_config.storage_path):
         fetch_sweep(out_dir, sweep_config.storage_path, sweep_config.storage_endpoint)  # the local folder is gone
     if not saved_path.is_file():
         raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
-    saved = relocate_saved(read_json_object(saved_path, "the sweep's record", SweepConfigError), out_dir)
-    write_json(saved_path, saved)
+    saved = read_json_object(saved_path, "the sweep's record", SweepConfigError)  # data: nothing unpickled
+    signer = open_for_resume(out_dir, trust_folder)
+    saved = relocate_saved(saved, out_dir)
+
+    def write_relocated() -> None:  # a folder refused is left as it was
+        write_json(saved_path, saved)
+        signer.sign_local((SWEEP_FILE,))
+
+    signer.when_verified.append(write_relocated)
     stored = sweep_config_from_dict(saved["config"], str(saved_path))
     if sweep_config is not None and sweep_config_to_dict(sweep_config) != sweep_config_to_dict(stored):
         log.warning("resuming with the sweep's saved configuration (%s); the one given now is ignored", saved_path)
-    return stored
+    return stored, signer
 
 
 def _new_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfig:
@@ -352,9 +411,10 @@ def _new_config(sweep_config: SweepConfig | None, out_dir: Path) -> SweepConfig:
     return sweep_config
 
 
-def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStorage, out_dir: Path) -> SweepConfig:
-    """A fresh sweep's space copied into its folder and its sweep.json written (also to a remote storage_path:
-    what a resume from the bucket needs); returns the config pointing at the copied space."""
+def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStorage, out_dir: Path,
+                  signer: FolderSigner) -> SweepConfig:
+    """A fresh sweep's space copied into its folder and its sweep.json written and signed (also to a remote
+    storage_path: what a resume from the bucket needs); returns the config pointing at the copied space."""
     if Path(config.space) != out_dir / SPACE_FILE:  # the sweep keeps its space: it resumes from anywhere
         shutil.copyfile(config.space, out_dir / SPACE_FILE)
         config = dataclasses.replace(config, space=str(out_dir / SPACE_FILE))
@@ -370,6 +430,8 @@ def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStora
         "experiment_path": location.uri_of(location.experiment),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
+    signer.sign_local((SWEEP_FILE, SPACE_FILE))
+    signer.write()  # (uploaded next to a remote experiment)
     upload_sweep_files(location, out_dir, (SWEEP_FILE, SPACE_FILE))  # what a resume from the bucket needs
     return config
 
@@ -391,6 +453,8 @@ def _restored_tuner(trainable: Any, recorder: StudyRecorder, location: SweepStor
     from ray import tune
 
     experiment_path = location.experiment
+    if (out_dir / SCHEDULER_STATE_FILE).is_file():
+        read_scheduler_state(out_dir / SCHEDULER_STATE_FILE)  # a damaged one: one line, before any trial runs
     if not tune.Tuner.can_restore(experiment_path, storage_filesystem=location.filesystem):
         raise SweepConfigError(f"--resume: no Tune experiment to restore at {location.uri_of(experiment_path)}")
     log.info("resuming the sweep in %s", location.uri_of(experiment_path))
@@ -425,7 +489,7 @@ def _fresh_tuner(trainable: Any, recorder: StudyRecorder, search: tuple[Any, Any
 
 
 def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepStorage, out_dir: Path,
-            distributions: Any, *, began: float, resume: bool, dashboard: Any) -> None:
+            distributions: Any, *, began: float, resume: bool, dashboard: Any, signer: FolderSigner) -> None:
     """trials.jsonl, the study brought up to date, this run's summary in sweep.json (uploaded with the sweep's
     files), and a line saying whether the sweep is done or how to continue it."""
     write_trials(out_dir, records)
@@ -440,6 +504,7 @@ def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepS
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})
     saved["summary"] = summary
     write_json(saved_path, saved)
+    signer.close()  # sweep.json signed as it now is (the manifest is uploaded with the sweep's files)
     upload_sweep_files(location, out_dir)
     counts = ", ".join(f"{count} {status}" for status, count in summary["status_counts"].items())
     if summary["interrupted"]:

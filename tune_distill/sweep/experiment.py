@@ -5,7 +5,12 @@ one record (`trial_record`: number, kind, status complete/stopped/failed/unfinis
 overrides, metrics, error, attempts, checkpoint, run folder, node, device, seed, times, steps saved),
 in the format of tune_distill/records.py, which writes and reads trials.jsonl;
 `repair_missing_checkpoints` fixes an experiment whose driver died between Tune's deletion of an old
-checkpoint and its next snapshot, so that it can be resumed.
+checkpoint and its next snapshot, so that it can be resumed. A full disk can cut Tune's snapshot files
+(experiment_state-*.json, the searcher's states: Tune overwrites them in place): `keep_snapshot` moves the
+last complete ones aside (hidden `.complete-*` names, no space needed) when the sweep stops for lack of space,
+and `settle_snapshot` (after the run, and before a resume) puts them back where the final snapshot was cut,
+else falls back to an earlier run's complete snapshot, else refuses in one line naming the cut file.
+`collect_trials` reads an experiment whose trials' error files a full disk left empty.
 
 What it must not know: how trials ran or were chosen, the report's tables, the file format (records.py).
 
@@ -17,10 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from tune_distill.records import STOPPED, UNFINISHED, trial_status
+from tune_distill.sweep.config import SweepConfigError
 from tune_distill.sweep.trial import TRIAL_ERROR_FILE
 
 log = logging.getLogger(__name__)
@@ -55,7 +63,11 @@ def trial_record(trial: Any, result: Any | None) -> dict[str, Any]:
         candidate = Path(trial.path) / "run"
         run_dir = str(candidate) if candidate.exists() else run_dir
     if run_dir and (Path(run_dir) / TRIAL_ERROR_FILE).is_file():
-        details = json.loads((Path(run_dir) / TRIAL_ERROR_FILE).read_text())
+        try:
+            details = json.loads((Path(run_dir) / TRIAL_ERROR_FILE).read_text())
+        except (OSError, ValueError):  # cut short (a full disk): the error Tune recorded stands
+            details = {}
+        details = details if isinstance(details, dict) else {}
         node_id, device = node_id or details.get("node_id"), device or details.get("device")
         seed = seed if seed is not None else details.get("seed")
         if errored:
@@ -93,15 +105,30 @@ def collect_trials(experiment_path: str, filesystem: Any = None) -> list[dict[st
     The saved state, not the Tuner's in-memory one: after an interrupt (Ctrl-C) Tune marks running
     trials terminated in memory but saves them as running, and those are the ones a resume continues.
     """
-    from ray.tune import ExperimentAnalysis, ResultGrid
+    from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(experiment_path, storage_filesystem=filesystem)
-    results = {}
-    for result in ResultGrid(analysis):
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
-        results[trial_id] = result
+    results = _results(analysis)
     records = [trial_record(trial, results.get(trial.trial_id)) for trial in analysis.trials]
     return sorted(records, key=lambda record: record["number"])
+
+
+def _results(analysis: Any) -> dict[str, Any]:
+    """trial id -> Tune's Result of each trial; when a trial's error file cannot be read (left empty or cut by a
+    full disk), each trial's checkpoint without its error (the trial's own error record still names it)."""
+    from ray.tune import ResultGrid
+
+    try:
+        grid = list(ResultGrid(analysis))
+    except Exception as failure:  # noqa: BLE001 - an error.pkl cut short: EOFError, UnpicklingError, OSError, ...
+        log.warning("the Tune experiment's trial errors could not all be read (%s: %s); the trials' own error records "
+                    "are used", type(failure).__name__, str(failure)[:200])
+        return {trial.trial_id: SimpleNamespace(error=None, checkpoint=trial.checkpoint) for trial in analysis.trials}
+    results = {}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[-1]
+        results[trial_id] = result
+    return results
 
 
 def repair_missing_checkpoints(experiment_path: str, filesystem: Any = None) -> int:
@@ -148,3 +175,103 @@ def _move_folder(filesystem: Any, source: str, target: str) -> None:
         return
     pafs.copy_files(source, target, source_filesystem=filesystem, destination_filesystem=filesystem, use_threads=False)
     filesystem.delete_dir(source)
+
+
+KEPT = ".complete-"  # the prefix of a snapshot file kept aside (hidden: neither Tune nor the manifest reads it)
+STATE_PREFIX, STATE_SUFFIX = "experiment_state-", ".json"  # Tune's experiment snapshot: experiment_state-<run>.json
+
+
+def _runs(experiment: Path, prefix: str = "") -> list[str]:
+    """The runs (Tune's session strings) whose experiment snapshot is in `experiment`, oldest first."""
+    start = prefix + STATE_PREFIX
+    return sorted(path.name[len(start):-len(STATE_SUFFIX)] for path in experiment.glob(f"{start}*{STATE_SUFFIX}"))
+
+
+def snapshot_files(experiment: str | Path, run: str, prefix: str = "") -> list[Path]:
+    """The files of one run's snapshot at the experiment's top level: its experiment state, the searcher's
+    states, the callbacks' (every `<name>-<run>.json` or `.pkl`)."""
+    return sorted(path for path in Path(experiment).glob(f"{prefix}*-{run}.*")
+                  if path.suffix in (".json", ".pkl") and path.is_file() and (prefix or not path.name.startswith(".")))
+
+
+def whole(path: Path) -> bool:
+    """Whether a snapshot file was written to its end: a pickle ends with its STOP opcode, the rest is JSON."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if data[:1] == b"\x80":
+        return len(data) > 2 and data.endswith(b".")
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def keep_snapshot(experiment: str | Path) -> list[Path]:
+    """Move the newest snapshot's files aside (`.complete-<name>`, a rename: no space needed) when every one is
+    whole, so that a final snapshot cut by a full disk cannot take the last complete one with it; returns the
+    kept files (none when the snapshot was already cut)."""
+    experiment = Path(experiment)
+    runs = _runs(experiment)
+    files = snapshot_files(experiment, runs[-1]) if runs else []
+    if not files:
+        return []
+    if not all(whole(path) for path in files):
+        log.warning("%s: its experiment snapshot is already cut short (the disk is full): none to keep aside",
+                    experiment)
+        return []
+    kept = [path.with_name(KEPT + path.name) for path in files]
+    for path, target in zip(files, kept):
+        os.replace(path, target)
+    return kept
+
+
+def settle_snapshot(experiment: str | Path) -> str | None:
+    """After a run (and before a resume): put the snapshot keep_snapshot kept aside back when the one written
+    since is cut or missing (else drop it); a cut snapshot with no kept one falls back to an earlier run's
+    complete snapshot (the cut one moved aside as `.cut-<name>`); trials' error files a full disk left empty are
+    removed (drop_empty_error_files). Returns what was done (None: nothing);
+    SweepConfigError, one line naming the cut file, when no complete snapshot is left."""
+    experiment = Path(experiment)
+    if not experiment.is_dir():
+        return None
+    drop_empty_error_files(experiment)
+    kept_runs, runs = _runs(experiment, KEPT), _runs(experiment)
+    current = snapshot_files(experiment, runs[-1]) if runs else []
+    current_whole = bool(current) and all(whole(path) for path in current)
+    kept = snapshot_files(experiment, kept_runs[-1], KEPT) if kept_runs else []
+    if kept and (not current_whole or kept_runs[-1] > runs[-1]) and all(whole(path) for path in kept):
+        for path in kept:
+            os.replace(path, path.with_name(path.name[len(KEPT):]))
+        log.warning("%s: the experiment's final snapshot was cut (the disk filled); its last complete one is back in "
+                    "place", experiment)
+        return "restored"
+    for path in experiment.glob(KEPT + "*"):
+        path.unlink()
+    if not current or current_whole:
+        return None
+    cut = next(path for path in current if not whole(path))
+    earlier = [run for run in runs[:-1] if all(whole(path) for path in snapshot_files(experiment, run))]
+    if not earlier:
+        raise SweepConfigError(f"{cut}: cut short (the disk filled, or the driver was killed, while Tune wrote it) "
+                               "and no complete snapshot of the experiment is kept: this sweep cannot be resumed; "
+                               "start it again in a new folder")
+    for path in current:
+        os.replace(path, path.with_name(".cut-" + path.name))
+    log.warning("%s: cut short; resuming from the experiment's earlier snapshot (%s): trials it does not know start "
+                "again", cut, earlier[-1])
+    return "earlier"
+
+
+def drop_empty_error_files(experiment: str | Path) -> int:
+    """Remove the trials' error.pkl and error.txt files that are empty (Tune created them on a full disk: they hold
+    nothing, and a resume retries those trials anyway); returns how many."""
+    empty = [path for name in ("error.pkl", "error.txt") for path in Path(experiment).glob(f"trial_*/{name}")
+             if path.is_file() and path.stat().st_size == 0]
+    for path in empty:
+        path.unlink()
+    if empty:
+        log.info("%s: removed %d empty trial error file(s) left by the full disk", experiment, len(empty))
+    return len(empty)

@@ -6,7 +6,8 @@ contribution or crowding distance within a front), so small students are not all
 lower exact; with a `BeyondError` relation (scheduler.rung_rule beyond_error, the default) a trial
 counts as dominated only beyond the evaluations' standard errors (`<metric>_se`), so statistical ties
 survive a rung, and the baseline is a yardstick, not a competitor (BASELINE_ROLES). Its rung records
-persist to a JSON file so a resumed sweep keeps its decisions.
+persist to a JSON file so a resumed sweep keeps its decisions; `read_scheduler_state` reads one back,
+checked (a bad one is one SweepConfigError naming the file and field, before any trial runs on resume).
 `BaselineKeepingASHA` is Ray's ASHA on one metric that never stops the baseline. `pareto_rungs` turns
 the settings into rung steps and `make_scheduler` builds the scheduler a sweep config names
 (pareto_sh, asha, or fifo: no early stopping).
@@ -31,7 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from tune_distill.files import write_json
+from tune_distill.files import read_json_object, write_json
 from tune_distill.search import Objective
 from tune_distill.search.objectives import DEFAULT_OBJECTIVES
 from tune_distill.sweep.config import INTERMEDIATE_METRICS, WITHIN_FRONT, SchedulerSettings, SweepConfigError
@@ -224,7 +225,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self._loaded = True
         if not self.state_path or not Path(self.state_path).is_file():
             return
-        state = json.loads(Path(self.state_path).read_text())
+        state = read_scheduler_state(self.state_path, len(self.objectives))
         for rung, records in state.get("records", {}).items():
             if int(rung) in self.records:
                 self.records[int(rung)].update(records)
@@ -249,6 +250,38 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         self._loaded = False
         self._load()
         self.state_path = previous
+
+
+def read_scheduler_state(path: str | Path, objectives: int | None = None) -> dict[str, Any]:
+    """A pareto_sh state file (ParetoSuccessiveHalving.state), checked: `records` maps each rung (an integer) to
+    {trial id: {values: `objectives` finite numbers, decision: CONTINUE or STOP, step: an integer, ...}},
+    `num_stopped` and `steps_saved` are integers. A file that breaks this is one SweepConfigError naming the file
+    and the field (move it aside to resume without the rung records)."""
+    state = read_json_object(path, "the pareto_sh scheduler's state", SweepConfigError)
+
+    def refuse(field: str, expected: str, value: Any) -> None:
+        raise SweepConfigError(f"{path}: {field}: expected {expected}, got {json.dumps(value, default=str)[:60]}")
+
+    for key in ("num_stopped", "steps_saved"):
+        if not isinstance(state.get(key, 0), int) or isinstance(state.get(key), bool):
+            refuse(key, "an integer", state.get(key))
+    if not isinstance(state.get("records", {}), dict):
+        refuse("records", "an object of rungs", state.get("records"))
+    for rung, records in state.get("records", {}).items():
+        if not rung.lstrip("-").isdigit() or not isinstance(records, dict):
+            refuse(f"records.{rung}", "an integer rung holding an object of trial records", records)
+        for trial_id, record in records.items():
+            field = f"records.{rung}.{trial_id}"
+            values = record.get("values") if isinstance(record, dict) else None
+            if not isinstance(values, list) or (objectives is not None and len(values) != objectives) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                refuse(f"{field}.values", f"a list of {objectives} finite numbers" if objectives else
+                       "a list of finite numbers (one per objective)", values)
+            if record.get("decision") not in (CONTINUE, STOP):
+                refuse(f"{field}.decision", f"{CONTINUE} or {STOP}", record.get("decision"))
+            if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
+                refuse(f"{field}.step", "an integer", record.get("step"))
+    return state
 
 
 def _standard_error(result: Mapping[str, Any], name: str) -> float | None:

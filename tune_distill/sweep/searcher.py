@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from ray.tune.search import Searcher as RaySearcher
 
 from tune_distill.search import Constraint, Objective, SearcherError, SearchSpace, restore_searcher
+from tune_distill.signing import require_trusted_pickle
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,13 @@ def _state_text(state: bytes) -> str:
 
 def read_searcher_checkpoint(path: str | Path) -> dict[str, Any]:
     """The adapter state in Tune's searcher checkpoint `path`: JSON (this version), or a pickle written by an
-    earlier version (trusted input only: reading a pickle can run code). SearcherError names the file."""
+    earlier version (trusted input only: reading a pickle can run code; refused, signing.UntrustedFolder naming the
+    file, outside signing.trusted_pickles). SearcherError names the file."""
     raw = Path(path).read_bytes()
     if raw[:1] != b"{":
         import pickle
 
+        require_trusted_pickle(f"{path}: a pickled searcher checkpoint (written by an earlier tune_distill)")
         log.warning("%s: a pickled searcher checkpoint written by an earlier tune_distill (trusted input only)", path)
         return pickle.loads(raw)
     try:

@@ -5,7 +5,8 @@ What it does: names the sweep folder's own files (sweep.json, trials.jsonl, the 
 take) and, for a remote one, probes it before anything is computed (the bucket exists, a marker can
 be written and deleted) and refuses to start a fresh sweep over an existing one; `upload_sweep_files`
 copies the sweep's files next to a remote experiment; `fetch_sweep` brings sweep.json (and the rest)
-back into an empty output folder, so `--resume` works from the bucket alone. `claim_folder` makes a
+back into an empty output folder, so `--resume` works from the bucket alone (the resume verifies what it
+fetched, manifest.json included, before anything is unpickled: sweep/manifest.py). `claim_folder` makes a
 sweep the only one using its folder (an O_EXCL claim file with pid and host; a claim whose process is
 gone on this host is taken over), and `relocate_saved` re-roots the paths inside a sweep folder that
 was copied or moved since it started, so a resume writes only into the folder it is given.
@@ -41,8 +42,9 @@ SWEEP_FILE = "sweep.json"
 SCHEDULER_STATE_FILE = "scheduler_state.json"
 SPACE_FILE = "space.yaml"  # the search space, copied at the start: a moved or copied folder resumes anywhere
 CLAIM_FILE = ".sweep.claim"  # held while a sweep runs in the folder
-# The sweep's own files, copied next to a remote experiment (the report adds its results files).
-SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE, STUDY_FILE, SPACE_FILE)
+MANIFEST_FILE = "manifest.json"  # the signed digests of the files a resume trusts (sweep/manifest.py)
+# The sweep's own files, copied next to a remote experiment (the report adds its results files); the manifest last.
+SWEEP_FILES = (SWEEP_FILE, TRIALS_FILE, SCHEDULER_STATE_FILE, STUDY_FILE, SPACE_FILE, MANIFEST_FILE)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def upload_sweep_files(location: SweepStorage, out_dir: Path, names: Sequence[st
 
 def fetch_sweep(out_dir: Path, storage_path: str, storage_endpoint: str = "") -> None:
     """Resume without the local folder: copy sweep.json (and trials.jsonl, the scheduler's state, the Optuna
-    study, which the resumed sweep continues) from a remote storage_path into out_dir."""
+    study, which the resumed sweep continues, and the signed manifest) from a remote storage_path into out_dir.
+    Nothing fetched is trusted yet: the resume verifies it (sweep/manifest.py) before using it."""
     if not remote.is_remote(storage_path):
         raise SweepConfigError(f"--resume: {out_dir} holds no sweep ({SWEEP_FILE} missing)")
     filesystem, path = remote.open_location(storage_path.rstrip("/"), storage_endpoint, SweepConfigError)

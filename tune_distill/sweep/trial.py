@@ -10,8 +10,18 @@ a fractional GPU share the trial's CUDA allocator is bounded to that share (runt
 a CUDA out-of-memory error becomes `TrialOutOfMemory` ("CUDA out of memory at batch N (GPU share X)"),
 recorded as a failure and not retried at a smaller batch: the batch is a searched setting. An
 exception is written to the run folder's `trial_error.json` before Tune sees it. `Deadline` is the
-sweep's `trial_timeout_s`: checked after every optimiser step and every evaluation, it raises
-`TrialTimeout` ("timed out after N s"), a failure like any other. `trial_dirname` /
+sweep's `trial_timeout_s`: checked after every optimiser step and every evaluation (the clean path), it
+raises `TrialTimeout` ("trial N timed out after T s at step S (trial_timeout_s = L)", T the true elapsed
+time), a failure like any other. An attempt that hangs inside a step, in data loading or in an evaluation
+never reaches that check: `Watchdog`, a thread of the trial's process, waits until the limit plus a grace
+(`hard_stop_grace`), then (`end_hung_attempt`) writes the same TrialTimeout to trial_error.json with the
+hung thread's stack, and raises `TrialHung` in the actor's main thread, where Tune waits for the trial's
+results (the trial function runs in a thread of its own, which may be stuck in C code where no exception
+reaches it): Tune records a failure the usual way (retried from its checkpoint up to max_failures, then
+failed; trials.jsonl takes the error line from trial_error.json) and stops the actor, hung thread and all.
+A process still alive a grace later is ended (`os._exit`). Killing the actor first would be simpler, but
+Ray Tune 2.60 may then leave the trial RUNNING in its saved experiment state (the actor's death handled
+before the task's failure), and a sweep's records are read from that state. `trial_dirname` /
 `trial_name` name trial folders `trial_NNNN_<id>` so they sort by number.
 
 What it must not know: how a run trains or evaluates (run.py does), the searcher, the scheduler.
@@ -24,11 +34,15 @@ Example (CPU, a minute; runs trials through this module):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
+import os
 import shlex
 import shutil
+import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -36,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from tune_distill.config import RunConfig
+from tune_distill.files import write_json
 from tune_distill.sweep.plan import trial_run_config
 
 log = logging.getLogger(__name__)
@@ -73,17 +88,80 @@ class TrialTimeout(Exception):
     """An attempt of a trial ran past the sweep's trial_timeout_s."""
 
 
+class TrialHung(TrialTimeout):
+    """The watchdog's TrialTimeout, raised in the thread where Tune waits for the results of an attempt that hangs
+    (see end_hung_attempt). An exception raised into another thread is given as a class: `message` is set first."""
+
+    message = ""
+
+    def __init__(self, *args: Any):
+        super().__init__(*(args or (TrialHung.message,)))
+
+
 class Deadline:
-    """`trial_timeout_s` for one attempt of a trial: calling it after a step raises TrialTimeout once past it."""
+    """`trial_timeout_s` for one attempt of a trial: calling it after a step notes the step reached and raises
+    TrialTimeout once past the limit (then `tripped` is set)."""
 
     def __init__(self, seconds: float, number: int, clock: Callable[[], float] = time.monotonic):
         self.seconds, self.number, self.clock = seconds, number, clock
-        self.end = clock() + seconds if seconds > 0 else math.inf
+        self.start = clock()
+        self.end = self.start + seconds if seconds > 0 else math.inf
+        self.step = 0  # the last step reached (optimiser step or evaluation)
+        self.tripped = False
 
     def __call__(self, step: int) -> None:
+        self.step = step
         if self.clock() > self.end:
-            raise TrialTimeout(f"trial {self.number:04d} timed out after {self.seconds:g} s (trial_timeout_s) at "
-                               f"step {step}")
+            self.tripped = True
+            raise self.expired()
+
+    def expired(self) -> TrialTimeout:
+        """The TrialTimeout of this attempt now: the true elapsed time, the step reached, the limit."""
+        elapsed = self.clock() - self.start
+        return TrialTimeout(f"trial {self.number:04d} timed out after {elapsed:.1f} s at step {self.step} "
+                            f"(trial_timeout_s = {self.seconds:g})")
+
+
+def hard_stop_grace(seconds: float) -> float:
+    """How long past trial_timeout_s the watchdog leaves the between-steps check to end an attempt cleanly: a tenth
+    of the limit, between 1 and 30 s."""
+    return min(30.0, max(1.0, seconds / 10))
+
+
+class Watchdog:
+    """Calls `on_expiry(deadline.expired(), guarded thread)` once the deadline is past by `grace_s` and the guarded
+    block (entered by the thread that runs the attempt) has neither ended nor raised at the deadline's check.
+
+    `on_expiry` runs in the watchdog's thread under a lock that leaving the block also takes: it never runs after
+    the block has ended. A deadline without a limit starts no thread.
+    """
+
+    def __init__(self, deadline: Deadline, on_expiry: Callable[[TrialTimeout, threading.Thread], None],
+                 grace_s: float | None = None):
+        self.deadline, self.on_expiry = deadline, on_expiry
+        self.grace_s = hard_stop_grace(deadline.seconds) if grace_s is None else grace_s
+        self.guarded = threading.current_thread()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Watchdog:
+        self.guarded = threading.current_thread()
+        if math.isfinite(self.deadline.end):
+            threading.Thread(target=self._watch, name=f"trial-{self.deadline.number:04d}-watchdog",
+                             daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with self._lock:
+            self._done.set()
+
+    def _watch(self) -> None:
+        if self._done.wait(max(0.0, self.deadline.end + self.grace_s - self.deadline.clock())):
+            return
+        with self._lock:
+            if self._done.is_set() or self.deadline.tripped or not self.guarded.is_alive():
+                return  # ended, or the between-steps check raised: the clean path ends the attempt
+            self.on_expiry(self.deadline.expired(), self.guarded)
 
 
 def _json_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +214,9 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
     identity = {"number": number, "kind": config.get("kind", "search"), "node_id": node_id, "device": device,
                 "seed": run_config.distill.seed, "run_dir": str(run_dir), "started_at": time.time()}
     checkpoint = _usable_checkpoint(tune.get_checkpoint(), run_dir)
-    with _trial_log(run_dir):
+    end = functools.partial(end_hung_attempt, run_dir=run_dir, identity=identity,
+                            grace_s=hard_stop_grace(context.timeout_s))
+    with _trial_log(run_dir), Watchdog(deadline, end):
         try:
             _prepare_worker(run_config, number, gpu_share, node_id, device, config["overrides"])
             metrics = _train(run_config, run_dir, checkpoint, number, deadline, context,
@@ -247,8 +327,7 @@ def _record_failure(failure: Exception, run_config: RunConfig, gpu_share: float,
     """Write trial_error.json and free cached GPU memory; returns the error to raise (TrialOutOfMemory for a CUDA
     out-of-memory error, else `failure` itself)."""
     error = out_of_memory(failure, run_config.distill.train_batch_size, gpu_share) or failure
-    details = {**identity, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    (run_dir / TRIAL_ERROR_FILE).write_text(json.dumps(details, indent=1))
+    _write_error(run_dir, identity, error, traceback.format_exc())
     log.error("trial %04d failed: %s: %s", identity["number"], type(error).__name__, error)
     try:
         import torch
@@ -258,6 +337,56 @@ def _record_failure(failure: Exception, run_config: RunConfig, gpu_share: float,
     except Exception:  # pragma: no cover - best effort only
         pass
     return error
+
+
+def _write_error(run_dir: Path, identity: Mapping[str, Any], error: BaseException, trace: str) -> None:
+    """trial_error.json: the trial's identity, the error in one line and where it was raised (or hung)."""
+    write_json(run_dir / TRIAL_ERROR_FILE, {**identity, "error": f"{type(error).__name__}: {error}",
+                                            "traceback": trace})
+
+
+def end_hung_attempt(timeout: TrialTimeout, hung: threading.Thread, *, run_dir: Path, identity: Mapping[str, Any],
+                     grace_s: float, exit_process: Callable[[int], Any] = os._exit) -> None:
+    """The watchdog's action for an attempt that hangs: write `timeout` to trial_error.json (with the hung thread's
+    stack) and trial.log, then end the attempt.
+
+    Tune runs the trial function in a thread of its actor and waits for its results in the actor's main thread:
+    `TrialHung` is raised there, so that Tune records a failure of the trial the usual way (retried up to
+    max_failures) and stops the actor, which ends the hung thread with it. A process still alive `grace_s` later
+    (or one whose hung thread is the main thread) is ended at once (`exit_process`, os._exit: the one way out of a
+    step stuck in C code; Tune then sees its actor die)."""
+    try:
+        _record_hang(timeout, hung, run_dir, identity)
+        main = threading.main_thread()
+        if hung is not main and main.is_alive() and _raise_in(main, TrialHung, str(timeout)):
+            time.sleep(grace_s)
+            log.error("trial %04d: its worker process is still running %g s later; it is ended", identity["number"],
+                      grace_s)
+        for handler in logging.getLogger("tune_distill").handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        exit_process(1)
+
+
+def _record_hang(timeout: TrialTimeout, hung: threading.Thread, run_dir: Path, identity: Mapping[str, Any]) -> None:
+    """trial_error.json and trial.log: the timeout, and where the attempt hung."""
+    frame = sys._current_frames().get(hung.ident or -1)
+    trace = "".join(traceback.format_stack(frame)) if frame is not None else ""
+    _write_error(run_dir, identity, timeout, f"hung here when the watchdog ended the attempt:\n{trace}")
+    log.error("trial %04d failed: %s: %s", identity["number"], type(timeout).__name__, timeout)
+
+
+def _raise_in(thread: threading.Thread, error: type[TrialHung], message: str) -> bool:
+    """Raise `error(message)` in `thread` at its next Python instruction (CPython's PyThreadState_SetAsyncExc, which
+    takes a class: the message is set on it first); whether the thread was found."""
+    import ctypes
+
+    error.message = message
+    if thread.ident is None:
+        return False
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(error)) == 1
 
 
 def make_trainable(context: TrialContext) -> Callable[[dict], None]:

@@ -5,7 +5,8 @@ turns what a trial reported into objective values and constraint violations (or 
 `SearcherBase` keeps trial ids and writes its state as data (state.py: its settings, then what
 each searcher adds in `_dump_state`); `HistorySearcher` is the base of the searchers that keep their
 own history in the unit-cube encoding (replay, parego, botorch). `restore_pickled_searcher` reads the
-pickled states (`PICKLED_STATE_HEADER`) that earlier versions wrote.
+pickled states (`PICKLED_STATE_HEADER`) that earlier versions wrote, and only inside
+tune_distill.signing.trusted_pickles (a resume whose sweep folder verified, or that the user trusted).
 
 What it must not know: any particular algorithm or library (Optuna, hyperopt, BoTorch), Ray or
 models. The old state header's text is kept from the single-module days so that saved states still load.
@@ -35,6 +36,7 @@ from tune_distill.search.searchers.state import (
     typed_field,
 )
 from tune_distill.search.space import SearchSpace
+from tune_distill.signing import require_trusted_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,10 @@ def restore_pickled_searcher(state: bytes) -> Searcher:
     """Rebuild a searcher from a format-1 state (a pickle: trusted input only, it can run code when read).
 
     Kept so that sweeps saved by earlier versions resume; Optuna's pickles load only under the Optuna
-    release that wrote them."""
+    release that wrote them. Refused (signing.UntrustedFolder) outside signing.trusted_pickles."""
     if not isinstance(state, (bytes, bytearray)) or not bytes(state).startswith(PICKLED_STATE_HEADER):
         raise SearcherError("not a searcher state written by tune_distill.search (missing header)")
+    require_trusted_pickle("a pickled searcher state (format 1, written by an earlier tune_distill)")
     logger.warning("reading a pickled searcher state written by an earlier tune_distill (trusted input only)")
     return pickle.loads(bytes(state)[len(PICKLED_STATE_HEADER):])
 
