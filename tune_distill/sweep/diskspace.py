@@ -31,9 +31,8 @@ from typing import Any, Sequence
 
 from ray.tune import Callback as RayCallback
 
-from tune_distill.private_api import PrivateApiChanged, tuner_run_config
 from tune_distill.sweep.config import SweepConfigError
-from tune_distill.sweep.experiment import keep_snapshot
+from tune_distill.sweep.experiment import keep_snapshot, put_callback, tuner_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +183,6 @@ def guard_sweep(tuner: Any, guard: SpaceGuard) -> None:
     tuner.pkl. Tune has no public way to change a restored Tuner's callbacks (private_api.tuner_run_config); when
     that has changed, a WARNING says so and the sweep goes on unguarded (a full disk then fails its trials and
     writes, each write of ours atomic, and the driver still ends with DiskFull's line)."""
-    try:
-        run_config = tuner_run_config(tuner)
-    except PrivateApiChanged as changed:
-        log.warning("%s; the sweep's free disk space is not watched", changed)
-        return
-    if run_config is None:  # a Tuner driven through Ray Client
-        return
-    kept = [callback for callback in run_config.callbacks or [] if not isinstance(callback, SpaceGuard)]
-    run_config.callbacks = [*kept, guard]
+    run_config = tuner_callbacks(tuner, "the sweep's free disk space is not watched")
+    if run_config is not None:
+        put_callback(run_config, guard)

@@ -48,7 +48,6 @@ from tune_distill.private_api import (
     PrivateApiChanged,
     ray_token_auth_enabled,
     set_tune_env_propagation,
-    tuner_run_config,
     tuner_scheduler,
 )
 from tune_distill.records import TRIALS_FILE, write_trials
@@ -64,7 +63,7 @@ from tune_distill.sweep.config import (
     sweep_config_to_dict,
 )
 from tune_distill.sweep.diskspace import DiskFull, SpaceGuard, guard_sweep, no_space, no_space_message
-from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints, settle_snapshot
+from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints, settle_snapshot, tuner_callbacks
 from tune_distill.sweep.manifest import FolderSigner, fresh_signer, open_for_resume, watch
 from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
@@ -521,13 +520,8 @@ def _record_into(tuner: Any, recorder: StudyRecorder) -> None:
 
     When those have changed, a WARNING says so and the sweep goes on: that is safe, the study is brought up
     to date from trials.jsonl when the sweep ends (sync_study), only not as trials finish."""
-    try:
-        run_config = tuner_run_config(tuner)
-    except PrivateApiChanged as changed:
-        log.warning("%s", changed)
-        return
-    if run_config is None:  # a Tuner driven through Ray Client
-        log.info("resume: the Optuna study is updated when the sweep ends, not as trials finish")
+    run_config = tuner_callbacks(tuner, "the Optuna study is updated when the sweep ends, not as trials finish")
+    if run_config is None:
         return
     callbacks = list(run_config.callbacks or [])
     held = [callback for callback in callbacks if isinstance(callback, StudyRecorder)]

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from tune_distill.private_api import PrivateApiChanged, tuner_run_config
 from tune_distill.records import STOPPED, UNFINISHED, trial_status
 from tune_distill.sweep.config import SweepConfigError
 from tune_distill.sweep.trial import TRIAL_ERROR_FILE
@@ -275,3 +276,25 @@ def drop_empty_error_files(experiment: str | Path) -> int:
     if empty:
         log.info("%s: removed %d empty trial error file(s) left by the full disk", experiment, len(empty))
     return len(empty)
+
+
+def tuner_callbacks(tuner: Any, without_them: str) -> Any | None:
+    """The run config of a Tuner (fresh or restored) whose callbacks the sweep may change, or None.
+
+    Callbacks added after the Tuner was made are never pickled into tuner.pkl, but Tune has no public way to reach
+    a Tuner's run config (private_api.tuner_run_config). When that has changed, a WARNING says so and what the
+    sweep goes on without (`without_them`); a Tuner driven through Ray Client has none (INFO). Either way None."""
+    try:
+        run_config = tuner_run_config(tuner)
+    except PrivateApiChanged as changed:
+        logging.getLogger(__name__).warning("%s; %s", changed, without_them)
+        return None
+    if run_config is None:
+        logging.getLogger(__name__).info("%s (a Tuner driven through Ray Client)", without_them)
+    return run_config
+
+
+def put_callback(run_config: Any, callback: Any) -> None:
+    """`callback` in place of any callback of its type in `run_config` (a restored Tuner may hold an older one)."""
+    kept = [held for held in run_config.callbacks or [] if not isinstance(held, type(callback))]
+    run_config.callbacks = [*kept, callback]

@@ -52,7 +52,7 @@ from ray.tune import Callback as RayCallback
 from tune_distill import remote
 from tune_distill.config import ConfigError
 from tune_distill.files import parse_json, read_text_limited, write_json
-from tune_distill.private_api import PrivateApiChanged, tune_driver_staging_path, tuner_run_config
+from tune_distill.private_api import PrivateApiChanged, tune_driver_staging_path
 from tune_distill.signing import (
     SigningKey,
     UntrustedFolder,
@@ -65,6 +65,7 @@ from tune_distill.signing import (
     trusted_pickles,
     verify_manifest,
 )
+from tune_distill.sweep.experiment import put_callback, tuner_callbacks
 from tune_distill.sweep.storage import MANIFEST_FILE, SPACE_FILE, SWEEP_FILE, SweepStorage
 
 log = logging.getLogger(__name__)
@@ -319,13 +320,6 @@ def watch(tuner: Any, signer: FolderSigner, *, fresh: bool) -> None:
     says so and the sweep goes on: the folder is then signed at the end only."""
     if fresh:
         signer.sign_experiment_file(TUNER_FILE)
-    try:
-        run_config = tuner_run_config(tuner)
-    except PrivateApiChanged as changed:
-        log.warning("%s; the sweep folder is signed when the sweep ends, not at every checkpoint", changed)
-        return
-    if run_config is None:  # a Tuner driven through Ray Client
-        log.info("the sweep folder is signed when the sweep ends, not at every checkpoint (Ray Client)")
-        return
-    kept = [callback for callback in run_config.callbacks or [] if not isinstance(callback, CheckpointSigner)]
-    run_config.callbacks = [*kept, CheckpointSigner(signer)]
+    run_config = tuner_callbacks(tuner, "the sweep folder is signed when the sweep ends, not at every checkpoint")
+    if run_config is not None:
+        put_callback(run_config, CheckpointSigner(signer))
