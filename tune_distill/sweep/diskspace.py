@@ -1,7 +1,7 @@
 """Disk space: a sweep that runs out of it stops resumably, with one line naming the folder and the space needed.
 
 What it does: `SpaceGuard` (a Ray Tune callback) checks the free space of the sweep folder's disk after every
-result, checkpoint, finished or failed trial, and every CHECK_EVERY_S seconds in between (a statvfs call: cheap);
+checkpoint, finished or failed trial, and at most every CHECK_EVERY_S seconds otherwise (a statvfs call: cheap);
 when it is below `reserve` (room for the final experiment snapshot and a trial folder per running trial, the
 largest trial folder measured so far) it
 stops the sweep as Ctrl-C does (Tune's own SIGUSR1 handling: the unfinished trials are saved as such, and
@@ -162,8 +162,9 @@ class SpaceGuard(RayCallback):
             self.check(trials)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: Any, **info: Any) -> None:
-        self._measure(trial)
-        self.check(trials)
+        # Results come often (20 workers, every evaluation): no folder walk here, only the timed free-space check;
+        # a trial folder grows at its checkpoints, where it is measured.
+        self.on_step_begin(iteration, trials)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         self._measure(trial)
