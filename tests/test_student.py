@@ -17,6 +17,7 @@ from tune_distill.student import (
     resolve_shape,
     save_student,
     select_teacher_layers,
+    shape_parameters,
 )
 
 
@@ -127,6 +128,19 @@ def test_parameter_count_is_exact(teacher):
     assert counts["parameters"] == embeddings + layer + head
     assert counts["non_embedding_parameters"] == layer + head
     assert counts["parameters"] == sum(p.numel() for p in student.parameters())
+
+
+@pytest.mark.parametrize("changes", [
+    dict(num_hidden_layers=1, init="random", hidden_size=16, num_attention_heads=2, intermediate_size=24),
+    dict(num_hidden_layers=2, init="teacher"),
+    dict(num_hidden_layers=2, init="prune", num_attention_heads=1, intermediate_size=20, prune_score="magnitude"),
+])
+def test_parameter_counts_of_a_shape_match_the_built_student(teacher, changes):
+    """Plans and simulated sweeps count a shape's parameters without building it: the same figures."""
+    teacher_model, teacher_config = teacher
+    student = StudentConfig(**changes)
+    built = build_student(student, teacher_config, teacher_model)
+    assert shape_parameters(resolve_shape(student, teacher_config), teacher_config) == count_parameters(built)
 
 
 def test_qa_dropout_keeps_state_dict_names(teacher):

@@ -62,6 +62,8 @@ MODULE_COMMANDS = {
     "export": ("tune_distill.export", "export one trial of a sweep as a Hugging Face QA model folder (+ ONNX)"),
     "answer": ("tune_distill.answer", "answer questions about a context with a QA model folder"),
     "dashboard": ("tune_distill.dashboard", "serve a sweep's study read-only in the Optuna dashboard on 127.0.0.1"),
+    "simulate-fit": ("tune_distill.simulate.surrogate", "fit the learning-curve surrogate of simulated sweeps to "
+                                                        "recorded sweep folders"),
 }
 
 

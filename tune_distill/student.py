@@ -345,6 +345,23 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"parameters": total, "non_embedding_parameters": non_embedding}
 
 
+def shape_parameters(shape: ResolvedShape, teacher_config: Any) -> dict[str, int]:
+    """The parameter counts `count_parameters` gives for a student of `shape`, computed without building it.
+
+    For plans and simulations (sweep/simulated.py), where building a model per trial would cost more than the
+    trial. A BertForQuestionAnswering without pooler: embeddings (word, position, token type, LayerNorm), per
+    layer the kept heads' query/key/value and output projection, two LayerNorms and the feed-forward pair, then
+    the span head (hidden -> 2); tests/test_student.py checks it against built students.
+    """
+    hidden, attention = shape.hidden_size, shape.num_attention_heads * shape.head_size
+    embeddings = (teacher_config.vocab_size + teacher_config.max_position_embeddings
+                  + getattr(teacher_config, "type_vocab_size", 2) + 2) * hidden
+    per_layer = (3 * (hidden * attention + attention) + attention * hidden + hidden + 2 * hidden
+                 + 2 * hidden * shape.intermediate_size + shape.intermediate_size + hidden + 2 * hidden)
+    non_embedding = shape.num_hidden_layers * per_layer + 2 * hidden + 2
+    return {"parameters": embeddings + non_embedding, "non_embedding_parameters": non_embedding}
+
+
 def load_student(directory: str | Path):
     """Load a saved student, re-applying pruned attention heads recorded in its config."""
     from safetensors.torch import load_file

@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Risky: Ray writes them in plain text into every node's logs and its job API shows them")
 
 
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulate the trials: the real driver, searcher, scheduler, records and storage on "
+                             "trials that report a surrogate's learning curves at a measured device's pace, without "
+                             "training (the config's simulate section; --preset simulate is the paper preset so)")
+    parser.add_argument("--time-scale", type=float, metavar="X",
+                        help="simulated seconds per real second (simulate.time_scale)")
+
+
 def out_folder(args: argparse.Namespace) -> Path:
     """The sweep folder: --out, else sweeps/<preset or config name>."""
     if args.out:
@@ -98,7 +106,8 @@ def command(args: argparse.Namespace) -> int:
                                     data_dir=args.data, teacher=args.teacher, num_samples=args.num_samples,
                                     max_concurrent=args.max_concurrent, storage_path=args.storage_path,
                                     storage_endpoint=args.storage_endpoint,
-                                    forward_aws_credentials=args.forward_aws_credentials or None)
+                                    forward_aws_credentials=args.forward_aws_credentials or None,
+                                    simulate=args.simulate, time_scale=args.time_scale)
         elif args.storage_path:  # --resume without the local folder: the sweep's files are kept with the experiment
             fetch_sweep(out.expanduser().resolve(), args.storage_path, args.storage_endpoint or "")
         records = run_sweep(config, out, resume=args.resume, ray_address=args.ray_address,

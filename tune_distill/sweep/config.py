@@ -98,6 +98,25 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SimulateSettings:
+    enabled: bool = setting(False, "Simulate the trials (sweep/simulated.py): the real driver, searcher, scheduler, "
+                                   "records and storage, on trials that report a surrogate's learning curves at the "
+                                   "times a measured device would take, without training. For planning a sweep.")
+    surrogate: str = setting("configs/simulate/surrogate.json", "The fitted surrogate (tune-distill simulate-fit); "
+                                                                 "relative to the current directory.")
+    device: str = setting("h200", "The measured device whose step and evaluation times the trials take "
+                                  "(simulate/timing.py: h200, cpu).")
+    time_scale: float = setting(60.0, "Simulated seconds per real second (60: an hour of GPU time in a minute).")
+    train_windows: int = setting(0, "Training windows in one epoch, which sets steps per epoch (0 = one per training "
+                                    "question, a lower bound: `tune-distill features` prints the true count).")
+    val_windows: int = setting(0, "Validation windows an evaluation scores (0 = one per validation question).")
+    noise: float = setting(0.0, "A fresh normal draw at each evaluation's standard error, times this (0 = the "
+                                "recorded curves' own noise; simulate/surrogate.py says why).")
+    gpus: int = setting(0, "Logical GPUs of a Ray started here for the simulation (0 = max_concurrent x "
+                           "resources_per_trial.gpu); a joined cluster's own resources are used as they are.")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     space: str = setting("", "Search-space YAML (see search.load_space); relative to the current directory.")
     # (dict settings: dataclasses.field, as config.setting takes no mapping defaults)
@@ -143,11 +162,12 @@ class SweepConfig:
         "help": "The baseline's own training knobs, 'section.field: value' (e.g. distill.learning_rate: 2.0e-4); "
                 "its shape keys are not allowed here."})
     measure_latency: bool = setting(True, "Time each final student (needed for latency objectives).")
+    simulate: SimulateSettings = setting(SimulateSettings(), "A simulated sweep, for planning one (off by default).")
     description: str = setting("", "Free text.")
 
 
 _SECTIONS: dict[str, type] = {"searcher": SearcherSettings, "scheduler": SchedulerSettings,
-                              "resources_per_trial": Resources}
+                              "resources_per_trial": Resources, "simulate": SimulateSettings}
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -336,6 +356,7 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
     if config.searcher.name not in SEARCHER_NAMES:
         raise SweepConfigError(f"{source}: searcher.name: unknown searcher {config.searcher.name!r}; "
                                f"known: {', '.join(SEARCHER_NAMES)}")
+    _check_simulate(config.simulate, source)
     scheduler = config.scheduler
     if scheduler.name not in SCHEDULERS:
         raise SweepConfigError(f"{source}: scheduler.name: expected one of {', '.join(SCHEDULERS)}, "
@@ -411,11 +432,27 @@ def sweep_config_to_dict(config: SweepConfig) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
+def _check_simulate(simulate: SimulateSettings, source: str) -> None:
+    from tune_distill.simulate.timing import DEVICES
+
+    if simulate.device not in DEVICES:
+        raise SweepConfigError(f"{source}: simulate.device: expected one of {', '.join(sorted(DEVICES))} (measured "
+                               f"profiles), got {simulate.device!r}")
+    if not math.isfinite(simulate.time_scale) or simulate.time_scale <= 0:
+        raise SweepConfigError(f"{source}: simulate.time_scale: must be a number > 0, got {simulate.time_scale}")
+    for name in ("train_windows", "val_windows", "gpus"):
+        if getattr(simulate, name) < 0:
+            raise SweepConfigError(f"{source}: simulate.{name}: must be >= 0, got {getattr(simulate, name)}")
+    if not math.isfinite(simulate.noise) or simulate.noise < 0:
+        raise SweepConfigError(f"{source}: simulate.noise: must be >= 0, got {simulate.noise}")
+
+
 def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None, data_dir: str | None = None,
                    teacher: str | None = None, num_samples: int | None = None,
                    max_concurrent: int | None = None, storage_path: str | None = None,
-                   storage_endpoint: str | None = None, forward_aws_credentials: bool | None = None) -> SweepConfig:
-    """The CLI's changes: extra base overrides, a data folder, a teacher, trial counts, storage."""
+                   storage_endpoint: str | None = None, forward_aws_credentials: bool | None = None,
+                   simulate: bool = False, time_scale: float | None = None) -> SweepConfig:
+    """The CLI's changes: extra base overrides, a data folder, a teacher, trial counts, storage, a simulation."""
     merged = dict(config.base)
     if data_dir:
         folder = Path(data_dir)
@@ -440,6 +477,9 @@ def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None
         changes["storage_endpoint"] = storage_endpoint
     if forward_aws_credentials is not None:
         changes["forward_aws_credentials"] = forward_aws_credentials
+    if simulate or time_scale is not None:
+        changes["simulate"] = dataclasses.replace(config.simulate, enabled=config.simulate.enabled or simulate,
+                                                  **({} if time_scale is None else {"time_scale": time_scale}))
     updated = dataclasses.replace(config, **changes)
     check_sweep_config(updated, "command line")
     return updated

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -67,7 +68,8 @@ from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpo
 from tune_distill.sweep.manifest import FolderSigner, fresh_signer, open_for_resume, watch
 from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
-from tune_distill.sweep.searcher import SweepSearcher
+from tune_distill.sweep.searcher import SUGGESTIONS_FILE, SweepSearcher
+from tune_distill.sweep.simulated import simulated_cost, simulation_settings
 from tune_distill.sweep.storage import (
     SCHEDULER_STATE_FILE,
     SPACE_FILE,
@@ -88,7 +90,7 @@ PROPAGATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None,
-                extra_env: Sequence[str] = ()) -> tuple[bool, str | None]:
+                extra_env: Sequence[str] = (), num_gpus: int | None = None) -> tuple[bool, str | None]:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray with its dashboard on 127.0.0.1.
 
     A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
@@ -124,13 +126,13 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None,
         # address="local": a new instance here, never a cluster someone else `ray start`ed on this machine
         try:
             with hidden_key_env():
-                context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
                                    dashboard_host="127.0.0.1")
         except Exception as error:  # missing dashboard packages, port trouble, ...
             log.warning("the Ray dashboard could not start (%s: %s); running without it", type(error).__name__, error)
             ray.shutdown()
             with hidden_key_env():
-                context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+                context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     url = getattr(context, "dashboard_url", None) or None
     if url:
         url = url if "://" in url else f"http://{url}"
@@ -204,6 +206,9 @@ def plan_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
 
     base = absolute_base(config.base, out_dir)
     config = dataclasses.replace(config, base=base, space=str(Path(config.space).expanduser().resolve()))
+    if config.simulate.enabled:  # kept absolute in sweep.json, as the space is
+        config = dataclasses.replace(config, simulate=dataclasses.replace(
+            config.simulate, surrogate=str(Path(config.simulate.surrogate).expanduser().resolve())))
     run_config = apply_overrides(RunConfig(), base)
     teacher_path = run_config.teacher.path
     if not Path(teacher_path).exists() and teacher_path.startswith("/"):
@@ -221,7 +226,7 @@ def plan_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     baseline = baseline_overrides(space, context, config.baseline_settings) if config.baseline else None
     if config.scheduler.name != "fifo":
         shared = apply_overrides(run_config, dict(space.fixed))
-        if shared.distill.eval_every_steps <= 0 and "distill.eval_every_steps" not in space.names:
+        if shared.distill.eval_every_steps <= 0 and "distill.eval_every_steps" not in {*space.names, *space.derived}:
             raise SweepConfigError(f"scheduler {config.scheduler.name}: trials must evaluate during training; set "
                                    "base distill.eval_every_steps (the rungs should be multiples of it)")
         every = shared.distill.eval_every_steps
@@ -267,7 +272,7 @@ def build_search(config: SweepConfig, prepared: _Prepared, out_dir: Path) -> tup
     inner = make_searcher(config.searcher.name, prepared.space, config.objectives, prepared.constraints,
                           seed=config.searcher.seed, **config.searcher.options)
     searcher = SweepSearcher(inner, prepared.space, config.objectives, prepared.constraints, config.num_samples,
-                             prepared.baseline)
+                             prepared.baseline, suggestions_log=str(out_dir / SUGGESTIONS_FILE))
     return searcher, make_scheduler(config.scheduler, config.objectives, str(out_dir / SCHEDULER_STATE_FILE))
 
 
@@ -323,13 +328,16 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     prepared = plan_sweep(sweep_config, out_dir)
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
     search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
-    prepare_sweep_inputs(prepared)
+    simulation = _simulation(config, prepared)
+    if simulation is None:
+        prepare_sweep_inputs(prepared)
     forwarded = (*remote.WORKER_ENV, *(remote.CREDENTIAL_ENV if config.forward_aws_credentials else ()))
-    started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else ())
+    started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else (),
+                                         **_simulated_resources(config))
     try:
         if not resume:
             config = _start_record(config, prepared, location, out_dir, signer)
-        trainable = _trainable(config, location)
+        trainable = _trainable(config, location, simulation)
         distributions = space_distributions(prepared.space)
         recorder = StudyRecorder(str(out_dir / STUDY_FILE), out_dir.name, distributions, config.objectives,
                                  prepared.constraints)
@@ -353,7 +361,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
 
             ray.shutdown()
     _finish(records, config, location, out_dir, distributions, began=began, resume=resume, dashboard=dashboard,
-            signer=signer)
+            signer=signer, simulation=simulation)
     if guard.stopped:
         raise DiskFull(guard.message())
     return records
@@ -435,14 +443,34 @@ def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStora
     return config
 
 
-def _trainable(config: SweepConfig, location: SweepStorage) -> Any:
+def _simulation(config: SweepConfig, prepared: _Prepared) -> dict[str, Any] | None:
+    """A simulated sweep's settings as its trials get them (sweep/simulated.py), or None for a real sweep."""
+    if not config.simulate.enabled:
+        return None
+    run = apply_overrides(apply_overrides(RunConfig(), config.base), dict(prepared.space.fixed))
+    log.info("simulated sweep: trials report %s's curves at the pace of a %s, %g simulated seconds per second",
+             config.simulate.surrogate, config.simulate.device, config.simulate.time_scale)
+    return simulation_settings(config.simulate, config.objectives, prepared.constraints, run.data.train_files,
+                               run.data.val_file, run.data.max_val_examples, run.data.max_train_examples)
+
+
+def _simulated_resources(config: SweepConfig) -> dict[str, int]:
+    """The logical resources of a Ray started here for a simulated sweep: room for max_concurrent trials."""
+    if not config.simulate.enabled:
+        return {}
+    per_trial = config.resources_per_trial
+    gpus = config.simulate.gpus or math.ceil(config.max_concurrent * per_trial.gpu)
+    return {"num_cpus": max(1, math.ceil(config.max_concurrent * per_trial.cpu)), "num_gpus": gpus}
+
+
+def _trainable(config: SweepConfig, location: SweepStorage, simulation: dict[str, Any] | None = None) -> Any:
     """What Tune runs for every trial (sweep/trial.py), with the sweep's resources per trial."""
     from ray import tune
 
     resources = {"cpu": config.resources_per_trial.cpu, "gpu": config.resources_per_trial.gpu}
     context = TrialContext(base=config.base, experiment_dir=location.local_experiment,
                            cpus=config.resources_per_trial.cpu, measure_latency=config.measure_latency,
-                           timeout_s=config.trial_timeout_s)
+                           timeout_s=config.trial_timeout_s, simulate=simulation)
     return tune.with_resources(make_trainable(context), resources)
 
 
@@ -488,7 +516,8 @@ def _fresh_tuner(trainable: Any, recorder: StudyRecorder, search: tuple[Any, Any
 
 
 def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepStorage, out_dir: Path,
-            distributions: Any, *, began: float, resume: bool, dashboard: Any, signer: FolderSigner) -> None:
+            distributions: Any, *, began: float, resume: bool, dashboard: Any, signer: FolderSigner,
+            simulation: Mapping[str, Any] | None = None) -> None:
     """trials.jsonl, the study brought up to date, this run's summary in sweep.json (uploaded with the sweep's
     files), and a line saying whether the sweep is done or how to continue it."""
     write_trials(out_dir, records)
@@ -498,6 +527,10 @@ def _finish(records: list[dict[str, Any]], config: SweepConfig, location: SweepS
         log.warning("the Optuna study %s could not be brought up to date (%s: %s); tune-distill report --sweep %s "
                     "retries", out_dir / STUDY_FILE, type(failure).__name__, failure, out_dir)
     summary = _summary(records, config, time.perf_counter() - began)
+    if simulation is not None:
+        summary["simulated"] = simulated_cost(records, simulation, config.resources_per_trial.gpu,
+                                              summary["wall_seconds"])
+        print("simulated sweep: " + json.dumps(summary["simulated"]), file=sys.stderr, flush=True)
     saved_path = out_dir / SWEEP_FILE
     saved = json.loads(saved_path.read_text())
     saved.setdefault("runs", []).append({"resumed": resume, "dashboard": dashboard, **summary})

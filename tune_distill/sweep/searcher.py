@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,7 +41,8 @@ class SweepSearcher(RaySearcher):
     """
 
     def __init__(self, searcher: Any, space: SearchSpace, objectives: Sequence[Objective],
-                 constraints: Sequence[Constraint], num_samples: int, baseline: Mapping[str, Any] | None = None):
+                 constraints: Sequence[Constraint], num_samples: int, baseline: Mapping[str, Any] | None = None,
+                 suggestions_log: str | None = None):
         # No metric for Tune: it would demand it in every result, and ours differ between reports.
         super().__init__(metric=None, mode=None)
         # Not called `searcher`: Tune treats objects with a `.searcher` as wrappers when saving state.
@@ -53,6 +55,7 @@ class SweepSearcher(RaySearcher):
         self._next_number = 0
         self._outstanding: set[str] = set()  # suggested by the wrapped searcher, not yet observed
         self._observed: dict[str, str] = {}
+        self.suggestions_log = suggestions_log  # SUGGESTIONS_FILE: one line per suggestion, appended
 
     @property
     def next_number(self) -> int:
@@ -65,7 +68,9 @@ class SweepSearcher(RaySearcher):
         if number == 0 and self._baseline is not None:
             suggestion = {"number": 0, "kind": "baseline", "params": {}, "overrides": dict(self._baseline)}
         else:
+            began = time.perf_counter()
             params = self._inner.suggest(trial_id)
+            self._log_suggestion(number, time.perf_counter() - began)
             if params is None:
                 log.info("searcher has no more suggestions after %d trials", number)
                 return self.FINISHED
@@ -74,6 +79,21 @@ class SweepSearcher(RaySearcher):
                           "overrides": self._space.resolve(params)}
         self._next_number += 1
         return suggestion
+
+    def _log_suggestion(self, number: int, seconds: float) -> None:
+        """suggestions.jsonl: the suggestion's number, the trials the searcher had seen (finished, running) and how
+        long it took, appended (a sweep's searcher cost as it grows; a failed write is a warning, never a stop)."""
+        if not getattr(self, "suggestions_log", None):  # a searcher pickled before the log was kept has none
+            return
+        line = {"number": number, "observed": len(self._observed), "running": len(self._outstanding),
+                "seconds": round(seconds, 4), "time": round(time.time(), 3)}
+        try:
+            with open(self.suggestions_log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+        except OSError as problem:
+            log.warning("could not append to %s (%s); suggestion times are no longer logged", self.suggestions_log,
+                        problem)
+            self.suggestions_log = None
 
     def outcome(self, result: Mapping[str, Any] | None, error: bool) -> tuple[str, dict[str, float] | None]:
         """(status, values) the wrapped searcher is told for a trial's last result."""
@@ -130,6 +150,7 @@ class SweepSearcher(RaySearcher):
 
 
 SWEEP_SEARCHER_FORMAT = "tune_distill.sweep.searcher/2"
+SUGGESTIONS_FILE = "suggestions.jsonl"
 
 
 def _state_text(state: bytes) -> str:

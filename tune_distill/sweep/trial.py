@@ -82,6 +82,7 @@ class TrialContext:
     cpus: float
     measure_latency: bool
     timeout_s: float = 0.0  # trial_timeout_s: limit of one attempt (0 = none)
+    simulate: dict | None = None  # a simulated sweep's settings (sweep/simulated.py), resolved; None = train
 
 
 class TrialTimeout(Exception):
@@ -310,9 +311,12 @@ def _rerun_command(run_dir: Path, context: TrialContext, overrides: Mapping[str,
 def _train(run_config: RunConfig, run_dir: Path, checkpoint: Any, number: int, deadline: Deadline,
            context: TrialContext, *, report: Callable[[Mapping[str, Any]], None],
            command: list[str]) -> dict[str, Any]:
-    """run_distillation from Tune's checkpoint when there is one, else from the start; its final metrics."""
+    """run_distillation from Tune's checkpoint when there is one, else from the start; its final metrics (a
+    simulated sweep's trial: sweep/simulated.py's run_simulated, the same way)."""
     from tune_distill.run import run_distillation
 
+    if context.simulate is not None:
+        return _simulate(run_config, run_dir, checkpoint, context.simulate, report, deadline)
     kwargs = dict(callback=report, measure_latency=context.measure_latency, command=command, on_step=deadline)
     if checkpoint is None:
         return run_distillation(run_config, run_dir, resume=False, **kwargs)
@@ -320,6 +324,17 @@ def _train(run_config: RunConfig, run_dir: Path, checkpoint: Any, number: int, d
         step = json.loads((Path(directory) / "step.json").read_text())["step"]
         log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
         return run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
+
+
+def _simulate(run_config: RunConfig, run_dir: Path, checkpoint: Any, settings: Mapping[str, Any],
+              report: Callable[[Mapping[str, Any]], None], deadline: Deadline) -> dict[str, Any]:
+    """A simulated trial's run, from Tune's checkpoint when there is one."""
+    from tune_distill.sweep.simulated import run_simulated
+
+    if checkpoint is None:
+        return run_simulated(run_config, run_dir, settings, callback=report, on_step=deadline)
+    with checkpoint.as_directory() as directory:
+        return run_simulated(run_config, run_dir, settings, resume_from=directory, callback=report, on_step=deadline)
 
 
 def _record_failure(failure: Exception, run_config: RunConfig, gpu_share: float, identity: Mapping[str, Any],
