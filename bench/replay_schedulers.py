@@ -25,7 +25,8 @@ Schedulers replayed (tune_distill.sweep, built by its make_scheduler):
                        first rung, max_t = the last.
 pareto_sh and single take options after colons (`make`): plain | noise, z=X, hypervolume |
 sweep_hypervolume | crowding, and the measuring knobs competitor | yardstick | reserved (how the
-baseline counts) and guard. The baseline is never stopped, as in a sweep.
+baseline counts), guard and fill=K (the rung waits for K results: ParetoSuccessiveHalving's rung_fill; in
+fifo's recorded order a waiting trial is only decided later, see bench/replay_workers.py for its timing). The baseline is never stopped, as in a sweep.
 
 Rung standard errors: the sweep reports `<metric>_se` with every evaluation, and read_curves keeps them
 from a sweep folder; curves saved before that lack them, and are given estimates
@@ -91,6 +92,8 @@ def scheduler_options(name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
             knobs["baseline"] = option
         elif option == "guard":
             knobs["guard"] = True
+        elif option.startswith("fill=") and option[5:].isdigit():
+            knobs["rung_fill"] = int(option[5:])
         else:
             raise ValueError(f"scheduler {name!r}: unknown option {option!r}")
     if changes.get("rung_rule") == "plain":  # the rule before issue 15, with its order unless told otherwise
@@ -105,9 +108,10 @@ def make(name: str, rungs: Sequence[int], reduction_factor: float, objectives: S
 
     `name` is `asha`, or `pareto_sh` / `single` followed by options separated by colons: `plain` or
     `noise` (scheduler.rung_rule plain / beyond_error; default: the config's default), `z=X`
-    (scheduler.noise_z), `crowding` (scheduler.within_front), and two measuring knobs that are not
-    settings: `slot` / `noslot` (the baseline takes a kept slot or not) and `guard` (the plain order
-    proposes the stops; only a trial dominated beyond error can be stopped).
+    (scheduler.noise_z), `crowding` (scheduler.within_front), and measuring knobs that are not
+    settings: `slot` / `noslot` (the baseline takes a kept slot or not), `guard` (the plain order
+    proposes the stops; only a trial dominated beyond error can be stopped) and `fill=K` (the scheduler's
+    rung_fill: a rung waits for K results; not yet a config key).
     """
     import dataclasses
 
@@ -203,17 +207,11 @@ def run_name(source: Path) -> str:
     return parts[-1] if parts else str(source)
 
 
-def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, factors: Sequence[float],
-                 schedulers: Sequence[str], save_curves: str | None = None, se_estimate: str = "trial",
-                 target_steps: float = 40.0, target_loss: float = 2.0) -> dict[str, Any]:
-    """One fifo run replayed through every scheduler and reduction factor: the table, as --json writes it.
-
-    Each table row: scheduler (the arm's label, 'name rf=3'), name, reduction_factor, stopped, steps,
-    steps_saved_pct, hypervolume, hypervolume_loss_pct, meets_target, stops. The reference point is the
-    one of every recorded evaluation (`curve_reference`).
-    """
-    from tune_distill.search import Objective
-
+def load_run(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, se_estimate: str = "trial",
+             save_curves: str | None = None) -> dict[str, Any]:
+    """A recorded run as the replays take it: {objectives, constraints, rungs, curves (rung standard errors
+    filled in, `estimate_standard_errors`), standard_errors (how)}. `sweep_json`: default next to the source;
+    rungs: given, else the sweep's pareto_sh rungs, else every evaluation step short of the end."""
     folder = source if source.is_dir() else source.parent
     sweep_json = sweep_json or folder / "sweep.json"
     if not sweep_json.is_file():
@@ -230,13 +228,31 @@ def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | N
     if not rungs:
         raise ValueError(f"{sweep_json}: the sweep has no pareto_sh rungs and its curves no evaluation before "
                          "the end; give --rungs")
-
     if save_curves:
         Path(save_curves).write_text("".join(json.dumps(row) + "\n" for row in curves))
     trials_path = folder / "trials.jsonl"
     records = ([json.loads(line) for line in trials_path.read_text().splitlines() if line.strip()]
                if trials_path.is_file() else [])
     curves, errors = estimate_standard_errors(curves, records, names, se_estimate)
+    return {"objectives": objectives, "constraints": constraints, "rungs": rungs, "curves": curves,
+            "standard_errors": errors}
+
+
+def replay_table(source: Path, sweep_json: Path | None, rungs: Sequence[int] | None, factors: Sequence[float],
+                 schedulers: Sequence[str], save_curves: str | None = None, se_estimate: str = "trial",
+                 target_steps: float = 40.0, target_loss: float = 2.0) -> dict[str, Any]:
+    """One fifo run replayed through every scheduler and reduction factor: the table, as --json writes it.
+
+    Each table row: scheduler (the arm's label, 'name rf=3'), name, reduction_factor, stopped, steps,
+    steps_saved_pct, hypervolume, hypervolume_loss_pct, meets_target, stops. The reference point is the
+    one of every recorded evaluation (`curve_reference`).
+    """
+    from tune_distill.search import Objective
+
+    run = load_run(source, sweep_json, rungs, se_estimate, save_curves)
+    objectives, constraints, rungs, curves, errors = (run[key] for key in ("objectives", "constraints", "rungs",
+                                                                            "curves", "standard_errors"))
+    names = [o["name"] for o in objectives]
     fifo = {}
     for row in curves:
         fifo[str(row["trial_id"])] = {**row, "stopped": False}

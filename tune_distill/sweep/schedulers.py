@@ -8,6 +8,10 @@ counts as dominated only beyond the evaluations' standard errors (`<metric>_se`)
 survive a rung, and the baseline is a yardstick, not a competitor (BASELINE_ROLES). Its rung records
 persist to a JSON file so a resumed sweep keeps its decisions; `read_scheduler_state` reads one back,
 checked (a bad one is one SweepConfigError naming the file and field, before any trial runs on resume).
+With `rung_fill` k > 0 a rung decides nothing until it holds k results: earlier arrivals are PAUSED (they
+free their GPU; Tune resumes them from the checkpoint of that evaluation) and, once the k-th arrives, or once
+nothing else can reach the rung (`stuck_rungs`), each waiting trial is judged as if it had arrived last;
+later arrivals are decided on arrival as before (measured in results/early-stopping-20-workers.md).
 `BaselineKeepingASHA` is Ray's ASHA on one metric that never stops the baseline. `pareto_rungs` turns
 the settings into rung steps and `make_scheduler` builds the scheduler a sweep config names
 (pareto_sh, asha, or fifo: no early stopping).
@@ -40,7 +44,7 @@ from tune_distill.sweep.ranking import RANKING_RULES, BeyondError, RankingRule, 
 
 log = logging.getLogger(__name__)
 
-CONTINUE, STOP = "CONTINUE", "STOP"  # the values of TrialScheduler.CONTINUE / STOP
+CONTINUE, STOP, PAUSE = "CONTINUE", "STOP", "PAUSE"  # the values of TrialScheduler.CONTINUE / STOP / PAUSE
 # How pareto_sh's rung treats the baseline (never stopped in any case):
 #   competitor  ranked like any trial: counted in n, it takes a kept slot when it ranks within the quota
 #               and competes within its front (the rule before issue 15);
@@ -80,12 +84,20 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     Decisions are never revisited; a resumed trial meets its recorded decision again. A report at
     the run's last step is recorded but never stopped. Rung records persist to `state_path` (JSON)
     so a resumed sweep keeps them.
+    `rung_fill` k (0 = off): a rung decides only once it holds k results (the baseline and reports at the
+    last step count, and are decided on arrival as always). A search trial arriving earlier is recorded with
+    decision PAUSE and gets PAUSE (Tune pauses it at the evaluation it just checkpointed); when the k-th
+    result arrives, or `choose_trial_to_run` finds that nothing else can reach the rung (`stuck_rungs`), the
+    rung `settle`s: each waiting trial is ranked among all n results as if it had arrived last and continues
+    when within ceil(n / rf) (the quota above), else stops. Paused trials it keeps are resumed before any new
+    trial; stopped ones are stopped where they wait. Later arrivals are decided on arrival. Which rungs have
+    settled persists with the records.
     """
 
     def __init__(self, rungs: Sequence[int], objectives: Sequence[Objective], reduction_factor: float = 3.0,
                  time_attr: str = "step", state_path: str | None = None,
                  within_front: str | RankingRule = "hypervolume", beyond_error: BeyondError | None = None,
-                 baseline: str = "competitor", guard: bool = False):
+                 baseline: str = "competitor", guard: bool = False, rung_fill: int = 0):
         super().__init__()
         if not rungs:
             raise SweepConfigError("pareto_sh: at least one rung is needed")
@@ -101,6 +113,12 @@ class ParetoSuccessiveHalving(FIFOScheduler):
             raise SweepConfigError(f"pareto_sh: baseline must be one of {', '.join(BASELINE_ROLES)}, got {baseline!r}")
         self.baseline = baseline
         self.guard = bool(guard)
+        if isinstance(rung_fill, bool) or not isinstance(rung_fill, int) or rung_fill < 0:
+            raise SweepConfigError(f"pareto_sh: rung_fill must be an integer >= 0 (0 = decide on arrival), "
+                                   f"got {rung_fill!r}")
+        self.rung_fill = rung_fill
+        self.filled: set[int] = set()  # rungs that have settled: later arrivals are decided on arrival
+        self.decided: dict[str, str] = {}  # verdicts on waiting trials made by another trial's result, to apply
         self._fallback_logged = False
         self.rungs = tuple(sorted({int(r) for r in rungs}))
         self.objectives = tuple(objectives)
@@ -115,7 +133,38 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     # -- Ray hooks ---------------------------------------------------------------------------------
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        return self.on_result(trial.trial_id, result)
+        decision = self.on_result(trial.trial_id, result)
+        self._apply(tune_controller)
+        return decision
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """A paused trial its rung kept first, then a new (PENDING) one; never a trial still waiting. Settles
+        the rungs nothing else can reach first (no PENDING trial, every RUNNING one reported past the rung)."""
+        from ray.tune.experiment import Trial
+
+        self._load()
+        trials = tune_controller.get_trials()
+        running = [(t.last_result or {}).get(self.time_attr) for t in trials if t.status == Trial.RUNNING]
+        pending = [t for t in trials if t.status == Trial.PENDING]
+        for rung in self.stuck_rungs(running, len(pending)):
+            self.decided.update(self.settle(rung))
+        self._apply(tune_controller)
+        waiting = self.waiting()
+        for trial in trials:
+            if trial.status == Trial.PAUSED and trial.trial_id not in waiting:
+                return trial
+        return pending[0] if pending else None
+
+    def _apply(self, tune_controller: Any) -> None:
+        """Stop the paused trials a rung has just stopped (the kept ones are left to choose_trial_to_run)."""
+        if not self.decided or tune_controller is None:
+            return
+        from ray.tune.experiment import Trial
+
+        verdicts, self.decided = self.decided, {}
+        for trial in tune_controller.get_trials():
+            if verdicts.get(trial.trial_id) == STOP and trial.status == Trial.PAUSED:
+                tune_controller.stop_trial(trial)
 
     def debug_string(self) -> str:
         seen = ", ".join(f"{rung}: {len(self.records[rung])}" for rung in self.rungs)
@@ -143,15 +192,20 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                 break
             record = self.records[rung].get(trial_id)
             if record is not None:
-                if record["decision"] == STOP:
-                    decision = STOP
+                if record["decision"] in (STOP, PAUSE):  # stopped, or still waiting for its rung to settle
+                    decision = record["decision"]
                     break
                 continue
             # the baseline is the sweep's yardstick: it is ranked (others are compared with it) but never stopped
             protected = result.get("kind") == "baseline"
             errors = [_standard_error(result, o.name) for o in self.objectives]
-            rank, quota, seen = self.rank(rung, [float(v) for v in values], errors, protected)
             last_step = total is not None and step >= total
+            if self.rung_fill and rung not in self.filled and not (protected or last_step):
+                decision, changed = self._wait(rung, trial_id, values, errors, step, total), True
+                if decision == CONTINUE:
+                    continue
+                break
+            rank, quota, seen = self.rank(rung, [float(v) for v in values], errors, protected)
             verdict = CONTINUE if rank < quota or last_step or protected else STOP
             record = {"values": [float(v) for v in values], "decision": verdict, "step": int(step)}
             if any(e is not None for e in errors):
@@ -171,16 +225,69 @@ class ParetoSuccessiveHalving(FIFOScheduler):
             self._save()
         return decision
 
+    def _wait(self, rung: int, trial_id: str, values: Sequence[float], errors: Sequence[float | None], step: int,
+              total: Any) -> str:
+        """Record a trial waiting at an unsettled rung; PAUSE, or its verdict when it fills the rung."""
+        record: dict[str, Any] = {"values": [float(v) for v in values], "decision": PAUSE, "step": int(step)}
+        if any(e is not None for e in errors):
+            record["errors"] = list(errors)
+        if total is not None:
+            record["total_steps"] = int(total)
+        self.records[rung][trial_id] = record
+        log.info("pareto_sh: trial %s waits at rung %d (%d of %d results)", trial_id, rung, len(self.records[rung]),
+                 self.rung_fill)
+        if len(self.records[rung]) < self.rung_fill:
+            return PAUSE
+        verdicts = self.settle(rung)
+        self.decided.update({other: verdict for other, verdict in verdicts.items() if other != trial_id})
+        return verdicts[trial_id]
+
+    def settle(self, rung: int) -> dict[str, str]:
+        """Decide every trial waiting at `rung`, each ranked among all the rung's results as if it had arrived
+        last; the rung is settled from then on (later arrivals are decided on arrival). {trial id: verdict}."""
+        self._load()
+        self.filled.add(rung)
+        verdicts = {}
+        for trial_id, record in self.records[rung].items():
+            if record["decision"] != PAUSE:
+                continue
+            rank, quota, seen = self.rank(rung, record["values"], record.get("errors"), exclude=trial_id)
+            verdicts[trial_id] = CONTINUE if rank < quota else STOP
+            log.info("pareto_sh: rung %d settles: trial %s rank %d of %d, keep %d -> %s", rung, trial_id, rank + 1,
+                     seen, quota, verdicts[trial_id].lower())
+        for trial_id, verdict in verdicts.items():
+            record = self.records[rung][trial_id]
+            record["decision"] = verdict
+            if verdict == STOP:
+                self.num_stopped += 1
+                self.steps_saved += max(0, record.get("total_steps", record["step"]) - record["step"])
+        self._save()
+        return verdicts
+
+    def waiting(self) -> set[str]:
+        """The trials waiting (paused) at a rung that has not settled."""
+        return {trial_id for records in self.records.values() for trial_id, record in records.items()
+                if record["decision"] == PAUSE}
+
+    def stuck_rungs(self, running_steps: Sequence[Any], pending: int) -> list[int]:
+        """The unsettled rungs with waiting trials that nothing else can reach: no trial is pending and every
+        running one has reported a step at or past the rung (`running_steps`: their last steps, None = none yet)."""
+        if pending or any(not isinstance(s, (int, float)) for s in running_steps):
+            return []
+        return [rung for rung in self.rungs if rung not in self.filled and all(s >= rung for s in running_steps)
+                and any(record["decision"] == PAUSE for record in self.records[rung].values())]
+
     def rank(self, rung: int, values: Sequence[float], errors: Sequence[float | None] | None = None,
-             baseline: bool = False) -> tuple[int, int, int]:
+             baseline: bool = False, exclude: str | None = None) -> tuple[int, int, int]:
         """(rank of `values` among the trials recorded at `rung` plus itself, quota kept, count).
 
         `errors`: the newcomer's standard errors (None where none was reported); `baseline`: the newcomer
-        is the baseline. With `beyond_error` the fronts come from dominance beyond error. Unless the
+        is the baseline; `exclude`: a trial recorded at the rung to leave out (the one being judged, when it
+        is already recorded). With `beyond_error` the fronts come from dominance beyond error. Unless the
         baseline is a 'competitor', it dominates but is not ranked: it is left out of the rank and the
         within-front scores, and of the count ('yardstick') or of the slots the others share ('reserved').
         """
-        records = list(self.records[rung].values())
+        records = [record for trial_id, record in self.records[rung].items() if trial_id != exclude]
         points = [list(values)] + [record["values"] for record in records]
         directions = [o.direction for o in self.objectives]
         yardsticks = [baseline] + [bool(record.get("baseline")) for record in records]
@@ -210,6 +317,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                 "reduction_factor": self.reduction_factor, "within_front": self.within_front,
                 "rung_rule": "plain" if self.beyond_error is None else self.beyond_error.name,
                 "noise_z": None if self.beyond_error is None else self.beyond_error.z, "baseline": self.baseline,
+                "rung_fill": self.rung_fill, "filled": sorted(self.filled),
                 "num_stopped": self.num_stopped,
                 "steps_saved": self.steps_saved,
                 "records": {str(rung): records for rung, records in self.records.items()}}
@@ -231,6 +339,7 @@ class ParetoSuccessiveHalving(FIFOScheduler):
                 self.records[int(rung)].update(records)
         self.num_stopped = int(state.get("num_stopped", 0))
         self.steps_saved = int(state.get("steps_saved", 0))
+        self.filled.update(int(rung) for rung in state.get("filled", []) if int(rung) in self.records)
         log.info("pareto_sh: restored rung records from %s (%d stopped so far)", self.state_path, self.num_stopped)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -239,7 +348,8 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         if "ranking" not in state:
             state = {**state, "ranking": ranking_rule(state.get("within_front", "hypervolume"))}
         # ... and one pickled before issue 15 decides by the rule of its time: plain dominance, baseline in the quota
-        state = {"beyond_error": None, "baseline": "competitor", "guard": False, "_fallback_logged": False, **state}
+        state = {"beyond_error": None, "baseline": "competitor", "guard": False, "_fallback_logged": False,
+                 "rung_fill": 0, "filled": set(), "decided": {}, **state}
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
@@ -254,8 +364,9 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
 def read_scheduler_state(path: str | Path, objectives: int | None = None) -> dict[str, Any]:
     """A pareto_sh state file (ParetoSuccessiveHalving.state), checked: `records` maps each rung (an integer) to
-    {trial id: {values: `objectives` finite numbers, decision: CONTINUE or STOP, step: an integer, ...}},
-    `num_stopped` and `steps_saved` are integers. A file that breaks this is one SweepConfigError naming the file
+    {trial id: {values: `objectives` finite numbers, decision: CONTINUE, STOP or PAUSE (waiting for the rung to
+    settle), step: an integer, ...}}, `num_stopped` and `steps_saved` are integers, `filled` (the settled rungs)
+    a list of integers. A file that breaks this is one SweepConfigError naming the file
     and the field (move it aside to resume without the rung records)."""
     state = read_json_object(path, "the pareto_sh scheduler's state", SweepConfigError)
 
@@ -265,6 +376,9 @@ def read_scheduler_state(path: str | Path, objectives: int | None = None) -> dic
     for key in ("num_stopped", "steps_saved"):
         if not isinstance(state.get(key, 0), int) or isinstance(state.get(key), bool):
             refuse(key, "an integer", state.get(key))
+    filled = state.get("filled", [])
+    if not isinstance(filled, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in filled):
+        refuse("filled", "a list of integer rungs", filled)
     if not isinstance(state.get("records", {}), dict):
         refuse("records", "an object of rungs", state.get("records"))
     for rung, records in state.get("records", {}).items():
@@ -277,8 +391,8 @@ def read_scheduler_state(path: str | Path, objectives: int | None = None) -> dic
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
                 refuse(f"{field}.values", f"a list of {objectives} finite numbers" if objectives else
                        "a list of finite numbers (one per objective)", values)
-            if record.get("decision") not in (CONTINUE, STOP):
-                refuse(f"{field}.decision", f"{CONTINUE} or {STOP}", record.get("decision"))
+            if record.get("decision") not in (CONTINUE, STOP, PAUSE):
+                refuse(f"{field}.decision", f"{CONTINUE}, {STOP} or {PAUSE}", record.get("decision"))
             if not isinstance(record.get("step"), int) or isinstance(record.get("step"), bool):
                 refuse(f"{field}.step", "an integer", record.get("step"))
     return state
@@ -331,5 +445,6 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
     return ParetoSuccessiveHalving(pareto_rungs(settings), ranked, settings.reduction_factor, state_path=state_path,
                                    within_front=ranking_rule(settings.within_front),
                                    beyond_error=BeyondError(settings.noise_z) if noise_aware else None,
-                                   baseline="reserved" if noise_aware else "competitor")
+                                   baseline="reserved" if noise_aware else "competitor",
+                                   rung_fill=int(getattr(settings, "rung_fill", 0)))  # a key to add to the config
 
