@@ -157,3 +157,129 @@ def test_a_run_folder_keeps_the_per_question_scores_of_its_last_evaluation(tiny_
     stored = json.loads((tmp_path / "run" / "per_question.json").read_text())
     assert stored["step"] == 2 and stored["na_threshold"] == metrics["na_threshold"]
     assert read_per_question(tmp_path / "nowhere") is None
+
+
+# Errors that count what a claim is about: questions grouped by paragraph and article.
+# Two articles x two paragraphs x two questions; the student gains on both questions of paragraphs A1 and B1 and
+# on none of A2 and B2: differences 1, 1, 0, 0 | 1, 1, 0, 0, mean 0.5.
+GROUPED_IDS = ("a1-q1", "a1-q2", "a2-q1", "a2-q2", "b1-q1", "b1-q2", "b2-q1", "b2-q2")
+GROUPED_GAINS = (1, 1, 0, 0, 1, 1, 0, 0)
+PER_QUESTION_SE = 100 * math.sqrt(8 * 0.25 / 7) / math.sqrt(8)  # sd of the differences sqrt(2/7) / sqrt(8): 18.90
+PARAGRAPH_SE = 100 * math.sqrt(4 / 3 * 4) / 8  # paragraph sums around the mean +1, -1, +1, -1: sqrt(4/3 x 4) / 8: 28.87
+
+
+def _grouped_squad_file(path):
+    """A SQuAD 2.0 file of 2 articles (A, B) x 2 paragraphs x 2 answerable questions, ids as GROUPED_IDS."""
+    def paragraph(article, number):
+        context = f"Paragraph {number} of article {article} names the river {article}{number}."
+        return {"context": context, "qas": [
+            {"id": f"{article.lower()}{number}-q{q}", "question": f"Which river {q}?", "is_impossible": False,
+             "answers": [{"text": f"{article}{number}", "answer_start": context.index(f"{article}{number}.")}]}
+            for q in (1, 2)]}
+
+    path.write_text(json.dumps({"version": "v2.0", "data": [
+        {"title": article, "paragraphs": [paragraph(article, 1), paragraph(article, 2)]} for article in ("A", "B")]}))
+    return path
+
+
+def test_the_clustered_error_sums_each_paragraphs_differences_before_their_spread(tmp_path):
+    from tune_distill.claims import read_grouping
+    from tune_distill.scoring import clustered_difference
+
+    grouping = read_grouping(_grouped_squad_file(tmp_path / "grouped.json"))
+    assert grouping.paragraph["a2-q1"] == grouping.paragraph["a2-q2"] == "A / paragraph 2"
+    assert grouping.article["b1-q2"] == "B" and not grouping.missing
+    student, baseline = dict(zip(GROUPED_IDS, GROUPED_GAINS)), dict.fromkeys(GROUPED_IDS, 0.0)
+    per_question = paired_difference(student, baseline)
+    by_paragraph = clustered_difference(student, baseline, grouping.paragraph)
+    by_article = clustered_difference(student, baseline, grouping.article)
+    assert per_question["gain"] == by_paragraph["gain"] == 50.0
+    assert per_question["gain_se"] == pytest.approx(PER_QUESTION_SE)  # 18.90
+    assert by_paragraph["gain_se"] == pytest.approx(PARAGRAPH_SE) and by_paragraph["groups"] == 4  # 28.87: wider
+    assert by_article["gain_se"] == 0.0 and by_article["groups"] == 2  # each article gains 50: no spread between them
+    # one question per group is the per-question error exactly
+    alone = clustered_difference(student, baseline, {qid: qid for qid in GROUPED_IDS})
+    assert alone["gain_se"] == pytest.approx(PER_QUESTION_SE)
+    # the bootstrap over whole paragraphs draws paragraph gains of 100 or 0: its interval spans them, seeded
+    interval = clustered_difference(student, baseline, grouping.paragraph, bootstrap=200, seed=1)["gain_interval"]
+    assert 0.0 <= interval[0] < 50.0 < interval[1] <= 100.0
+    with pytest.raises(ValueError, match="1 question id.s. belong to no group"):
+        clustered_difference(student, baseline, {qid: "p" for qid in GROUPED_IDS[1:]})
+
+
+def _grouped_rows():
+    return [{"trial_id": "base", "baseline": True, "pareto": True, "exact": 0.0, "parameters": 100,
+             "scores": {"exact": dict.fromkeys(GROUPED_IDS, 0.0)}},
+            {"trial_id": "s", "baseline": False, "pareto": True, "exact": 50.0, "parameters": 100,
+             "scores": {"exact": dict(zip(GROUPED_IDS, GROUPED_GAINS))}}]
+
+
+def test_a_gain_beyond_two_errors_per_question_but_not_by_paragraph_is_not_claimed(tmp_path, monkeypatch):
+    from tune_distill import claims
+    from tune_distill.claims import read_grouping
+
+    grouping = read_grouping(_grouped_squad_file(tmp_path / "grouped.json"))
+    monkeypatch.setattr(claims, "PARAGRAPH_MIN", 4)  # the tiny split's 4 paragraphs are enough here
+    result = paired_claims(_grouped_rows(), "exact", "parameters", bootstrap=0, grouping=grouping)
+    assert result["errors"]["judged_by"] == "paragraph" and result["errors"]["warning"] is None
+    assert result["errors"]["paragraphs"] == 4 and result["errors"]["articles"] == 2  # fewer than ARTICLE_MIN
+    gain = result["by_trial"]["s"]
+    assert gain["gain_se"] == pytest.approx(PER_QUESTION_SE)
+    assert gain["gain_se_paragraph"] == pytest.approx(PARAGRAPH_SE)
+    assert gain["judging_se"] == gain["gain_se_paragraph"] and gain["gain_se_article"] == 0.0
+    better = result["claims"]["more_accurate_at_about_the_same_size"]
+    # +50 exceeds 2 x 18.90 per question, not 2 x 28.87 by paragraph: the paragraph error judges
+    assert not better["holds"] and better["statement"].endswith("not more than 2 standard errors by paragraph")
+    assert "+/- 18.90 (paired, 8 questions), +/- 28.87 by paragraph (4 paragraphs), +/- 0.00 by article " \
+           "(2 articles); judged by paragraph" in better["statement"]
+    # with 2 articles enough, the article error judges instead; at 0 (both articles gained alike) it is no
+    # evidence of an error below the per-question one, which then judges: +50 > 2 x 18.90
+    monkeypatch.setattr(claims, "ARTICLE_MIN", 2)
+    by_article = paired_claims(_grouped_rows(), "exact", "parameters", bootstrap=0, grouping=grouping)
+    assert by_article["errors"]["judged_by"] == "article"
+    assert by_article["by_trial"]["s"]["judging_se"] == pytest.approx(PER_QUESTION_SE)
+    assert by_article["claims"]["more_accurate_at_about_the_same_size"]["holds"]
+
+
+def test_without_a_grouping_the_claims_fall_back_to_per_question_errors_and_say_so(tmp_path, caplog):
+    from tune_distill.claims import Grouping, read_grouping
+
+    missing = read_grouping(tmp_path / "gone.json")
+    assert missing.missing == f"the data file {tmp_path / 'gone.json'} is not here"
+    for grouping, why in ((missing, "is not here"), (read_grouping(_grouped_squad_file(tmp_path / "g.json")),
+                                                     "only 4 paragraphs in 2 article(s) (fewer than 20)")):
+        caplog.clear()
+        result = paired_claims(_grouped_rows(), "exact", "parameters", bootstrap=0, grouping=grouping)
+        assert result["errors"]["judged_by"] == "question" and why in result["errors"]["warning"]
+        assert "claims judged with per-question errors" in caplog.text
+        better = result["claims"]["more_accurate_at_about_the_same_size"]
+        assert better["holds"] and better["statement"].endswith("more than 2 standard errors per question")
+    foreign = dict(zip(GROUPED_IDS, GROUPED_GAINS))  # scores of questions the data file does not hold
+    rows = _grouped_rows()
+    rows[0]["scores"] = {"exact": {f"x{qid}": 0.0 for qid in foreign}}
+    rows[1]["scores"] = {"exact": {f"x{qid}": value for qid, value in foreign.items()}}
+    grouping = Grouping("g.json", dict.fromkeys(GROUPED_IDS, "p"), dict.fromkeys(GROUPED_IDS, "a"))
+    result = paired_claims(rows, "exact", "parameters", bootstrap=0, grouping=grouping)
+    assert "8 of the 8 scored questions are not in g.json" in result["errors"]["warning"]
+
+
+def test_the_report_groups_by_the_validation_file_the_baselines_run_folder_names(tmp_path, monkeypatch):
+    from tune_distill import claims
+
+    data = _grouped_squad_file(tmp_path / "val.json")
+    monkeypatch.setattr(claims, "PARAGRAPH_MIN", 4)
+    trials = []
+    for number, values in enumerate([(0,) * 8, GROUPED_GAINS]):
+        run_dir = tmp_path / f"run{number}"
+        write_per_question(run_dir, {"exact": dict(zip(GROUPED_IDS, values))}, step=10, na_threshold=0.0)
+        (run_dir / "config.yaml").write_text(f"data:\n  val_file: {data}\n")
+        trials.append({"trial_id": f"t{number}", "number": number, "status": "complete", "baseline": number == 0,
+                       "params": {"student.num_hidden_layers": 3}, "run_dir": str(run_dir),
+                       "metrics": {"exact": 100 * sum(values) / 8, "parameters": 100 + number}})
+    summary = write_report(trials, tmp_path / "report", objectives=[{"name": "exact", "direction": "max"},
+                                                                     {"name": "parameters", "direction": "min"}])
+    errors = summary["paired"]["errors"]
+    assert errors["judged_by"] == "paragraph" and errors["grouping"] == str(data)
+    assert summary["findings"]["errors"]["statement"].startswith("the claims are judged by the paired error by "
+                                                                 "paragraph: 4 paragraphs in 2 article(s)")
+    assert summary["findings"]["more_accurate_at_about_the_same_size"]["judged_by"] == "paragraph"

@@ -95,6 +95,18 @@ def test_confirm_rescores_baseline_and_pareto_students_at_their_validation_thres
     assert result["validation"]["by_trial"]["prun0002"]["questions"] == 3  # val.json: the run's own per_question.json
     assert roles["prun0002"] == "pareto" and result["validation"]["unpaired"] == {}
     assert json.loads((out / "confirm.json").read_text())["confirmation"]["by_trial"]["prun0002"] == pruned
+    # the tiny split has too few paragraphs for a clustered error: judged per question, and it says so
+    assert result["confirmation"]["errors"]["judged_by"] == "question"
+    assert "only 2 paragraphs in 2 article(s)" in result["confirmation"]["errors"]["warning"]
+    assert "judged per question" in result["confirmation"]["claims"]["smaller_at_no_loss"]["statement"]
+    # what each student does deployed at its validation threshold, on both splits
+    for split in ("validation", "confirmation"):
+        deployment = result["deployment"][split]
+        assert set(deployment["by_trial"]) == set(roles) and isinstance(deployment["statement"], str)
+        assert deployment["abstaining"] == [trial for trial, figures in deployment["by_trial"].items()
+                                            if figures["abstains"]]
+    assert base_row["confirmation_answer_rate"] == pytest.approx(100 * expected["answered"] / 7)
+    assert base_row["confirmation_abstains"] == result["deployment"]["confirmation"]["by_trial"]["base0001"]["abstains"]
 
 
 def test_a_split_sharing_articles_or_questions_with_the_sweep_is_refused(sweep, tmp_path, capsys):

@@ -1,19 +1,23 @@
 """`tune-distill confirm`: the sweep's claims checked on a split it never saw.
 
-A Pareto set chosen on the validation split is optimistic on new data (the winner's curse). This
-re-scores the baseline, the Pareto students and any `--trial` on another SQuAD 2.0 file, each with
-the no-answer threshold it chose on validation applied unchanged, and recomputes the summary's
-claims there with paired standard errors (claims.paired_claims; the same questions for every
-student). It refuses a split that shares articles (titles) or question ids with the data the sweep
-trained or validated on (the questions its runs used: `data.max_*_examples` counted), naming how
-many overlap.
+A Pareto set chosen on the validation split is optimistic on new data (the winner's curse). This re-scores the
+baseline, the Pareto students and any `--trial` on another SQuAD 2.0 file, each with the no-answer threshold
+it chose on validation applied unchanged, and recomputes the summary's claims there with paired standard
+errors (claims.paired_claims; the same questions for every student), judged on each split by the error with
+its questions grouped by paragraph (by article where the split has enough articles; claims.judging_level), the
+grouping read from the split's file (the validation file the baseline's config.yaml names, and --data). It
+also says what each student does deployed at its threshold on each split (deployment.deployed: answer rates,
+HasAns / NoAns exact) and flags, in confirm.json and on the terminal, a student that answers (almost) nothing.
+It refuses a split that shares articles (titles) or question ids with the data the sweep trained or validated
+on (the questions its runs used: `data.max_*_examples` counted), naming how many overlap.
 
-Writes into --out: `confirm.csv` (one row per student: size, validation and confirmation accuracy,
-gains over the baseline with their paired errors), `confirm.json` (the claims on validation,
-recomputed for these students from their run folders' per_question.json where kept, and on the
-confirmation split), `confirm.png` (the two frontiers side by side) and `trials/<id>/` (metrics
-and per-question scores of each student on the split). An --out that is or is inside a run's folders (or is a
-sweep folder itself) is refused; a confirm that fails leaves no folder it made and no file it added.
+Writes into --out: `confirm.csv` (one row per student: size, validation and confirmation accuracy, gains over
+the baseline with their paired errors per question, by paragraph and by article, answer rates and whether it
+abstains on each split), `confirm.json` (the claims on validation, recomputed for these students from their
+run folders' per_question.json where kept, and on the confirmation split; `deployment`: each student at its
+threshold on both splits), `confirm.png` (the two frontiers side by side) and `trials/<id>/` (metrics and
+per-question scores of each student on the split). An --out that is or is inside a run's folders (or is a sweep
+folder itself) is refused; a confirm that fails leaves no folder it made and no file it added.
 
 The sweep is a folder, or its remote storage_path (s3://bucket/prefix): sweep.json, trials.jsonl
 and summary.json come from there, and each chosen trial's run folder from
@@ -51,6 +55,8 @@ import torch
 from tune_distill import claims, remote
 from tune_distill.config import ConfigError, RunConfig, load_config
 from tune_distill.data import SquadExample, file_fingerprint, load_features, load_many
+from tune_distill.deployment import RULE as DEPLOYMENT_RULE
+from tune_distill.deployment import deployed, frontier_statement
 from tune_distill.files import output_folder, read_json_object, write_atomically, write_json
 from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots, write_trials
 from tune_distill.report import read_summary
@@ -249,7 +255,7 @@ def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path:
     with open_pyplot() as plt:
         figure, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=120, sharey=True, layout="constrained")
         figure.suptitle(f"{accuracy}: the sweep's validation split against the confirmation split "
-                        "(bars: paired standard error of the gain over the baseline)", fontsize=10)
+                        "(bars: the paired standard error that judged the gain over the baseline)", fontsize=10)
         shown: dict[str, Any] = {}
         labels: dict[Any, list[tuple[float, float, str, float]]] = {axis: [] for axis in axes}
         for axis, split, words in zip(axes, ("validation", "confirmation"),
@@ -258,7 +264,7 @@ def _frontier(rows: Sequence[Mapping[str, Any]], accuracy: str, size: str, path:
                 value = row.get(f"{split}_{accuracy}")
                 if value is None or row.get(size) is None:
                     continue
-                error = row.get(f"{split}_gain_se") or 0.0
+                error = row.get(f"{split}_judging_se") or row.get(f"{split}_gain_se") or 0.0
                 marker, colour, name = ROLES.get(row["role"], ("D", "tab:green", str(row["role"])))
                 drawn = axis.errorbar(row[size] / 1e6, value, yerr=error, fmt=marker, color=colour, capsize=3,
                                       ms=9 if marker == "*" else 6, zorder=4 - order.get(row["role"], 2))
@@ -306,8 +312,11 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
         result: dict[str, Any] = {"sweep": str(sweep), "data": str(data_file),
                                   "data_sha256": file_fingerprint(data_file) if Path(data_file).is_file() else None,
                                   "questions": len(split), "accuracy": accuracy, "size": size, "carved": carved}
+        groupings = {"validation": claims.read_grouping(base_config.data.val_file),
+                     "confirmation": claims.read_grouping(data_file)}
         for split_name in ("validation", "confirmation"):
-            result[split_name] = _judge(rows, split_name, accuracy, size)
+            result[split_name] = _judge(rows, split_name, accuracy, size, groupings[split_name])
+        result["deployment"] = _deployment(rows)
         public = [{key: value for key, value in row.items() if not key.startswith("_")} for row in rows]
         result["trials"] = public
         result["note"] = ("claims over the confirmed students only (baseline, Pareto set, --trial); on validation they "
@@ -367,26 +376,47 @@ def _confirm_student(record: Mapping[str, Any], role: str, run_dir: Path, data_f
     recorded = {**(record.get("metrics") or {}), **validation}
     log.info("confirm: trial %s (%s): %s %.2f on validation, %.2f here", trial_id, role, accuracy,
              validation.get(accuracy, float("nan")), metrics[accuracy])
+    validation_scores = claims.read_per_question(run_dir)
+    deployment = {"validation": deployed(recorded, validation_scores, trial_id=trial_id),
+                  "confirmation": deployed(metrics, scores, trial_id=trial_id)}
     return {"trial_id": trial_id, "role": role, size: recorded.get(size),
             **{name: recorded.get(name) for name in claims.SIZES if name != size},
             "na_threshold": float(validation["na_threshold"]),
             "validation_" + accuracy: validation.get(accuracy), "confirmation_" + accuracy: metrics[accuracy],
             "confirmation_exact": metrics["exact"], "confirmation_f1": metrics["f1"],
-            "_validation_scores": claims.read_per_question(run_dir), "_confirmation_scores": scores}
+            **{f"{split}_{name}": figures.get(name) for split, figures in deployment.items() for name in DEPLOYED},
+            "_validation_scores": validation_scores, "_confirmation_scores": scores, "_deployment": deployment}
 
 
-def _judge(rows: Sequence[dict[str, Any]], split_name: str, accuracy: str, size: str) -> dict[str, Any]:
-    """The claims on one split (claims.paired_claims over the confirmed students); each row gets its
-    `<split>_gain` and `<split>_gain_se`."""
+DEPLOYED = ("answer_rate", "HasAns_answer_rate", "HasAns_exact", "NoAns_exact", "abstains")  # per split, per row
+
+
+def _deployment(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per split, what each confirmed student does deployed at its validation threshold (deployment.deployed),
+    which abstain, and a sentence saying so."""
+    result: dict[str, Any] = {"rule": DEPLOYMENT_RULE}
+    for split_name in ("validation", "confirmation"):
+        by_trial = {row["trial_id"]: row["_deployment"][split_name] for row in rows}
+        result[split_name] = {"by_trial": by_trial,
+                              "abstaining": [trial for trial, figures in by_trial.items() if figures.get("abstains")],
+                              "statement": frontier_statement(by_trial)}
+    return result
+
+
+def _judge(rows: Sequence[dict[str, Any]], split_name: str, accuracy: str, size: str,
+           grouping: claims.Grouping | None = None) -> dict[str, Any]:
+    """The claims on one split (claims.paired_claims over the confirmed students, judged by paragraph or article
+    with the split's `grouping`); each row gets its `<split>_gain`, `<split>_gain_se` (per question),
+    `<split>_gain_se_paragraph`, `<split>_gain_se_article` and `<split>_judging_se` (the error that judged it)."""
     judged = claims.paired_claims([{"trial_id": row["trial_id"], "baseline": row["role"] == "baseline",
                                     "pareto": row["role"] == "pareto", accuracy: row[f"{split_name}_{accuracy}"],
                                     **{name: row.get(name) for name in (size, *claims.SIZES)},
                                     "scores": row[f"_{split_name}_scores"]} for row in rows],
-                                  accuracy, size)
+                                  accuracy, size, grouping=grouping)
     for row in rows:
         paired = judged["by_trial"].get(row["trial_id"], {})
-        row[f"{split_name}_gain"] = paired.get("gain")
-        row[f"{split_name}_gain_se"] = paired.get("gain_se")
+        for name in ("gain", "gain_se", "gain_se_paragraph", "gain_se_article", "judging_se"):
+            row[f"{split_name}_{name}"] = paired.get(name)
     return judged
 
 
@@ -422,5 +452,12 @@ def command(args: argparse.Namespace) -> dict[str, Any]:
               f"{carved['from']} into {args.data}: {', '.join(carved['titles'])}")
     print(json.dumps({split: {name: claim["statement"] for name, claim in result[split]["claims"].items()}
                       for split in ("validation", "confirmation")}, indent=1))
+    for split in ("validation", "confirmation"):
+        errors = result[split].get("errors") or {}
+        if errors:
+            print(f"confirm: {split}: claims judged by the paired error {errors['judged_by']}: {errors['why']}")
+        if errors.get("warning"):
+            print(f"confirm: {split}: warning: {errors['warning']}")
+        print(f"confirm: {split}, deployed at the validation thresholds: {result['deployment'][split]['statement']}")
     print(f"confirm: {args.out}/confirm.csv, confirm.json, confirm.png")
     return result

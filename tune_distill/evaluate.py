@@ -298,9 +298,10 @@ def evaluate_model_dir(
 ) -> dict[str, Any]:
     """Evaluate a Hugging Face QA model (folder or hub id) on a SQuAD 2.0 file.
 
-    Writes out_dir/metrics.json, predictions.json (id -> answer after the threshold, "" = no answer)
-    and null_odds.json; returns the metrics. With na_threshold=None the threshold is chosen on this
-    file (use that for the validation split only). latency=True adds forward-pass timings with the
+    Writes out_dir/metrics.json (with the answer rates at the threshold: scoring.answer_rates),
+    predictions.json (id -> answer after the threshold, "" = no answer) and null_odds.json; returns the
+    metrics. With na_threshold=None the threshold is chosen on this file (use that for the validation split
+    only). latency=True adds forward-pass timings with the
     latency_* settings of `latency_config` (default: EvaluateConfig()).
     """
     started = time.perf_counter()
@@ -393,12 +394,16 @@ def _write_evaluation(out_dir: Path, metrics: Mapping[str, Any], predictions: Ma
         for name, text in texts.items():
             write_atomically(folder / name, text)
     logger.info(
-        "evaluate: exact %.2f f1 %.2f (HasAns %s / NoAns %s exact) at na_threshold %.4f; wrote %s",
+        "evaluate: exact %.2f f1 %.2f (HasAns %s / NoAns %s exact) at na_threshold %.4f, answering %d of %d "
+        "questions (%s of the answerable); wrote %s",
         metrics["exact"],
         metrics["f1"],
         f"{metrics['HasAns_exact']:.2f}" if "HasAns_exact" in metrics else "-",
         f"{metrics['NoAns_exact']:.2f}" if "NoAns_exact" in metrics else "-",
         metrics["na_threshold"],
+        metrics.get("answered", 0),
+        metrics.get("total", 0),
+        f"{metrics['HasAns_answer_rate']:.1f}%" if "HasAns_answer_rate" in metrics else "-",
         out_dir,
     )
 

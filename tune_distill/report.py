@@ -10,7 +10,9 @@ the sweep that just ran with it; never the `storage_path` a sweep folder's own s
 
 - `results.parquet` and `results.csv`: every trial, parameters (`param.<key>`), metrics, status,
   duration, checkpoint.
-- `pareto.csv`: the completed, feasible trials on the Pareto front of the objectives.
+- `pareto.csv`: the completed, feasible trials on the Pareto front of the objectives, each with what it does
+  deployed at its threshold: `answer_rate` (% of all questions answered), `HasAns_answer_rate`,
+  `NoAns_answer_rate` (blank where the records cannot give it), `answer_rate_source` and `abstains`.
 - the pictures (plots.py): `frontier.png` (parameters against exact: every trial with its standard
   error, the Pareto points, the baseline, the no-answer floor), `importance.png`, `hypervolume.png`,
   `curves.png` (learning curves, early stops marked), each where there is something to draw.
@@ -20,8 +22,12 @@ the sweep that just ran with it; never the `storage_path` a sweep folder's own s
   more accurate than the baseline; the hypervolume (with the reference point it used). Where the
   evaluations reported standard errors (`exact_se`, ...), each compared student carries its own and
   the gain over the baseline one too, so that a gain inside the noise reads as such. `importance`:
-  each parameter's importance for each objective (fANOVA, study.py); `findings`: the reference
-  experiment's three findings stated in words for this sweep (see `findings`).
+  each parameter's importance for each objective (fANOVA, study.py); `paired`: the claims judged with
+  paired errors per question and by paragraph / article (claims.py; `paired.errors` says which judged);
+  `deployment`: the baseline and every Pareto student at its threshold (answer rates, HasAns / NoAns
+  exact, exact, F1) and which of them abstain (deployment.py); `findings`: the reference experiment's
+  three findings stated in words for this sweep, which error judged them, and the abstaining students
+  (see `findings`).
 
 The learning curves and importance come from the sweep's Optuna study (study.py): its `study.journal`
 where the sweep wrote one, completed from the records; `tune-distill report` on a sweep folder also
@@ -49,6 +55,8 @@ import numpy as np
 
 from tune_distill import claims, remote
 from tune_distill import study as studies
+from tune_distill.deployment import RULE as DEPLOYMENT_RULE
+from tune_distill.deployment import deployed, frontier_statement
 from tune_distill.files import atomic_path, read_json_object, write_atomically
 from tune_distill.pareto import feasible_mask, hypervolume, hypervolume_reference, pareto_mask
 from tune_distill.plots import plot_curves, plot_frontier, plot_hypervolume, plot_importance
@@ -201,7 +209,9 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
         study = studies.load_or_build(None, trials, objectives, constraints)
     summary["importance"] = studies.param_importances(study, objectives)
     summary["paired"] = claims.paired_summary(trials, summary, accuracy, size)  # claims judged with paired errors
+    summary["deployment"] = deployment_summary(trials, summary)
     summary["findings"] = findings(summary, accuracy, size)
+    pareto = with_deployment(pareto, summary["deployment"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "results.parquet") as temporary:
         frame.to_parquet(temporary, index=False)
@@ -218,6 +228,43 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     write_atomically(out_dir / "summary.json", text)
     log.info("report: %d trials, %d on the Pareto front -> %s", len(frame), len(pareto), out_dir)
     return json.loads(text)
+
+
+def deployment_summary(trials: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the baseline and every Pareto student does deployed at its threshold (deployment.deployed: answer
+    rates, HasAns / NoAns exact, exact and F1, whether it abstains), from its metrics and, where its run folder
+    kept one, its per_question.json."""
+    by_id = {str(record.get("trial_id")): record for record in trials}
+    shown = [str(trial) for trial in ([(summary.get("baseline") or {}).get("trial_id")]
+                                      + list(summary.get("pareto_trials") or ())) if trial is not None]
+    by_trial = {}
+    for trial in dict.fromkeys(shown):
+        record = by_id.get(trial)
+        if record is not None:
+            by_trial[trial] = deployed(record.get("metrics") or {}, claims.read_per_question(record.get("run_dir")),
+                                       trial_id=trial)
+    return {"rule": DEPLOYMENT_RULE, "by_trial": by_trial,
+            "abstaining": [trial for trial, figures in by_trial.items() if figures.get("abstains")],
+            "statement": frontier_statement(by_trial)}
+
+
+DEPLOYED_COLUMNS = ("answer_rate", "HasAns_answer_rate", "NoAns_answer_rate")
+
+
+def with_deployment(pareto, deployment: Mapping[str, Any]):
+    """The Pareto rows with their answer rates (where the records lack them, as far as deployment_summary could
+    derive them), where those came from (`answer_rate_source`) and whether the student abstains."""
+    if not len(pareto):
+        return pareto
+    pareto = pareto.copy()
+    by_trial = deployment.get("by_trial") or {}
+    figures = [by_trial.get(str(trial), {}) for trial in pareto["trial_id"]]
+    for column in DEPLOYED_COLUMNS:
+        derived = [row.get(column) for row in figures]
+        pareto[column] = pareto[column].where(pareto[column].notna(), derived) if column in pareto else derived
+    pareto["answer_rate_source"] = [row.get("source", "not recorded") for row in figures]
+    pareto["abstains"] = [row.get("abstains") for row in figures]
+    return pareto
 
 
 def _pictures(study: Any, summary: Mapping[str, Any], objectives: Sequence[Mapping[str, str]], out_dir: Path,
@@ -251,6 +298,9 @@ def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "p
     2. more accurate at about the same size: the best accuracy within the baseline's size + 5%, and
        the share of other trials smaller and at least as accurate as the baseline;
     3. the most important parameters for each objective (TOP_PARAMETERS of them, with the evaluator).
+    Beside them, `errors`: which paired error judged the claims (per question, by paragraph or by article) and
+    why, with a warning where it fell back to per question; `deployment`: the frontier students that abstain at
+    their threshold, in words (deployment.frontier_statement).
     Each entry has a `statement` in words; a figure the sweep cannot give says why instead. Where the
     summary's `paired` block judged a claim with paired standard errors (claims.py), that judgement is
     the finding (`judged_with: paired`) and the plain comparison of the figures stays as `by_figures`.
@@ -288,6 +338,14 @@ def findings(summary: Mapping[str, Any], accuracy: str = "exact", size: str = "p
     for name, claim in ((summary.get("paired") or {}).get("claims") or {}).items():
         if name in result and not str(claim.get("statement", "")).startswith("not judged"):
             result[name] = {**claim, "judged_with": "paired", "by_figures": result[name]["statement"]}
+    errors = (summary.get("paired") or {}).get("errors")
+    if errors:
+        level = "per question" if errors["judged_by"] == "question" else f"by {errors['judged_by']}"
+        result["errors"] = {**errors, "statement": f"the claims are judged by the paired error {level}: "
+                            f"{errors['why']}" + (f"; warning: {errors['warning']}" if errors.get("warning") else "")}
+    if summary.get("deployment"):
+        deployment = summary["deployment"]
+        result["deployment"] = {"abstaining": deployment["abstaining"], "statement": deployment["statement"]}
     importance = summary.get("importance") or {}
     top = {name: [param for param, share in sorted(shares.items(), key=lambda item: -item[1])[:TOP_PARAMETERS]
                   if share > 0]

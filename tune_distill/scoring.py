@@ -9,7 +9,10 @@ unchanged for any other split); `best_f1_threshold` maximises F1 instead and is 
 best_f1_thresh. `evaluate_predictions` gathers all of it for one set of predictions.
 `per_question_scores` keeps each question's score under every metric, and `paired_difference` turns
 two models' per-question scores on the same questions into a gain with its paired standard error
-(and optionally a paired bootstrap interval).
+(and optionally a paired bootstrap interval). Questions of one paragraph (or article) are not
+independent: `clustered_difference` gives the same gain with a cluster-robust error over groups of
+questions (and optionally a bootstrap over whole groups). `answer_rates` says how many questions a
+model answers at its threshold (what it does deployed; 0 answered scores the no-answer exact).
 
 Must not know: models, logits, windows, devices, how a model was built or trained, Ray, searchers.
 It imports only SquadExample from `data`.
@@ -126,12 +129,7 @@ def paired_difference(scores: Mapping[str, float], baseline: Mapping[str, float]
     the mean difference over that many resamples of the questions (seeded). Both sides must score the
     same question ids.
     """
-    if set(scores) != set(baseline):
-        only = len(set(scores) ^ set(baseline))
-        raise ValueError(f"paired difference: the two score sets differ in {only} question id(s); "
-                         "paired errors need the same questions")
-    ids = sorted(scores)
-    differences = [scores[qid] - baseline[qid] for qid in ids]
+    _, differences = _paired_values(scores, baseline)
     n = len(differences)
     result: dict[str, Any] = {"gain": 100.0 * sum(differences) / n if n else 0.0,
                               "gain_se": standard_error(differences), "questions": n}
@@ -140,11 +138,82 @@ def paired_difference(scores: Mapping[str, float], baseline: Mapping[str, float]
 
         generator = random.Random(seed)
         means = sorted(sum(generator.choices(differences, k=n)) / n for _ in range(bootstrap))
-        tail = (1.0 - level) / 2
-        low = means[min(bootstrap - 1, int(math.floor(tail * bootstrap)))]
-        high = means[min(bootstrap - 1, int(math.ceil((1.0 - tail) * bootstrap)) - 1)]
-        result["gain_interval"] = [100.0 * low, 100.0 * high]
+        result["gain_interval"] = [100.0 * value for value in _percentiles(means, level)]
         result["gain_interval_level"] = level
+    return result
+
+
+def _paired_values(scores: Mapping[str, float], baseline: Mapping[str, float]) -> tuple[list[str], list[float]]:
+    """Sorted question ids and the per-question differences; both sides must score the same ids."""
+    if set(scores) != set(baseline):
+        only = len(set(scores) ^ set(baseline))
+        raise ValueError(f"paired difference: the two score sets differ in {only} question id(s); "
+                         "paired errors need the same questions")
+    ids = sorted(scores)
+    return ids, [scores[qid] - baseline[qid] for qid in ids]
+
+
+def clustered_difference(scores: Mapping[str, float], baseline: Mapping[str, float], clusters: Mapping[str, str], *,
+                         bootstrap: int = 0, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The gain of `scores` over `baseline` with a cluster-robust standard error, questions grouped by `clusters`
+    (question id -> its group, e.g. its paragraph or article).
+
+    Questions that share a paragraph share its difficulty and wording, so their differences move together and
+    the per-question error (paired_difference) understates how far the gain may lie from that on new text. Here
+    the differences' deviations from their mean are summed per group, T_g, and
+    gain_se = 100 x sqrt(G / (G - 1) x sum_g T_g^2) / n (G groups, n questions; the cluster-robust "sandwich"
+    error with its small-sample factor G / (G - 1)). With one question per group it is the per-question paired
+    error exactly; with fewer than two groups it is 0.0 (nothing to estimate it from). With `bootstrap` > 0, also
+    the percentile interval (`level`) of the gain over that many resamples of whole groups with replacement
+    (seeded; a resample's gain: its differences' sum / its question count).
+    """
+    ids, differences = _paired_values(scores, baseline)
+    unknown = [qid for qid in ids if qid not in clusters]
+    if unknown:
+        raise ValueError(f"clustered difference: {len(unknown)} question id(s) belong to no group, e.g. {unknown[:3]}")
+    n = len(differences)
+    mean = sum(differences) / n if n else 0.0
+    totals: dict[str, float] = collections.defaultdict(float)
+    counts: dict[str, int] = collections.defaultdict(int)
+    for qid, difference in zip(ids, differences):
+        totals[clusters[qid]] += difference - mean
+        counts[clusters[qid]] += 1
+    groups = len(totals)
+    spread = groups / (groups - 1) * sum(total ** 2 for total in totals.values()) if groups > 1 else 0.0
+    result: dict[str, Any] = {"gain": 100.0 * mean, "gain_se": 100.0 * math.sqrt(spread) / n if n else 0.0,
+                              "questions": n, "groups": groups}
+    if bootstrap > 0 and groups:
+        import random
+
+        generator = random.Random(seed)
+        sums = [(totals[key] + mean * counts[key], counts[key]) for key in sorted(totals)]  # (sum, count) per group
+        means = sorted(sum(s for s, _ in drawn) / sum(c for _, c in drawn)
+                       for drawn in (generator.choices(sums, k=groups) for _ in range(bootstrap)))
+        result["gain_interval"] = [100.0 * value for value in _percentiles(means, level)]
+        result["gain_interval_level"] = level
+    return result
+
+
+def _percentiles(ordered: Sequence[float], level: float) -> tuple[float, float]:
+    """The (low, high) percentile interval at `level` of sorted resampled values."""
+    count, tail = len(ordered), (1.0 - level) / 2
+    return (ordered[min(count - 1, int(math.floor(tail * count)))],
+            ordered[min(count - 1, int(math.ceil((1.0 - tail) * count)) - 1)])
+
+
+def answer_rates(examples: Sequence[SquadExample], predictions: Mapping[str, str]) -> dict[str, Any]:
+    """How many questions get an answer (a non-empty prediction), overall and among the answerable (HasAns) and
+    unanswerable (NoAns) ones, as counts and percentages, with `no_answer_exact`: the exact of answering "" to
+    every question (100 x the unanswerable share), which a model that answers nothing scores."""
+    answerable = {example.id for example in examples if gold_answers(example) != [""]}
+    answered = {example.id for example in examples if predictions.get(example.id)}
+    total = len(examples)
+    result: dict[str, Any] = {"answered": len(answered), "answer_rate": 100.0 * len(answered) / total if total else 0.0,
+                              "no_answer_exact": 100.0 * (total - len(answerable)) / total if total else 0.0}
+    for prefix, chosen in (("HasAns_", answerable), ("NoAns_", {example.id for example in examples} - answerable)):
+        if chosen:
+            result[f"{prefix}answered"] = len(answered & chosen)
+            result[f"{prefix}answer_rate"] = 100.0 * len(answered & chosen) / len(chosen)
     return result
 
 
@@ -267,14 +336,17 @@ def evaluate_predictions(
     """Metrics at a no-answer threshold: chosen here (max exact) when None, else applied unchanged.
 
     Also reports exact/F1 at threshold 0 (exact_at_0, f1_at_0), the F1-maximising threshold of these
-    questions (best_f1_thresh, with best_f1) and HasAns scores when always answering.
+    questions (best_f1_thresh, with best_f1), HasAns scores when always answering, and how many questions
+    get an answer at the threshold (`answer_rates`: answered, answer_rate, HasAns_/NoAns_ ones, no_answer_exact).
     """
     exact_per_question, f1_per_question = _raw_scores(examples, best_texts)
     best_exact, exact_thresh = _threshold_sweep(examples, best_texts, null_odds, exact_per_question)
     best_f1, f1_thresh = _threshold_sweep(examples, best_texts, null_odds, f1_per_question)
     chosen = na_threshold is None
     threshold = exact_thresh if chosen else float(na_threshold)
-    metrics = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, threshold))
+    predictions = apply_threshold(best_texts, null_odds, threshold)
+    metrics = squad_v2_scores(examples, predictions)
+    metrics.update(answer_rates(examples, predictions))  # what the model does deployed at this threshold
     at_zero = squad_v2_scores(examples, apply_threshold(best_texts, null_odds, 0.0))
     always_answer = squad_v2_scores(examples, dict(best_texts))
     metrics.update(
