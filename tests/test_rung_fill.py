@@ -7,11 +7,20 @@ restarted scheduler keeps both the waiting trials and the settled rungs (the sta
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sweep_world import OBJECTIVES
 
-from tune_distill.sweep.config import SweepConfigError
-from tune_distill.sweep.schedulers import CONTINUE, PAUSE, STOP, ParetoSuccessiveHalving, read_scheduler_state
+from tune_distill.sweep.config import SchedulerSettings, SweepConfigError
+from tune_distill.sweep.schedulers import (
+    CONTINUE,
+    PAUSE,
+    STOP,
+    ParetoSuccessiveHalving,
+    make_scheduler,
+    read_scheduler_state,
+)
 
 
 def _result(step, exact, parameters, total=10, **extra):
@@ -30,7 +39,8 @@ def test_a_rung_waits_for_k_results_then_keeps_the_best_ceil_n_over_rf():
     assert scheduler.waiting() == set() and scheduler.num_stopped == 2 and scheduler.steps_saved == 16
     # settled: later arrivals are decided on arrival, and a waiting trial meets its verdict again
     assert scheduler.on_result("e", _result(2, 60, 100)) == CONTINUE
-    assert scheduler.on_result("a", _result(3, 99, 1)) == STOP and scheduler.on_result("b", _result(3, 50, 100)) == CONTINUE
+    assert scheduler.on_result("a", _result(3, 99, 1)) == STOP
+    assert scheduler.on_result("b", _result(3, 50, 100)) == CONTINUE
 
 
 def test_the_baseline_and_last_step_reports_never_wait_but_fill_the_rung():
@@ -84,3 +94,40 @@ def test_a_state_file_with_a_bad_decision_or_settled_list_is_refused(tmp_path):
         read_scheduler_state(path, 2)
     with pytest.raises(SweepConfigError, match="rung_fill"):
         ParetoSuccessiveHalving([2], OBJECTIVES, rung_fill=-1)
+
+
+def test_the_config_key_reaches_the_scheduler():
+    settings = SchedulerSettings(name="pareto_sh", rungs=(2,), rung_fill=4)
+    assert make_scheduler(settings, OBJECTIVES).rung_fill == 4
+    assert make_scheduler(SchedulerSettings(name="pareto_sh", rungs=(2,)), OBJECTIVES).rung_fill == 0  # on arrival
+
+
+class _Controller:
+    """What the scheduler reaches of Tune's controller: its trials, and stopping one."""
+
+    def __init__(self, **statuses):
+        self.trials = {name: SimpleNamespace(trial_id=name, status=status, last_result={"step": 2})
+                       for name, status in statuses.items()}
+        self.stopped = []
+
+    def get_trials(self):
+        return list(self.trials.values())
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+
+def test_a_stop_waits_for_a_pause_still_in_flight_and_kept_trials_are_resumed_first():
+    """Tune pauses a trial by saving its checkpoint first (RUNNING until then): a rung that settles meanwhile
+    stops it once it is PAUSED, never resumes it."""
+    scheduler = ParetoSuccessiveHalving([2], OBJECTIVES, reduction_factor=3, rung_fill=5)
+    for name, exact in (("a", 60), ("b", 50), ("c", 40)):
+        assert scheduler.on_result(name, _result(2, exact, 100)) == PAUSE
+    controller = _Controller(a="PAUSED", b="PAUSED", c="RUNNING")  # c's pause is in flight
+    # nothing else can reach the rung (no pending trial, the running one is past it): it settles, keeps 1 of 3
+    assert scheduler.choose_trial_to_run(controller).trial_id == "a"
+    assert controller.stopped == ["b"] and scheduler.decided == {"c": STOP}
+    controller.trials["a"].status, controller.trials["c"].status = "RUNNING", "PAUSED"  # a resumed, c paused
+    assert scheduler.choose_trial_to_run(controller) is None
+    assert controller.stopped == ["b", "c"] and scheduler.decided == {}

@@ -89,6 +89,9 @@ class SchedulerSettings:
     noise_z: float = setting(2.0, "pareto_sh with rung_rule beyond_error: how many standard errors of a difference "
                                   "make it real, 0 to 10 (0 = any difference on a measured objective). 2 was chosen "
                                   "by replaying recorded curves (results/archive/early-stopping-noise.md).")
+    rung_fill: int = setting(0, "pareto_sh: a rung decides only once it holds this many results (0 = each result is "
+                                "decided on arrival); earlier arrivals are paused at their checkpoint and ranked as if "
+                                "they had arrived last. Measured in results/early-stopping-20-workers.md.")
 
 
 @dataclass(frozen=True)
@@ -378,6 +381,12 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
                                f"got {scheduler.noise_z!r}")
     if scheduler.grace_period < 0 or scheduler.max_t < 0:
         raise SweepConfigError(f"{source}: scheduler: grace_period and max_t must be >= 0")
+    if isinstance(scheduler.rung_fill, bool) or not isinstance(scheduler.rung_fill, int) or scheduler.rung_fill < 0:
+        raise SweepConfigError(f"{source}: scheduler.rung_fill: must be an integer >= 0 (0 = decide on arrival), "
+                               f"got {scheduler.rung_fill!r}")
+    if scheduler.rung_fill and scheduler.name != "pareto_sh":
+        raise SweepConfigError(f"{source}: scheduler.rung_fill: a pareto_sh setting (a rung waits for that many "
+                               f"results); scheduler {scheduler.name} has no rungs that wait: remove it or set 0")
     if scheduler.name == "pareto_sh" and not scheduler.rungs and not (scheduler.grace_period and scheduler.max_t):
         raise SweepConfigError(f"{source}: scheduler.rungs: pareto_sh needs rungs (steps), or grace_period and max_t")
     if scheduler.name == "asha" and scheduler.max_t and scheduler.max_t < max(1, scheduler.grace_period):

@@ -8,10 +8,11 @@ counts as dominated only beyond the evaluations' standard errors (`<metric>_se`)
 survive a rung, and the baseline is a yardstick, not a competitor (BASELINE_ROLES). Its rung records
 persist to a JSON file so a resumed sweep keeps its decisions; `read_scheduler_state` reads one back,
 checked (a bad one is one SweepConfigError naming the file and field, before any trial runs on resume).
-With `rung_fill` k > 0 a rung decides nothing until it holds k results: earlier arrivals are PAUSED (they
-free their GPU; Tune resumes them from the checkpoint of that evaluation) and, once the k-th arrives, or once
-nothing else can reach the rung (`stuck_rungs`), each waiting trial is judged as if it had arrived last;
-later arrivals are decided on arrival as before (measured in results/early-stopping-20-workers.md).
+With `rung_fill` k > 0 (scheduler.rung_fill) a rung decides nothing until it holds k results: earlier arrivals
+are PAUSED (Tune saves the checkpoint of that evaluation and ends their actor, but they still hold a
+max_concurrent slot) and, once the k-th arrives, or once nothing else can reach the rung (`stuck_rungs`), each
+waiting trial is judged as if it had arrived last: kept ones resume from that checkpoint, the others are stopped
+where they wait; later arrivals are decided on arrival as before (measured in results/early-stopping-20-workers.md).
 `BaselineKeepingASHA` is Ray's ASHA on one metric that never stops the baseline. `pareto_rungs` turns
 the settings into rung steps and `make_scheduler` builds the scheduler a sweep config names
 (pareto_sh, asha, or fifo: no early stopping).
@@ -156,15 +157,21 @@ class ParetoSuccessiveHalving(FIFOScheduler):
         return pending[0] if pending else None
 
     def _apply(self, tune_controller: Any) -> None:
-        """Stop the paused trials a rung has just stopped (the kept ones are left to choose_trial_to_run)."""
+        """Stop the paused trials a rung has stopped (the kept ones are left to choose_trial_to_run). A trial whose
+        PAUSE is still in flight (Tune saves its checkpoint first: it is RUNNING until then) keeps its verdict for a
+        later call; were it dropped, the trial would be resumed once PAUSED and run to its next report."""
         if not self.decided or tune_controller is None:
             return
         from ray.tune.experiment import Trial
 
         verdicts, self.decided = self.decided, {}
         for trial in tune_controller.get_trials():
-            if verdicts.get(trial.trial_id) == STOP and trial.status == Trial.PAUSED:
+            if verdicts.get(trial.trial_id) != STOP:
+                continue
+            if trial.status == Trial.PAUSED:
                 tune_controller.stop_trial(trial)
+            elif trial.status in (Trial.RUNNING, Trial.PENDING):
+                self.decided[trial.trial_id] = STOP
 
     def debug_string(self) -> str:
         seen = ", ".join(f"{rung}: {len(self.records[rung])}" for rung in self.rungs)
@@ -446,5 +453,5 @@ def make_scheduler(settings: SchedulerSettings, objectives: Sequence[Objective],
                                    within_front=ranking_rule(settings.within_front),
                                    beyond_error=BeyondError(settings.noise_z) if noise_aware else None,
                                    baseline="reserved" if noise_aware else "competitor",
-                                   rung_fill=int(getattr(settings, "rung_fill", 0)))  # a key to add to the config
+                                   rung_fill=settings.rung_fill)
 

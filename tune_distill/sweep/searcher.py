@@ -5,7 +5,9 @@ What it does: `SweepSearcher` is a `ray.tune.search.Searcher` around a `search.S
 {number, kind, params (sampled), overrides (resolved config keys)}; the baseline, if any, is
 suggestion 0 and is never shown to the wrapped searcher. A trial's last result reaches the wrapped
 searcher once (complete, pruned by the scheduler, or failed), and `save`/`restore` carry the
-wrapped searcher's state (plain data, JSON) so a resumed sweep continues from what it saw.
+wrapped searcher's state (plain data, JSON) so a resumed sweep continues from what it saw. Each outstanding
+trial's last reported values are kept (objectives, constraint metrics, final flag) for a trial Tune stops while
+it is PAUSED (pareto_sh's rung_fill): Tune then reports it with no result, and it is told as pruned with them.
 
 What it must not know: how trials run, the scheduler, files other than Tune's searcher checkpoint.
 
@@ -37,7 +39,9 @@ class SweepSearcher(RaySearcher):
     any, is suggestion 0 and is not shown to the wrapped searcher (it usually lies outside the space).
     A trial's last result reaches the wrapped searcher once: `final: True` -> complete (objectives and
     constraint metrics), no final flag -> pruned by the scheduler (its last values given), error ->
-    failed. `save`/`restore` carry the wrapped searcher's state bytes, so a resumed sweep continues.
+    failed. A trial completed with no result and no error (one Tune stopped while PAUSED, e.g. by pareto_sh's
+    rung_fill at its rung) is told with the last values `on_trial_result` kept for it (pruned), or as failed when
+    it never reported. `save`/`restore` carry the wrapped searcher's state bytes, so a resumed sweep continues.
     """
 
     def __init__(self, searcher: Any, space: SearchSpace, objectives: Sequence[Objective],
@@ -55,7 +59,12 @@ class SweepSearcher(RaySearcher):
         self._next_number = 0
         self._outstanding: set[str] = set()  # suggested by the wrapped searcher, not yet observed
         self._observed: dict[str, str] = {}
+        self._last: dict[str, dict[str, Any]] = {}  # outstanding trial -> its last reported values (`_kept`)
         self.suggestions_log = suggestions_log  # SUGGESTIONS_FILE: one line per suggestion, appended
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A searcher pickled before paused trials' last values were kept (tuner.pkl of an older sweep) has none.
+        self.__dict__.update({"_last": {}, **state})
 
     @property
     def next_number(self) -> int:
@@ -111,7 +120,26 @@ class SweepSearcher(RaySearcher):
             return "failed", None
         return "complete", values
 
+    def _kept(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """What `outcome` reads from a result: the objectives' and constraints' numbers, and the final flag."""
+        names = [o.name for o in self._objectives] + [c.name for c in self._constraints]
+        kept: dict[str, Any] = {name: float(result[name]) for name in names
+                                if isinstance(result.get(name), (int, float)) and not isinstance(result.get(name), bool)
+                                and math.isfinite(result[name])}
+        if result.get("final"):
+            kept["final"] = True
+        return kept
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Keep an outstanding trial's last values, for a completion that comes without a result."""
+        if trial_id in self._outstanding and result:
+            self._last[trial_id] = self._kept(result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result is None and not error and self._last.get(trial_id):
+            result = self._last[trial_id]  # stopped while PAUSED: Tune passes no result
+            log.info("trial %s was stopped while paused; the searcher is told its last values", trial_id)
+        self._last.pop(trial_id, None)
         status, values = self.outcome(result, error)
         if trial_id not in self._outstanding:
             if trial_id in self._observed:
@@ -127,13 +155,16 @@ class SweepSearcher(RaySearcher):
 
     def get_state(self) -> dict:
         return {"inner": self._inner.state(), "next_number": self._next_number,
-                "outstanding": sorted(self._outstanding), "observed": dict(self._observed)}
+                "outstanding": sorted(self._outstanding), "observed": dict(self._observed),
+                "last": {trial_id: dict(values) for trial_id, values in self._last.items()}}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self._inner = restore_searcher(state["inner"])
         self._next_number = int(state["next_number"])
         self._outstanding = set(state["outstanding"])
         self._observed = dict(state["observed"])
+        last = state.get("last") or {}  # absent in states saved before it was kept
+        self._last = {trial_id: dict(values) for trial_id, values in last.items() if trial_id in self._outstanding}
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's searcher checkpoint (tune/searcher-state-*.pkl, a name Tune chooses) as JSON: the adapter's
@@ -180,6 +211,9 @@ def read_searcher_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SearcherError(f"{path}: not a searcher checkpoint (expected format {SWEEP_SEARCHER_FORMAT!r})")
     problems = [key for key, kind in (("inner", str), ("next_number", int), ("outstanding", list),
                                       ("observed", dict)) if not isinstance(document.get(key), kind)]
+    last = document.get("last", {})  # optional: absent before paused trials' last values were kept
+    if not isinstance(last, dict) or not all(isinstance(values, dict) for values in last.values()):
+        problems.append("last")
     if problems:
         raise SearcherError(f"{path}: field(s) {problems} missing or of the wrong type")
     return {**document, "inner": document["inner"].encode("utf-8")}
