@@ -47,6 +47,7 @@ from tune_distill.private_api import (
     set_tune_env_propagation,
     tune_driver_staging_path,
     tuner_run_config,
+    set_gp_local_searches,
     tuner_scheduler,
 )
 
@@ -317,6 +318,7 @@ CHANGED = [  # (touch, module, attributes taken away (_CONSTRAINTS_KEY: renamed)
     ("optuna_study_system_attrs", None, None, lambda: optuna_study_system_attrs(SimpleNamespace(study_name="s"))),
     ("optuna_study_system_attrs", None, None,
      lambda: set_optuna_study_system_attrs(SimpleNamespace(study_name="s"), {"k": 1})),
+    ("set_gp_local_searches", None, None, lambda: set_gp_local_searches(SimpleNamespace(), 3)),
     ("numpy_pickle_globals", "numpy._core.multiarray", "_reconstruct", numpy_pickle_globals),
     ("ray_launcher_prepare_config", "ray.autoscaler._private.util", "prepare_config",
      lambda: ray_launcher_prepare_config({})),
@@ -514,3 +516,11 @@ def f(distribution, tuner, summary, value, param):
         "'ray._private.authentication'",
         "summary._study_id",
     ])
+
+
+def test_the_gp_searcher_runs_the_local_searches_it_is_given():
+    """optuna-gp's `local_searches` option reaches Optuna's acquisition optimiser (default 3, measured in issue 22)."""
+    from tune_distill.search.searchers.optuna import GP_LOCAL_SEARCHES, optuna_sampler
+
+    assert optuna_sampler("optuna-gp", 0, {})._n_local_search == GP_LOCAL_SEARCHES
+    assert optuna_sampler("optuna-gp", 0, {"local_searches": 7})._n_local_search == 7
