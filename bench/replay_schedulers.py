@@ -26,7 +26,8 @@ Schedulers replayed (tune_distill.sweep, built by its make_scheduler):
 pareto_sh and single take options after colons (`make`): plain | noise, z=X, hypervolume |
 sweep_hypervolume | crowding, and the measuring knobs competitor | yardstick | reserved (how the
 baseline counts), guard and fill=K (the rung waits for K results: ParetoSuccessiveHalving's rung_fill; in
-fifo's recorded order a waiting trial is only decided later, see bench/replay_workers.py for its timing). The baseline is never stopped, as in a sweep.
+fifo's recorded order a waiting trial is only decided later, see bench/replay_workers.py for its timing).
+The baseline is never stopped, as in a sweep.
 
 Rung standard errors: the sweep reports `<metric>_se` with every evaluation, and read_curves keeps them
 from a sweep folder; curves saved before that lack them, and are given estimates

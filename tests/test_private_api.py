@@ -43,11 +43,11 @@ from tune_distill.private_api import (
     ray_launcher_validate_config,
     ray_token_auth_enabled,
     ray_tune_propagated_env,
+    set_gp_local_searches,
     set_optuna_study_system_attrs,
     set_tune_env_propagation,
     tune_driver_staging_path,
     tuner_run_config,
-    set_gp_local_searches,
     tuner_scheduler,
 )
 
