@@ -67,6 +67,7 @@ from tune_distill.sweep.diskspace import DiskFull, SpaceGuard, guard_sweep, no_s
 from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints, settle_snapshot, tuner_callbacks
 from tune_distill.sweep.manifest import FolderSigner, fresh_signer, open_for_resume, watch
 from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
+from tune_distill.sweep.pruning import CheckpointPruner
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
 from tune_distill.sweep.searcher import SUGGESTIONS_FILE, SweepSearcher
 from tune_distill.sweep.simulated import simulated_cost, simulation_settings
@@ -313,7 +314,7 @@ def run_sweep(sweep_config: SweepConfig | None, out_dir: str | Path, *, resume: 
 def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
                ray_address: str | None, trust_folder: bool = False) -> list[dict[str, Any]]:
     """Prepare (config, storage, checks, inputs), start a fresh Tuner or restore one, run it, finish the records."""
-    # num_to_keep=1 makes Tune snapshot the experiment at every checkpoint (what resume needs); not a problem.
+    # sweeps started before issue 22 keep num_to_keep=1, which snapshots the experiment at every checkpoint
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     out_dir = Path(out_dir).expanduser().resolve()
     sweep_config, signer = (_saved_config(sweep_config, out_dir, trust_folder) if resume else
@@ -507,9 +508,12 @@ def _fresh_tuner(trainable: Any, recorder: StudyRecorder, search: tuple[Any, Any
         run_config=tune.RunConfig(
             name=config.name, storage_path=location.tune_path, storage_filesystem=location.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # every checkpoint kept while a trial runs (num_to_keep would force an experiment snapshot and sync at
+            # every trial checkpoint); the superseded ones of ended trials are removed (sweep/pruning.py)
+            checkpoint_config=tune.CheckpointConfig(),
             sync_config=tune.SyncConfig(sync_artifacts=location.local_experiment is None),
-            callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples), recorder],
+            callbacks=[ProgressLines(config.objectives, prepared.constraints, config.num_samples), recorder,
+                       CheckpointPruner()],
             verbose=0,
         ),
     )
