@@ -45,6 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "scale"
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE, IN_ISDIR = 0x8, 0x80, 0x100, 0x40000000
+# files only ever appended to (the sweep's and Tune's logs): their bytes written are their growth, not their size
+APPENDED = ("study.journal", "suggestions.jsonl", "result.json", "progress.csv", "history.jsonl", ".vm", "trial.log")
 
 
 class CountingApp:
@@ -59,7 +61,9 @@ class CountingApp:
         with self.lock:
             method = environ.get("REQUEST_METHOD", "?")
             self.requests[method] = self.requests.get(method, 0) + 1
-        body_in = environ["wsgi.input"].read()  # chunked uploads carry no Content-Length: count what arrives
+        from werkzeug.wsgi import get_input_stream
+
+        body_in = get_input_stream(environ).read()  # chunked uploads carry no Content-Length: count what arrives
         with self.lock:
             self.received += len(body_in)
         import io
@@ -165,7 +169,7 @@ def run_driver(args: argparse.Namespace, env: dict, resume: bool, writes: Writes
     if resume:
         command += ["--resume"]
     else:
-        command += ["--preset", args.preset, "--num-samples", str(args.num_samples), "--time-scale",
+        command += [*_source(args), "--num-samples", str(args.num_samples), "--time-scale",
                     str(args.time_scale), "--storage-path", f"s3://{BUCKET}/sweep", "--storage-endpoint",
                     env["AWS_ENDPOINT_URL_S3"]]
     log = open(args.out.parent / f"{args.out.name}-{'resume' if resume else 'driver'}.log", "w")
@@ -203,6 +207,24 @@ def _follow(args: argparse.Namespace, process: subprocess.Popen, measured: dict[
             process.send_signal(signal.SIGKILL)
             measured["killed"] = True
             measured["killed_after_s"] = round(time.time() - measured["started"], 1)
+
+
+def _source(args: argparse.Namespace) -> list[str]:
+    """--preset NAME, or with --searcher a copy of the preset with that searcher (written beside --out)."""
+    if args.config_file:
+        return ["--config", str(args.config_file)]
+    if not args.searcher:
+        return ["--preset", args.preset]
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from tune_distill.sweep.config import preset_path
+
+    preset = yaml.safe_load(preset_path(args.preset).read_text())
+    preset["searcher"] = {"name": args.searcher, "seed": 0}
+    copy = args.out.parent / f"{args.out.name}-{args.preset}-{args.searcher}.yaml"
+    copy.write_text(yaml.safe_dump(preset, sort_keys=False))
+    return ["--config", str(copy)]
 
 
 def _lines(path: Path) -> int:
@@ -252,11 +274,15 @@ def slot_waits(records: list[dict]) -> dict[str, Any]:
 
 
 def writes_table(events: list[tuple[float, str, int]], out: Path, began: float, ended: float) -> list[dict]:
-    """Per kind of file (digits and trial ids folded): writes, bytes, largest size, and the bytes written per minute
-    in the first and last third of the run (equal means rewritten in time that does not grow with the trials)."""
+    """Per kind of file (digits and trial ids folded): writes, bytes written (a rewritten file's size at each write,
+    an appended file's growth), largest size, and the bytes written in the first and last third of the run (equal:
+    rewritten in time that does not grow with the trials)."""
     kinds: dict[str, dict[str, Any]] = {}
     third = (ended - began) / 3
+    last_size: dict[str, int] = {}
     for moment, path, size in events:
+        if Path(path).name.endswith(APPENDED):  # appended: what was written is what the file grew by
+            size, last_size[path] = max(0, size - last_size.get(path, 0)), size
         name = re.sub(r"trial_\d+_[0-9a-f]+", "trial_N", path)
         name = re.sub(r"/tmp/ray/session_[^/]+/artifacts/[^/]+", "<tune staging>", name)
         name = name.replace(str(out), "<sweep>")
@@ -331,6 +357,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the sweep folder (must not exist)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--preset", default="simulate")
+    parser.add_argument("--config-file", help="a sweep config (a simulated one) instead of the preset")
+    parser.add_argument("--searcher", help="the preset with this searcher instead of its own (e.g. optuna-tpe)")
     parser.add_argument("--num-samples", type=int, default=480)
     parser.add_argument("--time-scale", type=float, default=6.0)
     parser.add_argument("--kill-at", type=int, default=0, help="SIGKILL the driver once it suggested this trial, "
