@@ -212,7 +212,7 @@ def test_a_killed_driver_resumes_from_the_bucket_and_counts_every_trial_once(wor
     endpoint = aws_env
     config = tiny_sweep(world, num_samples=3, max_concurrent=1, storage_path=f"s3://{bucket}/resume",
                         base={**tiny_sweep(world).base, "distill.eval_every_steps": 10},
-                        space_overrides={"fixed": {"distill.max_steps": 30}})
+                        space_overrides={"fixed": {"distill.max_steps": 30}}, snapshot_period_s=0.5)
     config_path = write_config(config, tmp_path / "sweep.yaml")
     out = tmp_path / "sweep"
     env = dict(os.environ, RAY_ADDRESS=ray_s3, PYTHONUNBUFFERED="1", AWS_ENDPOINT_URL=endpoint)

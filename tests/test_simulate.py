@@ -214,6 +214,7 @@ def test_a_simulated_sweep_runs_the_real_driver_without_training(tmp_path, surro
     run_dir = Path(records[1]["run_dir"])
     assert (run_dir / SIMULATION_FILE).is_file() and not list(run_dir.rglob("*.safetensors"))  # nothing trained
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["summary"]
-    assert summary["simulated"]["trials"] == 4 and summary["simulated"]["gpu_hours"] > 0
+    simulated = summary["simulated"]
+    assert simulated["trials"] == 4 and simulated["steps_trained"] > 0 and simulated["gpu_hours"] == 0  # CPU trials
     suggestions = (tmp_path / "sweep" / "suggestions.jsonl").read_text().splitlines()
     assert [json.loads(line)["number"] for line in suggestions] == [1, 2, 3]  # the baseline is not the searcher's

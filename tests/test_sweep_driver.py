@@ -81,12 +81,24 @@ def test_a_failing_trial_is_retried_then_recorded_and_the_others_complete(world,
         assert record["params"].get("student.layer_selection", "first") == "first" and record["error"] is None
 
 
+def _snapshot_has_an_unfinished_checkpoint(out: Path) -> bool:
+    """Whether the experiment's last snapshot holds an unfinished trial with a checkpoint (False while unreadable)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return any(t.status != "TERMINATED" and t.checkpoint for t in ExperimentAnalysis(str(out / "tune")).trials)
+    except Exception:  # noqa: BLE001 - a snapshot being written, or none yet
+        return False
+
+
 def test_a_killed_driver_resumes_and_counts_every_trial_once(world, ray_cluster, tmp_path, caplog):
     # one trial at a time, 30 steps each with a checkpoint at each of 3 evaluations; the driver (a
     # subprocess on the module's Ray) is killed as soon as trial 0001 has written a checkpoint
+    # snapshots every half second (the default's 60 s would outlast this short sweep: a killed driver's trials then
+    # restart from the beginning, which is what a resume from an older snapshot does)
     config = tiny_sweep(world, num_samples=5, max_concurrent=1, base={**tiny_sweep(world).base,
                                                                       "distill.eval_every_steps": 10},
-                        space_overrides={"fixed": {"distill.max_steps": 30}})
+                        space_overrides={"fixed": {"distill.max_steps": 30}}, snapshot_period_s=0.5)
     config_path = tmp_path / "sweep.yaml"
     config_path.write_text(yaml.safe_dump(sweep_config_to_dict(config)))
     out = tmp_path / "sweep"
@@ -98,8 +110,7 @@ def test_a_killed_driver_resumes_and_counts_every_trial_once(world, ray_cluster,
         deadline = time.time() + 180
         try:
             while time.time() < deadline and driver.poll() is None:
-                if list(out.glob("tune/trial_0001_*/checkpoint_*")):
-                    time.sleep(0.2)
+                if list(out.glob("tune/trial_0001_*/checkpoint_*")) and _snapshot_has_an_unfinished_checkpoint(out):
                     break
                 time.sleep(0.05)
         finally:

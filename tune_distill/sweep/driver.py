@@ -30,17 +30,17 @@ Example (CPU, a few minutes, from the repository root; the smoke preset reads da
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from tune_distill import remote
 from tune_distill.config import RunConfig, apply_overrides
@@ -70,7 +70,7 @@ from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_swee
 from tune_distill.sweep.pruning import CheckpointPruner
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
 from tune_distill.sweep.searcher import SUGGESTIONS_FILE, SweepSearcher
-from tune_distill.sweep.simulated import simulated_cost, simulation_settings
+from tune_distill.sweep.simulated import simulated_cost, simulated_resources, sweep_simulation
 from tune_distill.sweep.storage import (
     SCHEDULER_STATE_FILE,
     SPACE_FILE,
@@ -329,12 +329,12 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     prepared = plan_sweep(sweep_config, out_dir)
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
     search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
-    simulation = _simulation(config, prepared)
+    simulation = sweep_simulation(config, prepared.space.fixed, prepared.constraints)
     if simulation is None:
         prepare_sweep_inputs(prepared)
     forwarded = (*remote.WORKER_ENV, *(remote.CREDENTIAL_ENV if config.forward_aws_credentials else ()))
     started_ray, dashboard = connect_ray(ray_address, extra_env=forwarded if location.filesystem else (),
-                                         **_simulated_resources(config))
+                                         **simulated_resources(config))
     try:
         if not resume:
             config = _start_record(config, prepared, location, out_dir, signer)
@@ -345,7 +345,8 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
         print(f"Optuna dashboard (the search, live): make dashboard SWEEP={out_dir}\n"
               f"  or: {dashboard_command(out_dir / STUDY_FILE)}", file=sys.stderr, flush=True)
         began = time.perf_counter()
-        with signer.unpickling():  # a resumed folder's legacy pickles may be read: it verified (or is trusted)
+        # a resumed folder's legacy pickles may be read: it verified (or is trusted)
+        with signer.unpickling(), _snapshot_period(config.snapshot_period_s):
             tuner = (_restored_tuner(trainable, recorder, location, out_dir) if resume else
                      _fresh_tuner(trainable, recorder, search, config, prepared, location))
             watch(tuner, signer, fresh=not resume)  # signed at every experiment checkpoint
@@ -366,6 +367,22 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     if guard.stopped:
         raise DiskFull(guard.message())
     return records
+
+
+@contextlib.contextmanager
+def _snapshot_period(seconds: float) -> Iterator[None]:
+    """Tune's experiment snapshot period for this run (TUNE_GLOBAL_CHECKPOINT_S, read when the run starts: Tune has
+    no setting for it); 0 leaves Tune's own. The environment is put back afterwards."""
+    before = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+    if seconds:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+        else:
+            os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = before
 
 
 def _fit(tuner: Any, guard: SpaceGuard, location: SweepStorage) -> None:
@@ -442,26 +459,6 @@ def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStora
     signer.write()  # (uploaded next to a remote experiment)
     upload_sweep_files(location, out_dir, (SWEEP_FILE, SPACE_FILE))  # what a resume from the bucket needs
     return config
-
-
-def _simulation(config: SweepConfig, prepared: _Prepared) -> dict[str, Any] | None:
-    """A simulated sweep's settings as its trials get them (sweep/simulated.py), or None for a real sweep."""
-    if not config.simulate.enabled:
-        return None
-    run = apply_overrides(apply_overrides(RunConfig(), config.base), dict(prepared.space.fixed))
-    log.info("simulated sweep: trials report %s's curves at the pace of a %s, %g simulated seconds per second",
-             config.simulate.surrogate, config.simulate.device, config.simulate.time_scale)
-    return simulation_settings(config.simulate, config.objectives, prepared.constraints, run.data.train_files,
-                               run.data.val_file, run.data.max_val_examples, run.data.max_train_examples)
-
-
-def _simulated_resources(config: SweepConfig) -> dict[str, int]:
-    """The logical resources of a Ray started here for a simulated sweep: room for max_concurrent trials."""
-    if not config.simulate.enabled:
-        return {}
-    per_trial = config.resources_per_trial
-    gpus = config.simulate.gpus or math.ceil(config.max_concurrent * per_trial.gpu)
-    return {"num_cpus": max(1, math.ceil(config.max_concurrent * per_trial.cpu)), "num_gpus": gpus}
 
 
 def _trainable(config: SweepConfig, location: SweepStorage, simulation: dict[str, Any] | None = None) -> Any:

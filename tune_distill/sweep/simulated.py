@@ -171,3 +171,30 @@ def simulated_cost(records: Any, settings: Mapping[str, Any], gpus_per_trial: fl
             "wall_hours": round(wall_seconds * scale / 3600, 2), "wall_seconds_here": round(wall_seconds, 1),
             "steps_trained": trained, "steps_saved_by_early_stopping": saved,
             "steps_saved_pct": round(100 * saved / max(1, trained + saved), 1)}
+
+
+def sweep_simulation(config: Any, fixed: Mapping[str, Any], constraints: Any) -> dict[str, Any] | None:
+    """A sweep's simulation settings as its trials get them (`simulation_settings` on the sweep's base run config and
+    fixed keys), or None for a real sweep."""
+    import logging
+
+    if not config.simulate.enabled:
+        return None
+    from tune_distill.config import apply_overrides
+
+    run = apply_overrides(apply_overrides(RunConfig(), config.base), dict(fixed))
+    logging.getLogger(__name__).info(
+        "simulated sweep: trials report %s's curves at the pace of a %s, %g simulated seconds per second",
+        config.simulate.surrogate, config.simulate.device, config.simulate.time_scale)
+    return simulation_settings(config.simulate, config.objectives, constraints, run.data.train_files,
+                               run.data.val_file, run.data.max_val_examples, run.data.max_train_examples)
+
+
+def simulated_resources(config: Any) -> dict[str, int]:
+    """The logical resources of a Ray started here for a simulated sweep: room for max_concurrent trials (none for a
+    real sweep: Ray counts the machine's)."""
+    if not config.simulate.enabled:
+        return {}
+    per_trial = config.resources_per_trial
+    gpus = config.simulate.gpus or math.ceil(config.max_concurrent * per_trial.gpu)
+    return {"num_cpus": max(1, math.ceil(config.max_concurrent * per_trial.cpu)), "num_gpus": gpus}
