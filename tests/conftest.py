@@ -200,3 +200,14 @@ def write_sweep_inputs(root: Path) -> tuple[Path, Path]:
     for name in ("train.json", "val.json"):
         (data / name).write_text(json.dumps(tiny_squad_dict()))
     return teacher, data
+
+
+def write_replay_run(folder: Path, rows: list[dict]) -> Path:
+    """A recorded fifo run for the replay benches: `rows` (one evaluation each) as curves.jsonl, and a sweep.json
+    maximising f1, minimising parameters, with rungs at steps 2 and 4; returns the curves file."""
+    curves = folder / "curves.jsonl"
+    curves.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "sweep.json").write_text(json.dumps({
+        "objectives": [{"name": "f1", "direction": "max"}, {"name": "parameters", "direction": "min"}],
+        "constraints": [], "config": {"scheduler": {"rungs": [2, 4]}}}))
+    return curves

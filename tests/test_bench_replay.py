@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_replay_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,12 +29,7 @@ def _curves(tmp_path: Path) -> Path:
             rows.append({"trial_id": trial_id, "number": number, "kind": kind, "step": step, "total_steps": 6,
                          "final": step == 6, "timestamp": 10 * (number // 2) + index + 0.1 * number,
                          "metrics": {"f1": float(score), "parameters": parameters}})
-    curves = tmp_path / "curves.jsonl"
-    curves.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "sweep.json").write_text(json.dumps({
-        "objectives": [{"name": "f1", "direction": "max"}, {"name": "parameters", "direction": "min"}],
-        "constraints": [], "config": {"scheduler": {"rungs": [2, 4]}}}))
-    return curves
+    return write_replay_run(tmp_path, rows)
 
 
 def test_replay_measures_steps_and_hypervolume_like_the_benchmark(tmp_path, capsys):

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from conftest import write_replay_run
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -27,12 +29,7 @@ def _curves(tmp_path: Path) -> Path:
             rows.append({"trial_id": trial_id, "number": number, "kind": kind, "step": step, "total_steps": 6,
                          "final": step == 6, "timestamp": start + pace * step,
                          "metrics": {"f1": float(score), "parameters": parameters}})
-    curves = tmp_path / "curves.jsonl"
-    curves.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "sweep.json").write_text(json.dumps({
-        "objectives": [{"name": "f1", "direction": "max"}, {"name": "parameters", "direction": "min"}],
-        "constraints": [], "config": {"scheduler": {"rungs": [2, 4]}}}))
-    return curves
+    return write_replay_run(tmp_path, rows)
 
 
 def test_each_trial_keeps_its_recorded_durations_and_starts_in_number_order(tmp_path):
