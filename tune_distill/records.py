@@ -146,41 +146,45 @@ def finite_metrics(record: dict[str, Any]) -> list[str]:
     return dropped
 
 
+def _named_items(value: Any, where: str, section: str, shape: str, non_empty: bool = False) -> list[dict[str, Any]]:
+    """`value` as a list (`non_empty`: with at least one item) of objects `shape` (e.g. '{name, op, bound}'), each
+    with a non-empty `name`; else one ValueError naming `where` and the field (section[index].name). What the other
+    fields hold is the caller's to check."""
+    if not isinstance(value, list) or (non_empty and not value):
+        kind = "a non-empty list" if non_empty else "a list"
+        raise ValueError(f"{where}: {section}: expected {kind} of {shape} objects, got {_shown(value)}")
+    for index, item in enumerate(value):
+        field = f"{section}[{index}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: {field}: expected a {shape} object, got {_shown(item)}")
+        if not isinstance(item.get("name"), str) or not item["name"]:
+            raise ValueError(f"{where}: {field}.name: expected a metric name, got {_shown(item.get('name'))}")
+    return [dict(item) for item in value]
+
+
 def check_objectives(value: Any, where: str) -> list[dict[str, Any]]:
     """`value` as objectives: a non-empty list of {name, direction ('max' or 'min')}; else one ValueError
     naming `where` and the field."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{where}: objectives: expected a non-empty list of {{name, direction}} objects, got "
-                         f"{_shown(value)}")
-    for index, item in enumerate(value):
-        field = f"objectives[{index}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: {field}: expected a {{name, direction}} object, got {_shown(item)}")
-        if not isinstance(item.get("name"), str) or not item["name"]:
-            raise ValueError(f"{where}: {field}.name: expected a metric name, got {_shown(item.get('name'))}")
+    items = _named_items(value, where, "objectives", "{name, direction}", non_empty=True)
+    for index, item in enumerate(items):
         if item.get("direction") not in DIRECTIONS:
-            raise ValueError(f"{where}: {field}.direction: expected 'max' or 'min', got "
+            raise ValueError(f"{where}: objectives[{index}].direction: expected 'max' or 'min', got "
                              f"{_shown(item.get('direction'))}")
-    return [dict(item) for item in value]
+    return items
 
 
 def check_constraints(value: Any, where: str) -> list[dict[str, Any]]:
     """`value` as constraints: a list of {name, op ('>=' or '<='), bound (a finite number)}; else one ValueError
     naming `where` and the field."""
-    if not isinstance(value, list):
-        raise ValueError(f"{where}: constraints: expected a list of {{name, op, bound}} objects, got {_shown(value)}")
-    for index, item in enumerate(value):
+    items = _named_items(value, where, "constraints", "{name, op, bound}")
+    for index, item in enumerate(items):
         field = f"constraints[{index}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: {field}: expected a {{name, op, bound}} object, got {_shown(item)}")
-        if not isinstance(item.get("name"), str) or not item["name"]:
-            raise ValueError(f"{where}: {field}.name: expected a metric name, got {_shown(item.get('name'))}")
         if item.get("op") not in CONSTRAINT_OPS:
             raise ValueError(f"{where}: {field}.op: expected '>=' or '<=', got {_shown(item.get('op'))}")
         bound = item.get("bound")
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
             raise ValueError(f"{where}: {field}.bound: expected a finite number, got {_shown(bound)}")
-    return [dict(item) for item in value]
+    return items
 
 
 def read_sweep_settings(sweep: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
