@@ -150,11 +150,11 @@ def test_the_dashboard_page_renders_the_study_and_its_pareto_front(swept, dashbo
 def test_the_ray_dashboard_url_comes_with_how_to_authenticate_and_never_the_token(monkeypatch, capsys, caplog):
     from types import SimpleNamespace
 
-    from tune_distill.sweep import driver
+    from tune_distill.sweep import connect, driver
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **options: SimpleNamespace(dashboard_url="127.0.0.1:8265"))
-    monkeypatch.setattr(driver, "_token_auth_enabled", lambda: True)
+    monkeypatch.setattr(connect, "_token_auth_enabled", lambda: True)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-token-never-printed")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with caplog.at_level("INFO", logger="tune_distill"):

@@ -355,19 +355,20 @@ def test_a_changed_touch_fails_naming_it_the_versions_and_what_breaks(name, modu
 
 
 def test_callers_warn_when_a_touch_has_changed(monkeypatch, caplog, tmp_path):
-    from tune_distill.sweep import driver, experiment
+    from tune_distill.sweep import connect, driver, experiment
 
     def changed(name):
         def raise_it(*args, **kwargs):
             raise PrivateApiChanged(name, "changed in this test")
         return raise_it
 
-    for name in ("ray_token_auth_enabled", "set_tune_env_propagation", "tuner_scheduler"):
-        monkeypatch.setattr(driver, name, changed(name))
+    for module, name in ((connect, "ray_token_auth_enabled"), (connect, "set_tune_env_propagation"),
+                         (driver, "tuner_scheduler")):
+        monkeypatch.setattr(module, name, changed(name))
     monkeypatch.setattr(experiment, "tuner_run_config", changed("tuner_run_config"))  # sweep.experiment.tuner_callbacks
     with caplog.at_level(logging.WARNING, logger="tune_distill.sweep"):
-        assert driver._token_auth_enabled() is True  # the dashboard's token hint is shown
-        driver._tune_forwards_credentials(False)
+        assert connect._token_auth_enabled() is True  # the dashboard's token hint is shown
+        connect._tune_forwards_credentials(False)
         driver._record_into(object(), recorder=None)
         driver._scheduler_state_here(object(), tmp_path)
     warned = [record.getMessage() for record in caplog.records

@@ -6,9 +6,11 @@ Subcommands:
     teacher         fine-tune a pretrained encoder (or a tiny one from scratch) into a QA teacher
     teacher-logits  compute (and cache) a teacher's logits over a data file's training windows
     student         build a student from a config and print its parameter counts
+    prune           a finished run's post-training pruning family: pruned members at size budgets, each scored
     features        check SQuAD 2.0 files and build (or find) their cached tokenised windows
     space           preview a search space: resolved random samples for a teacher's shape
-    sweep           multi-objective search over students on Ray Tune, then the report below
+    sweep           multi-objective search over students on Ray Tune, then the report below (and, for a sweep
+                    with held-apart validation articles, `confirm --held-apart`)
     report          results.parquet/csv, pareto.csv, frontier.png, summary.json of a sweep folder
     confirm         the sweep's claims re-scored on a split it never saw (confirm.csv/.json/.png)
     config          print the resolved configuration, or every key with its help (--help-keys)
@@ -55,6 +57,7 @@ MODULE_COMMANDS = {
     "evaluate": ("tune_distill.evaluate", "score a QA model directory on a SQuAD 2.0 file"),
     "teacher-logits": ("tune_distill.teacher", "compute (and cache) a teacher's logits over training windows"),
     "student": ("tune_distill.student", "build a student and print its parameter counts"),
+    "prune": ("tune_distill.prune.family", "prune a finished run into a family of smaller students (no retraining)"),
     "features": ("tune_distill.data.features", "check SQuAD 2.0 files and cache their tokenised windows"),
     "space": ("tune_distill.search.preview", "print resolved random samples of a search space"),
     "report": ("tune_distill.report", "(re)write a sweep folder's results files from its trials.jsonl"),
@@ -102,7 +105,7 @@ def sweep_main(argv: list[str]) -> int:
 
     Kept apart from the other subcommands so that Ray is imported only when a sweep is asked for.
     """
-    from tune_distill import records, report, sweep
+    from tune_distill import confirm, records, report, sweep
 
     parser = argparse.ArgumentParser(prog="tune-distill sweep",
                                      description="Multi-objective search over students on Ray Tune.")
@@ -119,6 +122,9 @@ def sweep_main(argv: list[str]) -> int:
         config = records.read_sweep_settings(out).get("config") or {}
         summary = report.report_sweep(out, storage_path=config.get("storage_path") or "",
                                       storage_endpoint=config.get("storage_endpoint") or "")
+        # validation articles kept apart from the choice: the findings confirmed there (a failure is a warning)
+        summary = confirm.after_sweep(out, config.get("storage_path") or "", config.get("storage_endpoint") or "") \
+            or summary
     except (ConfigError, FileNotFoundError, ValueError) as error:
         logging.getLogger("tune_distill").error("%s", error)
         print(f"error: {error}", file=sys.stderr)

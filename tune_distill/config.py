@@ -144,12 +144,36 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class PruneConfig:
+    keep: tuple[float, ...] = setting(
+        (),
+        "Post-training pruning family (prune/): after training, one pruned member of the trained student per share "
+        "listed, each keeping at most that share (0 < keep < 1) of the student's non-embedding parameters (or "
+        "FLOPs: prune.by), e.g. [0.8, 0.7, 0.6]; each is scored on validation with its own threshold and recorded "
+        "as its own row. Empty: no family.",
+    )
+    by: str = setting("parameters", "What prune.keep is a share of: parameters (non-embedding) or flops (per token "
+                                     "at evaluate.latency_seq_length).")
+    windows: int = setting(256, "Training windows the Fisher information of the heads and neurons is measured on.")
+    tune_windows: int = setting(256, "Training windows of the layer-wise least-squares mask tuning (0 = no tuning).")
+    rearrange: bool = setting(True, "Rearrange each layer's mask with the layer's whole Fisher matrix (Kwon et al.'s "
+                                    "second step) after the search on its diagonal.")
+    recover_steps: int = setting(0, "Optimiser steps of recovery fine-tuning (the run's distillation loss and "
+                                    "settings, on its training windows) after pruning; 0 = none, Kwon et al.'s "
+                                    "setting.")
+    recover_learning_rate: float = setting(0.0, "Peak learning rate of the recovery fine-tuning (0 = the run's "
+                                                "distill.learning_rate).")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data and features."})
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "The teacher."})
     student: StudentConfig = field(default_factory=StudentConfig, metadata={"help": "Student shape and init."})
     distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "Training."})
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"help": "Evaluation."})
+    prune: PruneConfig = field(default_factory=PruneConfig,
+                               metadata={"help": "Post-training pruning family of the trained student."})
 
 
 SECTIONS: dict[str, type] = {
@@ -158,6 +182,7 @@ SECTIONS: dict[str, type] = {
     "student": StudentConfig,
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
+    "prune": PruneConfig,
 }
 
 
@@ -197,6 +222,8 @@ RANGES: dict[str, Range] = {
     "evaluate.n_best_size": Range(1), "evaluate.max_answer_length": Range(1),
     "evaluate.latency_seq_length": Range(1), "evaluate.latency_batch_sizes": Range(1),
     "evaluate.latency_repeats": Range(1), "evaluate.latency_warmup": Range(0),
+    "prune.keep": Range(0, 1, low_open=True, high_open=True), "prune.windows": Range(1),
+    "prune.tune_windows": Range(0), "prune.recover_steps": Range(0), "prune.recover_learning_rate": Range(0),
 }
 
 
@@ -335,7 +362,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | Mapping[s
         path = Path(path)
         loaded = read_yaml(path, "config file")
         if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, distill, evaluate)")
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)})")
         try:
             config = apply_overrides(config, flatten(loaded, str(path)))
         except ConfigError as error:
@@ -352,7 +379,7 @@ def to_dict(config: RunConfig) -> dict[str, dict[str, Any]]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """`--config FILE` and repeated `--set section.field=value`: how every command takes a configuration."""
-    parser.add_argument("--config", help="YAML config file (sections data, teacher, student, distill, evaluate)")
+    parser.add_argument("--config", help="YAML config file (sections data, teacher, student, distill, evaluate, prune)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field; repeatable")
 

@@ -29,6 +29,13 @@ never trained or validated on (none of their questions used), e.g. training arti
 with other contents is refused, never replaced (a rerun with the same arguments writes the same files);
 `--all-trials` confirms every finished trial, so that the share claim covers all students as on validation.
 
+`--held-apart` (`confirm_held_apart`) confirms on the validation articles a sweep kept apart from its choice (the
+sweep setting `held_apart.articles`, sweep/held_apart.py; the file its sweep.json records, refused if changed):
+the baseline, the Pareto set and the students the findings' claims name, into `<sweep>/held-apart/`, then
+rewrites the report, whose summary.json `held_apart` and findings carry each claim's figure there
+(held_apart_report.py). `after_sweep` does it when such a sweep finishes (`tune-distill sweep`); a failure there
+is a WARNING with this command, never the sweep's records lost.
+
 The sweep folder is read as data (it may come from elsewhere): trials.jsonl and sweep.json through
 records.py's checked readers, summary.json through report.read_summary, each bad file one line naming it
 and the field; run folders only inside the sweep folder (records.resolve_run_dir), never through the
@@ -38,6 +45,7 @@ Must not know: Ray, searchers, training, how a sweep ran.
 
 Example (CPU, minutes: 7 students on 1,630 questions):
     tune-distill confirm --sweep sweeps/cpu --data ../shared/data/squad2/test.json --out sweeps/cpu/confirm
+    tune-distill confirm --sweep sweeps/smoke --held-apart   # a sweep with held_apart.articles set
     tune-distill confirm --sweep sweeps/cpu --carve-from ../shared/data/squad2/train.json --articles 5 \
         --data sweeps/cpu/test-carved.json --out sweeps/cpu/confirm --all-trials
 """
@@ -52,15 +60,16 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from tune_distill import claims, remote
+from tune_distill import claims, held_apart_report, remote
 from tune_distill.config import ConfigError, RunConfig, load_config
 from tune_distill.data import SquadExample, file_fingerprint, load_features, load_many
 from tune_distill.deployment import RULE as DEPLOYMENT_RULE
 from tune_distill.deployment import deployed, frontier_statement
 from tune_distill.files import output_folder, read_json_object, write_atomically, write_json
 from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots, write_trials
-from tune_distill.report import read_summary
+from tune_distill.report import read_summary, report_sweep
 from tune_distill.runtime import resolve_device
+from tune_distill.sweep.held_apart import RECORD, recorded_file
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +338,56 @@ def confirm(sweep: str, data_file: str, out: str | Path, *, trials: Sequence[str
         return json.loads(json.dumps(result, default=str))
 
 
+def confirm_held_apart(sweep: str | Path, *, trials: Sequence[str] = (), every: bool = False, device: str = "auto",
+                       batch_size: int = 64, cache_dir: str | None = None, storage_path: str = "",
+                       storage_endpoint: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Confirm on a sweep folder's held-apart articles (its sweep.json's held_apart record, the file unchanged
+    since the split) the baseline, the Pareto students, the students the findings' claims name
+    (held_apart_report.claim_trials) and `trials`, into <sweep>/held-apart/ (confirm); then rewrite the report
+    (report_sweep, copied to `storage_path` where given), whose summary.json and findings carry the figures there.
+    Returns (confirm.json's contents, the new summary). The feature cache is the sweep's own (<sweep>/cache)
+    unless `cache_dir`."""
+    if remote.is_remote(str(sweep)):
+        raise ConfirmError(f"--sweep {sweep} --held-apart: needs the sweep's folder here (the results go into "
+                           "<sweep>/held-apart), not its storage")
+    folder = Path(sweep)
+    record = read_sweep_settings(folder, ConfirmError).get(RECORD)
+    if not record:
+        raise ConfirmError(f"--held-apart: {folder / 'sweep.json'} records no held-apart articles (the sweep setting "
+                           "held_apart.articles keeps some apart when the sweep starts)")
+    data = recorded_file(folder, record, "held_apart", ConfirmError)
+    named = held_apart_report.claim_trials(read_summary(folder / "summary.json", ConfirmError)) \
+        if (folder / "summary.json").is_file() else []
+    if cache_dir is None and (folder / "cache").is_dir():
+        cache_dir = str(folder / "cache")
+    result = confirm(str(folder), str(data), folder / held_apart_report.HELD_APART_DIR, trials=[*named, *trials],
+                     every=every, device=device, batch_size=batch_size, cache_dir=cache_dir)
+    return result, report_sweep(folder, storage_path=storage_path, storage_endpoint=storage_endpoint)
+
+
+def after_sweep(out: str | Path, storage_path: str = "", storage_endpoint: str = "") -> dict[str, Any] | None:
+    """The end of a finished sweep that kept validation articles apart: confirm_held_apart, then the report
+    (copied to `storage_path` as the sweep's was); returns the new summary. Never raises: the sweep's records are
+    written already, and a failure is a WARNING with the command that reruns it. None: nothing was done."""
+    command_line = held_apart_report.rerun_command(out)
+    try:
+        settings = read_sweep_settings(out, ConfirmError)
+        if not settings.get(RECORD):
+            return None
+        if ((settings.get("config") or {}).get("simulate") or {}).get("enabled"):
+            log.info("held-apart articles: a simulated sweep trains no students; nothing to confirm")
+            return None
+        if (settings.get("summary") or {}).get("interrupted"):
+            log.info("held-apart articles: confirmed once the sweep is finished (resume it), or now with: %s",
+                     command_line)
+            return None
+        return confirm_held_apart(out, storage_path=storage_path, storage_endpoint=storage_endpoint)[1]
+    except Exception as failure:  # noqa: BLE001 - the sweep's records stand; the confirmation can be rerun
+        log.warning("the confirmation on the held-apart articles failed (%s: %s); the sweep's records are kept. "
+                    "Rerun it with: %s", type(failure).__name__, failure, command_line)
+        return None
+
+
 def _sweep_folder(sweep: str, storage_endpoint: str, out: Path) -> Path:
     """The sweep's folder (a remote sweep's files fetched under out/sweep), refused without trials.jsonl or
     summary.json."""
@@ -423,8 +482,14 @@ def _judge(rows: Sequence[dict[str, Any]], split_name: str, accuracy: str, size:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tune-distill confirm`."""
     parser.add_argument("--sweep", required=True, help="sweep folder, or its storage_path (s3://bucket/prefix)")
-    parser.add_argument("--data", required=True, help="SQuAD 2.0 JSON file of articles the sweep never saw")
-    parser.add_argument("--out", required=True, help="folder for confirm.csv, confirm.json, confirm.png")
+    parser.add_argument("--data", help="SQuAD 2.0 JSON file of articles the sweep never saw (required unless "
+                                       "--held-apart)")
+    parser.add_argument("--out", help="folder for confirm.csv, confirm.json, confirm.png (required unless "
+                                      "--held-apart)")
+    parser.add_argument("--held-apart", action="store_true",
+                        help="confirm on the validation articles the sweep kept apart from its choice (sweep setting "
+                             "held_apart.articles; the file sweep.json records) into <sweep>/held-apart/, then "
+                             "rewrite the report: summary.json and its findings carry the figures there")
     parser.add_argument("--trial", action="append", default=[], help="also confirm this trial id (repeatable)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -442,14 +507,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> dict[str, Any]:
     """Confirm as the parsed options say; print the claims on both splits."""
+    if args.held_apart:
+        if args.data or args.out or args.carve_from or args.max_examples:
+            raise ConfirmError("--held-apart: the split and the folder are the sweep's own (<sweep>/held-apart); "
+                               "--data, --out, --carve-from and --max-examples do not go with it")
+        result, summary = confirm_held_apart(args.sweep, trials=args.trial, every=args.all_trials, device=args.device,
+                                             batch_size=args.batch_size, cache_dir=args.cache_dir)
+        _print(result, str(Path(args.sweep) / held_apart_report.HELD_APART_DIR))
+        print(json.dumps({name: claim.get("statement") for name, claim in summary["findings"].items()
+                          if isinstance(claim, dict)}, indent=1))
+        return result
+    if not args.data or not args.out:
+        raise ConfirmError(f"--{'data' if not args.data else 'out'}: required (or --held-apart)")
     result = confirm(args.sweep, args.data, args.out, trials=args.trial, device=args.device,
                      batch_size=args.batch_size, cache_dir=args.cache_dir, storage_endpoint=args.storage_endpoint,
                      max_examples=args.max_examples, every=args.all_trials, carve_from=args.carve_from,
                      carve_articles=args.articles)
+    _print(result, args.out, args.data)
+    return result
+
+
+def _print(result: Mapping[str, Any], out: str, data: str = "") -> None:
+    """The claims on both splits, the errors that judged them and the deployment, in lines."""
     if result.get("carved"):
         carved = result["carved"]
         print(f"confirm: carved {len(carved['titles'])} articles ({carved['questions']} questions) of "
-              f"{carved['from']} into {args.data}: {', '.join(carved['titles'])}")
+              f"{carved['from']} into {data}: {', '.join(carved['titles'])}")
     print(json.dumps({split: {name: claim["statement"] for name, claim in result[split]["claims"].items()}
                       for split in ("validation", "confirmation")}, indent=1))
     for split in ("validation", "confirmation"):
@@ -459,5 +542,4 @@ def command(args: argparse.Namespace) -> dict[str, Any]:
         if errors.get("warning"):
             print(f"confirm: {split}: warning: {errors['warning']}")
         print(f"confirm: {split}, deployed at the validation thresholds: {result['deployment'][split]['statement']}")
-    print(f"confirm: {args.out}/confirm.csv, confirm.json, confirm.png")
-    return result
+    print(f"confirm: {out}/confirm.csv, confirm.json, confirm.png")

@@ -64,7 +64,7 @@ from tune_distill.runtime import (
     resolve_precision,
 )
 from tune_distill.scoring import apply_threshold, evaluate_predictions
-from tune_distill.student import PRUNED_HEADS_KEY, count_parameters, load_student
+from tune_distill.student import count_parameters, has_pruned_shape, load_student
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def load_qa_model(model_dir: str | Path, what: str = "--model"):
     if not local.exists() and str(model_dir).startswith((".", "/")):
         raise FileNotFoundError(f"{what} {model_dir}: no such folder (no config.json there)")
     config = AutoConfig.from_pretrained(str(model_dir))
-    if getattr(config, PRUNED_HEADS_KEY, None):
+    if has_pruned_shape(config):
         check_qa_config(config, model_dir, what)
         return load_student(model_dir).eval()
     return load_qa_weights(model_dir, what)

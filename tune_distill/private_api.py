@@ -43,13 +43,13 @@ TOUCHES: dict[str, Touch] = {
     "ray_token_auth_enabled": Touch(
         "ray._private.authentication.authentication_utils.is_token_auth_enabled", "ray", ("2.60.0",),
         "the sweep cannot tell whether the local Ray dashboard asks for a token, so it shows the token hint anyway",
-        "sweep/driver.py connect_ray"),
+        "sweep/connect.py connect_ray"),
     "set_tune_env_propagation": Touch(
         "ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE (a module-level set Ray Tune reads when it creates "
         "each trial actor)", "ray", ("2.60.0",),
         "AWS credentials set on the driver may be copied into every trial actor's runtime_env, which Ray logs on the "
         "node that runs it, or not be forwarded when the sweep option forward_aws_credentials asks for it",
-        "sweep/driver.py connect_ray"),
+        "sweep/connect.py connect_ray"),
     "tuner_run_config": Touch(
         "ray.tune.Tuner._local_tuner (TunerInternal).get_run_config()", "ray", ("2.60.0",),
         "a resumed sweep's Optuna study is updated when the sweep ends, not as trials finish",

@@ -7,7 +7,10 @@ them back (the last record per trial wins) and refuses a line that is not a reco
 `resolve_run_dir` finds where a record's run folder is now (the sweep folder may have moved), looking
 only inside the folder being read (`run_roots`). A record is a plain dict: trial_id, number, kind, baseline,
 status, params, overrides, metrics, error, attempts, duration, checkpoint, run_dir, node_id, device, seed,
-started_at, finished_at, steps_saved (sweep/experiment.py builds them from Tune's trials).
+started_at, finished_at, steps_saved (sweep/experiment.py builds them from Tune's trials). A trial that pruned its
+trained student into a family (prune/family.py) carries its members in its final metrics (`family`, JSON);
+`family_records` turns each member into a record of its own: kind `family`, `parent` the trial's id, trial id
+`<parent>-keep70`, its parameters the parent's plus `prune.keep`, its run folder `<parent run>/family/keep70`.
 
 A sweep folder read by `report`, `confirm` or `export` may come from elsewhere: it is data, checked here
 before use. `read_trials` checks the fields readers use (`check_record`), reads a metric that is not a finite
@@ -50,8 +53,11 @@ CONSTRAINT_OPS = (">=", "<=")  # a constraint's `op`
 # trial_id): a record breaking them is refused naming the line and field.
 RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "trial_id": (str, int), "number": (int,), "status": (str,), "baseline": (bool,), "params": (dict,),
-    "overrides": (dict,), "metrics": (dict,), "run_dir": (str,), "checkpoint": (str,),
+    "overrides": (dict,), "metrics": (dict,), "run_dir": (str,), "checkpoint": (str,), "parent": (str,),
 }
+FAMILY_KIND = "family"  # a member of a trial's post-training pruning family (its record's `kind`)
+FAMILY_METRIC = "family"  # the final metric holding a trial's members (JSON text: [{name, keep, metrics}])
+FAMILY_FOLDER = "family"  # the members' run folders: <parent run>/family/<name>
 
 
 def trial_status(last_result: Mapping[str, Any], errored: bool) -> str:
@@ -67,6 +73,45 @@ def write_trials(out_dir: str | Path, records: Sequence[Mapping[str, Any]]) -> P
     path = Path(out_dir) / TRIALS_FILE
     write_atomically(path, "".join(json.dumps(record, default=str) + "\n" for record in records))
     return path
+
+
+def family_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`records` with every complete trial's pruning family (its `family` metric) as records of their own, each
+    after its parent; the parent keeps its metrics without `family`. Records without one pass unchanged, so
+    records already expanded (a trials.jsonl read back) are not expanded twice."""
+    expanded: list[dict[str, Any]] = []
+    for record in records:
+        metrics = dict(record.get("metrics") or {})
+        text = metrics.pop(FAMILY_METRIC, None)
+        if text is None:
+            expanded.append(dict(record))
+            continue
+        expanded.append({**record, "metrics": metrics})
+        if record.get("status") != COMPLETE:
+            continue
+        where = f"trial {record.get('trial_id')}: metrics.{FAMILY_METRIC}"
+        members = parse_json(text, where, ValueError) if isinstance(text, str) else text
+        if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("metrics"), dict)
+                                                    and isinstance(m.get("name"), str) for m in members):
+            raise ValueError(f"{where}: expected a list of {{name, keep, metrics}} objects")
+        expanded += [_member_record(record, member) for member in members]
+    return expanded
+
+
+def _member_record(parent: Mapping[str, Any], member: Mapping[str, Any]) -> dict[str, Any]:
+    """One family member as a trial record (see family_records)."""
+    params = {**((parent.get("overrides") or {}) if parent.get("baseline") else {}), **(parent.get("params") or {})}
+    run_dir = parent.get("run_dir")
+    metrics = {key: value for key, value in member["metrics"].items() if key != "prune_identity"}
+    return {
+        **{key: parent.get(key) for key in ("number", "node_id", "device", "seed", "finished_at")},
+        "trial_id": f"{parent['trial_id']}-{member['name']}", "kind": FAMILY_KIND, "baseline": False,
+        "status": COMPLETE, "params": {**params, "prune.keep": member.get("keep")},
+        "overrides": {**(parent.get("overrides") or {}), "prune.keep": [member.get("keep")]},
+        "metrics": metrics, "error": None, "attempts": 1, "duration": metrics.get("wall_seconds"),
+        "checkpoint": None, "run_dir": str(Path(run_dir) / FAMILY_FOLDER / member["name"]) if run_dir else None,
+        "started_at": None, "steps_saved": None, "parent": str(parent["trial_id"]),
+    }
 
 
 def read_trials(path: str | Path) -> list[dict[str, Any]]:
@@ -254,8 +299,11 @@ def resolve_run_dir(sweep_dir: Path, trial_id: str, run_dir: Any = None, checkpo
             _OUTSIDE_NOTED.add(str(sweep_dir))
             log.info("%s: trial %s's recorded run folder %s is outside the sweep folder; its run folders are looked "
                      "for inside it", sweep_dir / TRIALS_FILE, trial_id, path)
-    candidates += sorted(sweep_dir.glob(f"*/trial_*_{trial_id}/run"))
-    candidates += [path for root in roots[1:] for path in sorted(root.glob(f"trial_*_{trial_id}/run"))]
+    parent, _, member = str(trial_id).rpartition("-")
+    inner = f"trial_*_{parent}/run/{FAMILY_FOLDER}/{member}" if parent and member else None  # a family member's
+    for pattern in filter(None, (f"trial_*_{trial_id}/run", inner)):
+        candidates += sorted(sweep_dir.glob(f"*/{pattern}"))
+        candidates += [path for root in roots[1:] for path in sorted(root.glob(pattern))]
     for candidate in candidates:
         if candidate.is_dir() and any(_inside(candidate, root) for root in roots):
             return candidate

@@ -27,7 +27,9 @@ the sweep that just ran with it; never the `storage_path` a sweep folder's own s
   `deployment`: the baseline and every Pareto student at its threshold (answer rates, HasAns / NoAns
   exact, exact, F1) and which of them abstain (deployment.py); `findings`: the reference experiment's
   three findings stated in words for this sweep, which error judged them, and the abstaining students
-  (see `findings`).
+  (see `findings`); `held_apart`, for a sweep that kept validation articles apart from its choice: the students
+  the findings name re-scored there (`held-apart/confirm.json`, confirm.py's confirm_held_apart), and each
+  claim's figure on them beside its validation figure, in the findings too (held_apart_report.py).
 
 The learning curves and importance come from the sweep's Optuna study (study.py): its `study.journal`
 where the sweep wrote one, completed from the records; `tune-distill report` on a sweep folder also
@@ -53,7 +55,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tune_distill import claims, remote
+from tune_distill import claims, held_apart_report, remote
 from tune_distill import study as studies
 from tune_distill.deployment import RULE as DEPLOYMENT_RULE
 from tune_distill.deployment import deployed, frontier_statement
@@ -187,12 +189,14 @@ def summarise(frame, objectives: Sequence[Mapping[str, str]], constraints: Seque
 
 def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
                  objectives: Sequence[Mapping[str, str]] | None = None,
-                 constraints: Sequence[Mapping[str, Any]] = (), title: str = "", study: Any = None) -> dict[str, Any]:
+                 constraints: Sequence[Mapping[str, Any]] = (), title: str = "", study: Any = None,
+                 held_apart: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write results.parquet/.csv, pareto.csv, the pictures (PICTURES) and summary.json; return the summary.
 
     Everything is computed before the first file is written (a failure writes nothing); each file is replaced
     atomically (`files`). `objectives` default to search.objectives.DEFAULT_OBJECTIVES. `study`: the sweep's
-    Optuna study (learning curves, importance); default: one built from `trials`.
+    Optuna study (learning curves, importance); default: one built from `trials`. `held_apart`: the sweep's
+    held-apart confirmation (held_apart_report.load): summary.json's `held_apart` and each claim's figure there.
     """
     out_dir = Path(out_dir)
     if objectives is None:
@@ -211,6 +215,9 @@ def write_report(trials: Sequence[Mapping[str, Any]], out_dir: str | Path, *,
     summary["paired"] = claims.paired_summary(trials, summary, accuracy, size)  # claims judged with paired errors
     summary["deployment"] = deployment_summary(trials, summary)
     summary["findings"] = findings(summary, accuracy, size)
+    if held_apart is not None:  # the claims on the articles the sweep kept apart from its choice
+        summary["held_apart"] = held_apart_report.section(held_apart, summary, accuracy)
+        summary["findings"] = held_apart_report.with_figures(summary["findings"], summary["held_apart"])
     pareto = with_deployment(pareto, summary["deployment"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "results.parquet") as temporary:
@@ -396,7 +403,9 @@ def report_sweep(sweep: str | Path, out: str | Path | None = None, *, storage_pa
     objectives = settings.get("objectives") or [dataclasses.asdict(o) for o in DEFAULT_OBJECTIVES]
     constraints = settings.get("constraints") or ()
     study = studies.load_or_build(sweep, records, objectives, constraints)
-    summary = write_report(records, out or sweep, objectives=objectives, constraints=constraints, study=study)
+    held_apart = held_apart_report.load(sweep, settings)  # <sweep>/held-apart/confirm.json, read as data
+    summary = write_report(records, out or sweep, objectives=objectives, constraints=constraints, study=study,
+                           held_apart=held_apart)
     named = str((settings.get("config") or {}).get("storage_path") or "")
     if in_place and storage_path:
         copy_to_storage(sweep, {"storage_path": storage_path, "storage_endpoint": storage_endpoint})

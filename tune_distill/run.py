@@ -121,8 +121,10 @@ def training_settings(config: RunConfig) -> dict[str, Any]:
     """The config's keys a checkpoint is tied to ('section.field': value): all but NOT_TRAINING_SETTINGS.
 
     student.prune_score / prune_windows / prune_rescale count only where they change the student (a measured
-    score or the rescale under init=prune), so checkpoints written before they existed still resume."""
-    settings = {key: value for key, value in flatten(to_dict(config)).items() if key not in NOT_TRAINING_SETTINGS}
+    score or the rescale under init=prune), so checkpoints written before they existed still resume. The prune
+    section acts after training (prune/family.py), so none of it does."""
+    settings = {key: value for key, value in flatten(to_dict(config)).items()
+                if key not in NOT_TRAINING_SETTINGS and not key.startswith("prune.")}
     student = config.student
     if student.init != "prune" or not student.prune_rescale:
         settings.pop("student.prune_rescale", None)

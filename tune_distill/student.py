@@ -14,7 +14,8 @@ initialisations:
   norm x output column norm); `gradient` and `fisher` are measured on training windows
   (importance.py, passed in as `importance`). The hidden width stays the teacher's. transformers 5
   dropped `prune_heads`, so pruned attention is done here by slicing the projections; `load_student`
-  rebuilds that shape from the saved config.
+  rebuilds that shape from the saved config. Post-training pruning (tune_distill/prune) leaves layers of
+  different shapes; `record_layer_shapes` writes them into the config (LAYER_SHAPES_KEY) for `load_student`.
 - `random`: fresh weights from `initializer_range` (any shape whose heads divide the width).
 
 Parameter counts are exact: all trainable parameters (embeddings included, as the reference
@@ -42,7 +43,10 @@ from tune_distill.config import ConfigError, StudentConfig, add_config_arguments
 
 log = logging.getLogger(__name__)
 
-PRUNED_HEADS_KEY = "tune_distill_heads_per_layer"
+PRUNED_HEADS_KEY = "tune_distill_heads_per_layer"  # one head count for every layer (student.init=prune)
+# Layers that differ in shape (post-training pruning, tune_distill/prune): [{"heads": n, "intermediate": m}, ...],
+# one entry per layer; the config's num_attention_heads and intermediate_size stay the unpruned ones (head size).
+LAYER_SHAPES_KEY = "tune_distill_layer_shapes"
 INIT_CHOICES = ("teacher", "prune", "random")
 PRUNE_SCORE_CHOICES = ("magnitude", "gradient", "fisher")
 SELECTION_CHOICES = ("every_other", "spread", "first", "last")
@@ -244,6 +248,27 @@ def shrink_attention_heads(layer: nn.Module, keep_heads: list[int], head_size: i
     layer.attention.output.dense = _slice_linear(layer.attention.output.dense, keep, 1)
 
 
+def shrink_feed_forward(layer: nn.Module, keep_neurons: list[int]) -> None:
+    """Keep only `keep_neurons` of one BertLayer's feed-forward (up-projection rows, down-projection columns)."""
+    keep = torch.tensor(sorted(keep_neurons), dtype=torch.long)
+    layer.intermediate.dense = _slice_linear(layer.intermediate.dense, keep, 0)
+    layer.output.dense = _slice_linear(layer.output.dense, keep, 1)
+
+
+def layer_shapes(model: nn.Module) -> list[dict[str, int]]:
+    """Heads and feed-forward neurons each layer computes, read from its weights: [{"heads", "intermediate"}, ...]."""
+    head_size = model.config.hidden_size // model.config.num_attention_heads
+    return [{"heads": layer.attention.self.query.out_features // head_size,
+             "intermediate": layer.intermediate.dense.out_features} for layer in model.bert.encoder.layer]
+
+
+def record_layer_shapes(model: nn.Module) -> None:
+    """Write the model's per-layer shape into its config (LAYER_SHAPES_KEY), so that `load_student` rebuilds it."""
+    if hasattr(model.config, PRUNED_HEADS_KEY):
+        delattr(model.config, PRUNED_HEADS_KEY)  # the per-layer shapes say it, layer by layer
+    setattr(model.config, LAYER_SHAPES_KEY, layer_shapes(model))
+
+
 def head_importance(layer: nn.Module, head_size: int) -> torch.Tensor:
     """Data-free importance of each head: ||value rows|| x ||output-projection columns||.  # (heads,)"""
     value = layer.attention.self.value.weight.detach()  # (heads * head_size, hidden)
@@ -362,23 +387,47 @@ def shape_parameters(shape: ResolvedShape, teacher_config: Any) -> dict[str, int
     return {"parameters": embeddings + non_embedding, "non_embedding_parameters": non_embedding}
 
 
+def _pruned_skeleton(config: Any):
+    """An untrained BertForQuestionAnswering of the shape the config records (uniform heads or per-layer shapes)."""
+    from transformers import BertForQuestionAnswering
+
+    model = BertForQuestionAnswering(config)
+    head_size = config.hidden_size // config.num_attention_heads
+    shapes = getattr(config, LAYER_SHAPES_KEY, None)
+    if shapes:
+        if len(shapes) != len(model.bert.encoder.layer):
+            raise ValueError(f"{LAYER_SHAPES_KEY}: {len(shapes)} layer shapes for {config.num_hidden_layers} layers")
+        for layer, shape in zip(model.bert.encoder.layer, shapes):
+            shrink_attention_heads(layer, list(range(int(shape["heads"]))), head_size)
+            shrink_feed_forward(layer, list(range(int(shape["intermediate"]))))
+    else:
+        for layer in model.bert.encoder.layer:
+            shrink_attention_heads(layer, list(range(getattr(config, PRUNED_HEADS_KEY))), head_size)
+    return model
+
+
+def has_pruned_shape(config: Any) -> bool:
+    """Whether a config describes a pruned student that only `load_student` can rebuild."""
+    return bool(getattr(config, PRUNED_HEADS_KEY, None) or getattr(config, LAYER_SHAPES_KEY, None))
+
+
 def load_student(directory: str | Path):
-    """Load a saved student, re-applying pruned attention heads recorded in its config."""
+    """Load a saved student, re-applying the pruned shape recorded in its config (uniform pruned heads,
+    PRUNED_HEADS_KEY, or per-layer heads and neurons, LAYER_SHAPES_KEY); the weights must fit it exactly."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, BertForQuestionAnswering
 
     directory = Path(directory)
     config = AutoConfig.from_pretrained(str(directory))
-    kept = getattr(config, PRUNED_HEADS_KEY, None)
-    if not kept:
+    if not has_pruned_shape(config):
         model = BertForQuestionAnswering.from_pretrained(str(directory))
     else:
-        model = BertForQuestionAnswering(config)
-        head_size = config.hidden_size // config.num_attention_heads
-        for layer in model.bert.encoder.layer:
-            shrink_attention_heads(layer, list(range(kept)), head_size)
+        model = _pruned_skeleton(config)
         state = load_file(str(directory / "model.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # a tensor of another shape
+            raise ValueError(f"{directory}: weights do not match the saved config ({error})") from None
         if unexpected or [name for name in missing if "position_ids" not in name]:
             raise ValueError(f"{directory}: weights do not match the saved config "
                              f"(missing {missing}, unexpected {unexpected})")

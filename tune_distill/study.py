@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tune_distill.private_api import constraints_system_attrs, distribution_contains
-from tune_distill.records import read_sweep_settings, read_trials, resolve_run_dir, run_roots, torn_line
+from tune_distill.records import FAMILY_KIND, read_sweep_settings, read_trials, resolve_run_dir, run_roots, torn_line
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _member_distribution(record: Mapping[str, Any], name: str) -> Any:
+    """The distribution of a pruning-family member's `prune.keep` (a share: 0 to 1); None for anything else."""
+    from optuna.distributions import FloatDistribution
+
+    return FloatDistribution(0.0, 1.0) if record.get("kind") == FAMILY_KIND and name == "prune.keep" else None
+
+
 def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], objectives: Sequence[Any],
                 constraints: Sequence[Any] = (), curve: Mapping[int, float] | None = None):
     """One trial record as an Optuna FrozenTrial (None for an unfinished trial: it is added when it finishes).
@@ -143,7 +150,7 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
         else dict(record.get("params") or {})
     params, used = {}, {}
     for name, value in chosen.items():
-        distribution = distributions.get(name)
+        distribution = distributions.get(name) or _member_distribution(record, name)
         if distribution is None:
             continue
         value = json.dumps(value) if isinstance(value, (list, dict)) else value
@@ -158,6 +165,8 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
         "status": status, "run_dir": record.get("run_dir"), "checkpoint": record.get("checkpoint"),
         "intermediate_metric": accuracy,
     }
+    if record.get("parent"):
+        attrs["parent"] = str(record["parent"])  # a pruning-family member's trial
     if error:
         attrs["error"] = str(error)
     if status == "stopped" and metrics.get("step") is not None:
@@ -449,6 +458,7 @@ def importance_params(study: Any) -> list[str]:
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [trial for trial in complete if trial.user_attrs.get("kind") != FAMILY_KIND]
     searched = [trial for trial in complete if trial.user_attrs.get("kind") != "baseline"] or complete
     if not searched:
         return []
@@ -459,14 +469,20 @@ def param_importances(study: Any, objectives: Sequence[Any], seed: int = 0) -> d
     """{evaluator, trials, params, by_objective: {objective: {param: share, ...} most important first}}.
 
     Computed over the complete trials that have every parameter in `importance_params` (stopped
-    trials were measured at another budget); `skipped` says why when there is nothing to compute.
+    trials were measured at another budget), pruning-family members left out (their size is their budget's,
+    not their parameters'); `skipped` says why when there is nothing to compute.
     """
+    import optuna
     from optuna.importance import get_param_importances
     from optuna.trial import TrialState
 
     params = importance_params(study)
     used = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if set(params) <= set(trial.params)]
+            if set(params) <= set(trial.params) and trial.user_attrs.get("kind") != FAMILY_KIND]
+    if len(used) < len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        directions = study.directions
+        study = optuna.create_study(directions=directions)
+        study.add_trials(used)
     result: dict[str, Any] = {"evaluator": IMPORTANCE_EVALUATOR, "trials": len(used), "params": params,
                               "by_objective": {}}
     if len(used) < 2 or not params:

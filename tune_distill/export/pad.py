@@ -5,8 +5,11 @@ cannot be written as a vanilla BertConfig, so its missing heads are put back as 
 rows (weights and biases) and zero columns of the attention output projection. A zero head attends
 uniformly (all its scores are 0) to zero values and is projected by zero columns, so it adds
 exactly 0 and the logits are the pruned student's up to float32 summation order (the export checks
-them on a real batch against PADDING_TOLERANCE and records the difference). Feed-forward pruning
-keeps one `intermediate_size` for every layer, which BertConfig expresses, so neurons need no padding.
+them on a real batch against PADDING_TOLERANCE and records the difference). Feed-forward pruning by
+student.init=prune keeps one `intermediate_size` for every layer, which BertConfig expresses; a
+post-training pruned student (`student.LAYER_SHAPES_KEY`: layers of their own shapes) also gets its
+missing neurons back as zeros, up to the config's `intermediate_size`: a zero up-projection row and
+bias give GELU(0) = 0, and a zero down-projection column adds nothing.
 
 Must not know: sweeps, files, ONNX, data or training.
 
@@ -23,16 +26,19 @@ import re
 import torch
 
 from tune_distill.export.errors import ExportError
-from tune_distill.student import PRUNED_HEADS_KEY
+from tune_distill.student import LAYER_SHAPES_KEY, PRUNED_HEADS_KEY
 
 # max |logit difference| padded export vs pruned student: zero heads add exactly 0, what remains is float32
 # summation order (what it was on a real student: results/README.md, "Export tolerances")
 PADDING_TOLERANCE = 1e-4
-# Attention tensors that may be narrower in a pruned student than in the padded export, and the
-# dimension that holds the heads (0: output rows of Q/K/V, 1: input columns of the output projection).
+# Tensors that may be narrower in a pruned student than in the padded export, and the dimension that
+# holds the heads or neurons (0: output rows of Q/K/V or the up projection, 1: input columns of the
+# attention output projection or the down projection).
 _HEAD_TENSORS = (
     (re.compile(r"\.attention\.self\.(query|key|value)\.(weight|bias)$"), 0),
     (re.compile(r"\.attention\.output\.dense\.weight$"), 1),
+    (re.compile(r"\.intermediate\.dense\.(weight|bias)$"), 0),
+    (re.compile(r"\.layer\.\d+\.output\.dense\.weight$"), 1),
 )
 
 
@@ -47,14 +53,16 @@ def pad_pruned_heads(student: torch.nn.Module):
     """A vanilla BertForQuestionAnswering equal to `student`, pruned heads put back as zeros.
 
     Kept heads take the first positions of each layer (as student.load_student lays them out); the
-    rest get zero Q/K/V rows and biases and zero output-projection columns. Students without pruned
+    rest get zero Q/K/V rows and biases and zero output-projection columns (missing neurons likewise:
+    zero up-projection rows and biases, zero down-projection columns). Students without pruned
     heads come back as a plain copy. Any other shape difference is an error.
     """
     from transformers import BertForQuestionAnswering
 
     config = copy.deepcopy(student.config)
-    if hasattr(config, PRUNED_HEADS_KEY):
-        delattr(config, PRUNED_HEADS_KEY)
+    for key in (PRUNED_HEADS_KEY, LAYER_SHAPES_KEY):
+        if hasattr(config, key):
+            delattr(config, key)
     config.architectures = ["BertForQuestionAnswering"]
     padded = BertForQuestionAnswering(config).eval()
     source = student.state_dict()
@@ -72,7 +80,7 @@ def pad_pruned_heads(student: torch.nn.Module):
                     value.shape[d] != tensor.shape[d] for d in range(value.dim()) if d != dim):
                 raise ExportError(f"padding heads: {name} has shape {tuple(value.shape)} in the student but "
                                   f"{tuple(tensor.shape)} in a vanilla BERT of its config; only attention heads "
-                                  "can be padded")
+                                  "and feed-forward neurons can be padded")
             # (heads * head_size, hidden), (heads * head_size,) or (hidden, heads * head_size)
             zeros = torch.zeros_like(tensor)
             zeros.narrow(dim, 0, value.shape[dim]).copy_(value)

@@ -60,7 +60,7 @@ _EXPORTS = {
     "collect_trials": "experiment", "repair_missing_checkpoints": "experiment",
     "SWEEP_FILE": "storage", "TRIALS_FILE": "storage", "SCHEDULER_STATE_FILE": "storage",
     "SweepStorage": "storage", "sweep_storage": "storage", "upload_sweep_files": "storage", "fetch_sweep": "storage",
-    "connect_ray": "driver", "no_answer_score": "driver", "prepare_sweep": "driver", "run_sweep": "driver",
+    "connect_ray": "driver", "no_answer_score": "plan", "prepare_sweep": "driver", "run_sweep": "driver",
     # the command (tune_distill/cli.py)
     "add_arguments": "cli", "out_folder": "cli", "command": "cli",
 }

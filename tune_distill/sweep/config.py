@@ -120,6 +120,18 @@ class SimulateSettings:
 
 
 @dataclass(frozen=True)
+class HeldApartSettings:
+    articles: int = setting(0, "Validation articles (distinct data[].title of base data.val_file) kept apart for "
+                               "confirmation: chosen by a seeded permutation of the titles, never by a score, and "
+                               "written to <sweep>/data/validation-held-apart.json; the rest, "
+                               "<sweep>/data/validation-select.json, is every trial's data.val_file (what the sweep "
+                               "chooses on; data.max_val_examples applies to it). When the sweep ends, the students "
+                               "the findings name are re-scored on the held-apart articles (<sweep>/held-apart/, "
+                               "`tune-distill confirm --sweep S --held-apart`). 0 = none kept apart.")
+    seed: int = setting(0, "Seed of the permutation of the validation titles that chooses the held-apart articles.")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     space: str = setting("", "Search-space YAML (see search.load_space); relative to the current directory.")
     # (dict settings: dataclasses.field, as config.setting takes no mapping defaults)
@@ -171,11 +183,14 @@ class SweepConfig:
                 "its shape keys are not allowed here."})
     measure_latency: bool = setting(True, "Time each final student (needed for latency objectives).")
     simulate: SimulateSettings = setting(SimulateSettings(), "A simulated sweep, for planning one (off by default).")
+    held_apart: HeldApartSettings = setting(HeldApartSettings(), "Validation articles kept apart to confirm the "
+                                                                 "chosen students on (off by default).")
     description: str = setting("", "Free text.")
 
 
 _SECTIONS: dict[str, type] = {"searcher": SearcherSettings, "scheduler": SchedulerSettings,
-                              "resources_per_trial": Resources, "simulate": SimulateSettings}
+                              "resources_per_trial": Resources, "simulate": SimulateSettings,
+                              "held_apart": HeldApartSettings}
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -368,6 +383,7 @@ def check_sweep_config(config: SweepConfig, source: str = "sweep config") -> Non
         raise SweepConfigError(f"{source}: searcher.name: unknown searcher {config.searcher.name!r}; "
                                f"known: {', '.join(SEARCHER_NAMES)}")
     _check_simulate(config.simulate, source)
+    _check_held_apart(config, source)
     scheduler = config.scheduler
     if scheduler.name not in SCHEDULERS:
         raise SweepConfigError(f"{source}: scheduler.name: expected one of {', '.join(SCHEDULERS)}, "
@@ -462,6 +478,20 @@ def _check_simulate(simulate: SimulateSettings, source: str) -> None:
             raise SweepConfigError(f"{source}: simulate.{name}: must be >= 0, got {getattr(simulate, name)}")
     if not math.isfinite(simulate.noise) or simulate.noise < 0:
         raise SweepConfigError(f"{source}: simulate.noise: must be >= 0, got {simulate.noise}")
+
+
+def _check_held_apart(config: SweepConfig, source: str) -> None:
+    """held_apart: counts, and a validation file that can be split by article (a JSON file, not a hub split); its
+    articles are counted when the sweep is planned (sweep/held_apart.py)."""
+    held = config.held_apart
+    for name in ("articles", "seed"):
+        value = getattr(held, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SweepConfigError(f"{source}: held_apart.{name}: must be an integer >= 0, got {value!r}")
+    val_file = apply_overrides(RunConfig(), config.base).data.val_file
+    if held.articles and val_file.startswith("hub:"):
+        raise SweepConfigError(f"{source}: held_apart.articles: base data.val_file {val_file} is a hub split; "
+                               "held-apart articles need a SQuAD 2.0 JSON file to split by article")
 
 
 def with_overrides(config: SweepConfig, *, base: Mapping[str, Any] | None = None, data_dir: str | None = None,

@@ -3,8 +3,8 @@
 What it does: `plan_sweep` checks everything that needs files (data, teacher, space, baseline,
 scheduler against evaluation steps) and `build_search` makes the searcher and scheduler, both before
 anything is written; `prepare_sweep_inputs` computes features and teacher logits once on the driver
-(cached under data.cache_dir, which every trial reads); `connect_ray` joins a cluster (RAY_ADDRESS)
-or starts a local Ray with its dashboard; `run_sweep` runs a fresh sweep or resumes an interrupted
+(cached under data.cache_dir, which every trial reads); `connect_ray` (sweep/connect.py) joins a cluster
+(RAY_ADDRESS) or starts a local Ray with its dashboard; `run_sweep` runs a fresh sweep or resumes an interrupted
 one (finished trials kept, unfinished ones resumed from their checkpoints, the searcher's state
 restored), logs a progress line per finished trial, and writes `trials.jsonl` (one line per trial)
 and `sweep.json` (the resolved sweep and a summary) in the output folder. A resumed folder is verified first
@@ -47,13 +47,10 @@ from tune_distill.config import RunConfig, apply_overrides
 from tune_distill.files import read_json_object, write_json
 from tune_distill.private_api import (
     PrivateApiChanged,
-    ray_token_auth_enabled,
-    set_tune_env_propagation,
     tuner_scheduler,
 )
-from tune_distill.records import TRIALS_FILE, write_trials
+from tune_distill.records import TRIALS_FILE, family_records, write_trials
 from tune_distill.search import SearchSpace, make_searcher
-from tune_distill.signing import hidden_key_env
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
 from tune_distill.sweep.config import (
@@ -63,10 +60,18 @@ from tune_distill.sweep.config import (
     sweep_config_from_dict,
     sweep_config_to_dict,
 )
+from tune_distill.sweep.connect import connect_ray
 from tune_distill.sweep.diskspace import DiskFull, SpaceGuard, guard_sweep, no_space, no_space_message
 from tune_distill.sweep.experiment import collect_trials, repair_missing_checkpoints, settle_snapshot, tuner_callbacks
+from tune_distill.sweep.held_apart import Split, plan_split, split_record, write_split
 from tune_distill.sweep.manifest import FolderSigner, fresh_signer, open_for_resume, watch
-from tune_distill.sweep.plan import absolute_base, baseline_overrides, load_sweep_space, teacher_context
+from tune_distill.sweep.plan import (
+    absolute_base,
+    baseline_overrides,
+    load_sweep_space,
+    no_answer_score,
+    teacher_context,
+)
 from tune_distill.sweep.pruning import CheckpointPruner
 from tune_distill.sweep.schedulers import make_scheduler, pareto_rungs, read_scheduler_state
 from tune_distill.sweep.searcher import SUGGESTIONS_FILE, SweepSearcher
@@ -86,101 +91,6 @@ from tune_distill.sweep.trial import TrialContext, make_trainable, trial_dirname
 
 log = logging.getLogger(__name__)
 
-# Environment variables a joined cluster's workers need to behave like the driver (offline hub, quiet tokenizers).
-PROPAGATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None,
-                extra_env: Sequence[str] = (), num_gpus: int | None = None) -> tuple[bool, str | None]:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray with its dashboard on 127.0.0.1.
-
-    A joined cluster's workers get PROPAGATED_ENV and `extra_env` (those set here) through the job's
-    runtime_env, which Ray logs in plain text on every node: nothing secret belongs there unless the user
-    asked for it (remote.CREDENTIAL_ENV); a local Ray's workers inherit this process's environment, less the
-    sweep folders' signing key (signing.hidden_key_env: trials never need it).
-    Returns (whether we started Ray here and must shut it down, the dashboard URL if any). An already
-    initialised Ray (e.g. in tests) is used as it is.
-    """
-    import ray
-
-    forward_credentials = bool(set(remote.CREDENTIAL_ENV) & set(extra_env))
-    _tune_forwards_credentials(forward_credentials)
-    if ray.is_initialized():
-        return False, None
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = {name: os.environ[name] for name in (*PROPAGATED_ENV, *extra_env) if name in os.environ}
-    runtime_env = {"env_vars": env_vars} if env_vars else None
-    if address:
-        try:
-            context = ray.init(address=address, runtime_env=runtime_env)
-        except ConnectionError as error:
-            raise ConnectionError(
-                f"{error}. If the cluster requires token authentication (a `ray start` with RAY_AUTH_MODE=token, "
-                "as cluster/gpu.yaml and cluster/kuberay.yaml do), set RAY_AUTH_MODE=token here and provide the "
-                "cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (make cluster-up writes it there)"
-            ) from error
-        log.info("joined the Ray cluster at %s", address)
-        if any(name in os.environ for name in remote.CREDENTIAL_ENV) and not forward_credentials:
-            log.info("the AWS credentials set here are not passed to the cluster's workers: each node uses its own "
-                     "(instance role, IRSA, ~/.aws); sweep option forward_aws_credentials passes them")
-    else:
-        # address="local": a new instance here, never a cluster someone else `ray start`ed on this machine
-        try:
-            with hidden_key_env():
-                context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
-                                   dashboard_host="127.0.0.1")
-        except Exception as error:  # missing dashboard packages, port trouble, ...
-            log.warning("the Ray dashboard could not start (%s: %s); running without it", type(error).__name__, error)
-            ray.shutdown()
-            with hidden_key_env():
-                context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
-    url = getattr(context, "dashboard_url", None) or None
-    if url:
-        url = url if "://" in url else f"http://{url}"
-        log.info("Ray dashboard: %s", url)
-        print(f"Ray dashboard: {url}", file=sys.stderr, flush=True)
-        if _token_auth_enabled():
-            # how to get in, never the token itself: logs outlive the session
-            hint = ("  it asks for Ray's authentication token: `ray get-auth-token` prints it (it is kept in "
-                    "~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH when set); paste it there")
-            log.info(hint.strip())
-            print(hint, file=sys.stderr, flush=True)
-    return not address, url
-
-
-def _token_auth_enabled() -> bool:
-    """Whether this Ray process uses token authentication (a private Ray check: private_api).
-
-    When that check has changed, a WARNING says so and the answer is True: going on is safe, the answer only
-    decides whether a hint about the dashboard's token is shown."""
-    try:
-        return ray_token_auth_enabled()
-    except PrivateApiChanged as changed:
-        log.warning("%s", changed)
-        return True
-
-
-def _tune_forwards_credentials(enabled: bool) -> None:
-    """Ray Tune itself copies the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN into
-    every trial actor's runtime_env, which Ray logs on the node that runs it: keep them out of it unless the
-    sweep asks for forwarding (a private Ray setting: private_api.set_tune_env_propagation).
-
-    When that setting has changed, a WARNING says what may happen to the credentials and the sweep goes on:
-    its trials and results do not depend on it (each node has credentials of its own, or the sweep forwards them
-    through the job's runtime_env), only where the driver's credentials may be logged does."""
-    try:
-        set_tune_env_propagation(remote.CREDENTIAL_ENV, enabled)
-    except PrivateApiChanged as changed:
-        log.warning("%s", changed)
-
-
-def no_answer_score(examples: Sequence[Any]) -> float:
-    """Exact (= F1) of answering "no answer" everywhere: 100 x the share of unanswerable questions."""
-    if not examples:
-        raise SweepConfigError("data.val_file: no validation questions")
-    return 100.0 * sum(bool(example.is_impossible) for example in examples) / len(examples)
-
-
 @dataclass
 class _Prepared:
     config: SweepConfig  # base with absolute paths
@@ -189,11 +99,13 @@ class _Prepared:
     constraints: tuple
     baseline: dict | None
     no_answer: float
+    held_apart: Split | None = None  # validation articles kept apart (sweep/held_apart.py)
 
 
 def prepare_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     """Check everything, then tokenise and compute teacher logits once (cached under data.cache_dir)."""
     prepared = plan_sweep(config, out_dir)
+    write_split(prepared.held_apart, out_dir)
     prepare_sweep_inputs(prepared)
     return prepared
 
@@ -240,12 +152,14 @@ def plan_sweep(config: SweepConfig, out_dir: Path) -> _Prepared:
     varying = sorted(key for key in [*space.names, *space.derived] if key.startswith(("data.", "teacher.")))
     if varying:
         log.warning("the space varies %s: trials build their own caches (written atomically) on first use", varying)
+    config, held = plan_split(config, space, out_dir)  # every trial validates on the select file (held_apart.py)
     shared = apply_overrides(run_config, dict(space.fixed))
-    no_answer = no_answer_score(load_many([shared.data.val_file], shared.data.max_val_examples))
+    no_answer = no_answer_score(held.examples if held else
+                                load_many([shared.data.val_file], shared.data.max_val_examples))
     constraints = resolve_constraints(config.constraints, no_answer)
     log.info("no-answer score of the validation split: %.2f; constraints: %s", no_answer,
              ", ".join(f"{c.name} {c.op} {c.bound:.4g}" for c in constraints) or "none")
-    return _Prepared(config, space, context, constraints, baseline, no_answer)
+    return _Prepared(config, space, context, constraints, baseline, no_answer, held)
 
 
 def prepare_sweep_inputs(prepared: _Prepared) -> None:
@@ -329,6 +243,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
     prepared = plan_sweep(sweep_config, out_dir)
     config = dataclasses.replace(prepared.config, storage_path=location.uri, storage_endpoint=location.endpoint)
     search = None if resume else build_search(config, prepared, out_dir)  # before anything is written
+    write_split(prepared.held_apart, out_dir)
     simulation = sweep_simulation(config, prepared.space.fixed, prepared.constraints)
     if simulation is None:
         prepare_sweep_inputs(prepared)
@@ -353,7 +268,7 @@ def _run_sweep(sweep_config: SweepConfig | None, out_dir: Path, *, resume: bool,
             guard = SpaceGuard(str(out_dir), location.local_experiment, config.num_samples)
             guard_sweep(tuner, guard)  # stops the sweep, resumably, before the disk is full
             _fit(tuner, guard, location)
-        records = collect_trials(location.experiment, location.filesystem)
+        records = family_records(collect_trials(location.experiment, location.filesystem))  # members as rows
         for record in records:
             record["checkpoint"] = location.uri_of(record["checkpoint"]) if record["checkpoint"] else None
     finally:
@@ -452,6 +367,7 @@ def _start_record(config: SweepConfig, prepared: _Prepared, location: SweepStora
         "constraints": [dataclasses.asdict(c) for c in prepared.constraints],
         "teacher": prepared.context,
         "baseline": prepared.baseline,
+        **split_record(prepared.held_apart),
         "experiment_path": location.uri_of(location.experiment),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })

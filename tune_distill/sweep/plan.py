@@ -17,7 +17,7 @@ print(trial_run_config({'distill.seed': 7}, {'student.num_hidden_layers': 1}, 5)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from tune_distill.config import ConfigError, RunConfig, apply_overrides, read_yaml
 from tune_distill.search import SearchSpace, SearchSpaceError, parse_space
@@ -141,3 +141,9 @@ def absolute_base(base: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     result["data.cache_dir"] = _absolute(cache) if cache else str(out_dir / "cache")
     return result
 
+
+def no_answer_score(examples: Sequence[Any]) -> float:
+    """Exact (= F1) of answering "no answer" everywhere: 100 x the share of unanswerable questions."""
+    if not examples:
+        raise SweepConfigError("data.val_file: no validation questions")
+    return 100.0 * sum(bool(example.is_impossible) for example in examples) / len(examples)

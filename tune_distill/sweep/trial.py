@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from tune_distill.config import RunConfig
 from tune_distill.files import write_json
+from tune_distill.records import FAMILY_METRIC
 from tune_distill.sweep.plan import trial_run_config
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,9 @@ def run_trial(config: Mapping[str, Any], context: TrialContext) -> None:
                              report=_reporter(run_config, run_dir, identity, deadline),
                              command=_rerun_command(run_dir, context, config["overrides"], run_config))
             final = _json_scalars(metrics)
+            family = _family(run_config, run_dir, context)
+            if family is not None:
+                final[FAMILY_METRIC] = family
             final.update(identity, final=True, status="complete", finished_at=time.time())
             final.setdefault("total_steps", _total_steps(run_config, final))
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(run_dir / "checkpoint")))
@@ -324,6 +328,18 @@ def _train(run_config: RunConfig, run_dir: Path, checkpoint: Any, number: int, d
         step = json.loads((Path(directory) / "step.json").read_text())["step"]
         log.info("trial %04d resumes from Tune's checkpoint at step %d", number, step)
         return run_distillation(run_config, run_dir, resume=True, resume_from=directory, **kwargs)
+
+
+def _family(run_config: RunConfig, run_dir: Path, context: TrialContext) -> str | None:
+    """The trained student's post-training pruning family when the trial's prune.keep asks for one
+    (prune/family.py): its members as JSON text, which records.family_records turns into rows; None when not."""
+    if not run_config.prune.keep or context.simulate is not None:
+        return None
+    from tune_distill.prune.family import prune_family
+
+    members = prune_family(run_config, run_dir, measure_latency=context.measure_latency)
+    return json.dumps([{"name": m["name"], "keep": m["keep"], "metrics": _json_scalars(m["metrics"])}
+                       for m in members])
 
 
 def _simulate(run_config: RunConfig, run_dir: Path, checkpoint: Any, settings: Mapping[str, Any],
