@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+from sweep_world import ray_cluster_fixture, tiny_sweep, world_fixture  # noqa: F401  (fixtures world, ray_cluster)
 
 from tune_distill import study as studies
 from tune_distill.cli import main
@@ -121,12 +122,17 @@ def test_family_records_turn_members_into_rows_once(trained):
         family_records([{**_sweep_records(trained)[0], "metrics": {"family": "{}"}}])
 
 
-def test_members_are_rows_of_the_report_the_study_and_confirm(trained, tmp_path):
+def _sweep_folder(trained) -> tuple[Path, list[dict], dict]:
+    """The trained run as a one-trial sweep folder with its members as rows: (folder, records, summary)."""
     folder = trained["root"] / "sweep"
     records = family_records(_sweep_records(trained))
     write_trials(folder, records)
     (folder / "sweep.json").write_text(json.dumps({"config": {"name": "tune"}, "objectives": OBJECTIVES}))
-    summary = write_report(read_trials(folder), folder, objectives=OBJECTIVES)
+    return folder, records, write_report(read_trials(folder), folder, objectives=OBJECTIVES)
+
+
+def test_members_are_rows_of_the_report_the_study_and_confirm(trained, tmp_path):
+    folder, records, summary = _sweep_folder(trained)
     rows = list(csv.DictReader((folder / "results.csv").open()))
     assert {row["trial_id"] for row in rows} == {"base0001", "base0001-keep80", "base0001-keep60"}
     assert set(summary["pareto_trials"]) <= {row["trial_id"] for row in rows}
@@ -151,6 +157,45 @@ def _renamed(article: dict) -> dict:
         for question in paragraph["qas"]:
             question["id"] = f"t-{question['id']}"
     return article
+
+
+def test_a_member_exports_and_answers_like_any_trial(trained, tmp_path):
+    from tune_distill.export import choose_trial, export_trial
+
+    _sweep_folder(trained)
+    choice = choose_trial(trained["root"] / "sweep", trial_id="base0001-keep60")
+    assert choice.model_dir == trained["run_dir"] / "family" / "keep60" / "model"
+    record = export_trial(choice, tmp_path / "export", onnx=False, latency=False, verify_data=trained["val"])
+    assert record["parameters"]["non_embedding_parameters"] == trained["members"][1]["metrics"][
+        "non_embedding_parameters"]
+    assert main(["answer", "--model", str(tmp_path / "export"), "--question", "q?", "--context", "a b c"]) == 0
+
+
+def test_a_sweep_prunes_each_complete_trial_and_records_its_members(world, ray_cluster, tmp_path):
+    """Through the driver on one local Ray: each trial's family is made in the trial and recorded as rows of
+    trials.jsonl, the results and the study."""
+    import dataclasses
+
+    from tune_distill.records import read_trials
+    from tune_distill.report import report_sweep
+    from tune_distill.sweep.driver import run_sweep
+
+    config = tiny_sweep(world, num_samples=2)
+    config = dataclasses.replace(config, measure_latency=False, base={
+        **config.base, "prune.keep": [0.7], "prune.windows": 4, "prune.tune_windows": 4})
+    run_sweep(config, tmp_path / "sweep")
+    records = read_trials(tmp_path / "sweep")
+    trials = [record for record in records if record["kind"] != "family"]
+    members = [record for record in records if record["kind"] == "family"]
+    complete = [record for record in trials if record["status"] == "complete"]
+    assert complete and sorted(m["parent"] for m in members) == sorted(str(r["trial_id"]) for r in complete)
+    for member in members:
+        assert Path(member["run_dir"], "model").is_dir() and member["metrics"]["prune_share"] <= 0.7
+        assert member["params"]["prune.keep"] == 0.7 and "family" not in member["metrics"]
+    summary = report_sweep(tmp_path / "sweep")
+    assert summary["trials"] == len(records)
+    journal = studies.load_or_build(tmp_path / "sweep", records, config.objectives)
+    assert len([t for t in journal.trials if t.user_attrs.get("kind") == "family"]) == len(members)
 
 
 def test_a_member_loads_like_any_student(trained):

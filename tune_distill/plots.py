@@ -159,9 +159,10 @@ def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size
         drawable = len(done) and accuracy in done and size in done
         labels: list[tuple[float, float, str, float]] = []
         if drawable:
-            for status, marker, label in (("complete", "o", "trial, complete"),
-                                          ("stopped", "x", "trial, stopped early")):
-                rows = done[done["status"] == status]
+            member = done["kind"].eq("family") if "kind" in done else done["status"].isna()
+            for rows, marker, label in ((done[(done["status"] == "complete") & ~member], "o", "trial, complete"),
+                                        (done[(done["status"] == "stopped") & ~member], "x", "trial, stopped early"),
+                                        (done[member], "^", "pruned after training (family member)")):
                 if len(rows):
                     axes.errorbar(rows[size] / 1e6, rows[accuracy], yerr=rows[error] if error in rows else None,
                                   fmt=marker, ms=4, c="0.6", ecolor="0.8", elinewidth=0.8, capsize=2, label=label)

@@ -84,6 +84,8 @@ def results_frame(trials: Sequence[Mapping[str, Any]]):
             "number": trial.get("number"),
             "status": trial.get("status"),
             "baseline": bool(trial.get("baseline", False)),
+            "kind": trial.get("kind"),
+            "parent": trial.get("parent"),  # a pruning-family member's trial (records.family_records)
             "duration_s": trial.get("duration"),
             "checkpoint": trial.get("checkpoint"),
             "node_id": trial.get("node_id"),
