@@ -6,6 +6,7 @@ Everything is built here, offline, in milliseconds: no hub access (HF_HUB_OFFLIN
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import os
 import shutil
@@ -165,6 +166,33 @@ def tiny_squad_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny_squad.json"
     path.write_text(json.dumps(tiny_squad_dict()))
     return path
+
+
+def write_squad(path: Path, articles: list[dict]) -> Path:
+    """A SQuAD 2.0 file of `articles` at `path`."""
+    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
+    return path
+
+
+def renamed_article(article: dict, prefix: str) -> dict:
+    """The same article under another title with other question ids (a split no sweep saw)."""
+    article = copy.deepcopy(article)
+    article["title"] = f"{prefix}{article['title']}"
+    for paragraph in article["paragraphs"]:
+        for question in paragraph["qas"]:
+            question["id"] = f"{prefix}{question['id']}"
+    return article
+
+
+def tiny_run_config(teacher: Path, train: Path, val: Path, cache_dir: Path, *settings: str):
+    """A RunConfig for a tiny run of seconds (48-token windows, 2 layers, 2 steps of 4) with `settings` on top."""
+    from tune_distill.config import load_config
+
+    return load_config(None, [f"teacher.path={teacher}", f"data.train_files=[{train}]", f"data.val_file={val}",
+                              f"data.cache_dir={cache_dir}", "data.max_seq_length=48", "data.doc_stride=16",
+                              "data.max_query_length=16", "student.num_hidden_layers=2",
+                              "student.hidden_dropout_prob=0.0", "distill.max_steps=2", "distill.train_batch_size=4",
+                              *settings])
 
 
 def make_tiny_qa_model_dir(directory: Path, num_hidden_layers: int = 2, seed: int = 0) -> Path:

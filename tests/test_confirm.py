@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+from conftest import make_tiny_qa_model_dir, renamed_article, tiny_run_config, tiny_squad_dict, write_squad
 
 from tune_distill import confirm as confirm_module
 from tune_distill.cli import main
@@ -26,37 +25,18 @@ STUDENTS = {  # trial id -> (baseline, student settings)
 }
 
 
-def _write(path: Path, articles: list[dict]) -> Path:
-    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
-    return path
-
-
-def _renamed(article: dict, prefix: str) -> dict:
-    """The same article under another title with other question ids (a split the sweep never saw)."""
-    article = copy.deepcopy(article)
-    article["title"] = f"{prefix}{article['title']}"
-    for paragraph in article["paragraphs"]:
-        for question in paragraph["qas"]:
-            question["id"] = f"{prefix}{question['id']}"
-    return article
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("confirm")
     teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
     norhaven, animals = tiny_squad_dict()["data"]
-    data = {"train": _write(root / "train.json", [norhaven]), "val": _write(root / "val.json", [animals]),
-            "test": _write(root / "test.json", [_renamed(norhaven, "t-"), _renamed(animals, "t-")])}
+    data = {"train": write_squad(root / "train.json", [norhaven]), "val": write_squad(root / "val.json", [animals]),
+            "test": write_squad(root / "test.json", [renamed_article(norhaven, "t-"), renamed_article(animals, "t-")])}
     folder = root / "sweep"
     records = []
     for number, (trial_id, (baseline, settings)) in enumerate(STUDENTS.items()):
         run_dir = folder / "tune" / f"trial_{number:04d}_{trial_id}" / "run"
-        config = load_config(None, [f"teacher.path={teacher}", f"data.train_files=[{data['train']}]",
-                                    f"data.val_file={data['val']}", f"data.cache_dir={root / 'cache'}",
-                                    "data.max_seq_length=48", "data.doc_stride=16", "data.max_query_length=16",
-                                    "student.num_hidden_layers=2", "student.hidden_dropout_prob=0.0",
-                                    "distill.max_steps=2", "distill.train_batch_size=4", *settings])
+        config = tiny_run_config(teacher, data["train"], data["val"], root / "cache", *settings)
         metrics = run_distillation(config, run_dir, measure_latency=False)
         records.append({"trial_id": trial_id, "number": number, "status": "complete", "baseline": baseline,
                         "params": {"student.init": settings[0]}, "metrics": metrics, "run_dir": str(run_dir)})
@@ -114,7 +94,7 @@ def test_a_split_sharing_articles_or_questions_with_the_sweep_is_refused(sweep, 
                                            r"validation data"):
         confirm(str(sweep["folder"]), str(sweep["data"]["val"]), tmp_path / "out", device="cpu")
     norhaven = tiny_squad_dict()["data"][0]
-    mixed = _write(tmp_path / "mixed.json", [_renamed(norhaven, "x-"), norhaven])
+    mixed = write_squad(tmp_path / "mixed.json", [renamed_article(norhaven, "x-"), norhaven])
     assert main(["confirm", "--sweep", str(sweep["folder"]), "--data", str(mixed), "--out",
                  str(tmp_path / "cli")]) == 2
     assert "shares 1 article title(s) and 4 question id(s) with the sweep's training data" in capsys.readouterr().err
@@ -182,9 +162,10 @@ def test_confirm_works_from_the_sweeps_remote_storage(sweep, tmp_path, monkeypat
 
 def test_carve_takes_the_last_articles_no_question_of_which_the_sweep_used(sweep, tmp_path):
     norhaven, animals = tiny_squad_dict()["data"]
-    partly = _renamed(animals, "p-")
+    partly = renamed_article(animals, "p-")
     partly["paragraphs"][0]["qas"][0]["id"] = animals["paragraphs"][0]["qas"][0]["id"]  # one validation question
-    source = _write(tmp_path / "train-more.json", [_renamed(norhaven, "a-"), norhaven, _renamed(animals, "b-"), partly])
+    articles = [renamed_article(norhaven, "a-"), norhaven, renamed_article(animals, "b-"), partly]
+    source = write_squad(tmp_path / "train-more.json", articles)
     config = load_config(Path(sweep["records"][0]["run_dir"]) / "config.yaml")
     carved = confirm_module.carve(config, str(source), 1, tmp_path / "test.json")
     assert carved["titles"] == [f"b-{animals['title']}"]  # the last unused one: `partly` shares a question id
@@ -203,7 +184,7 @@ def test_carve_takes_the_last_articles_no_question_of_which_the_sweep_used(sweep
 
 def test_confirm_on_carved_articles_with_every_trial(sweep, tmp_path, capsys):
     norhaven, animals = tiny_squad_dict()["data"]
-    source = _write(tmp_path / "train-more.json", [norhaven, _renamed(animals, "c-")])
+    source = write_squad(tmp_path / "train-more.json", [norhaven, renamed_article(animals, "c-")])
     data = tmp_path / "carved.json"
     assert main(["confirm", "--sweep", str(sweep["folder"]), "--carve-from", str(source), "--articles", "1",
                  "--data", str(data), "--out", str(tmp_path / "out"), "--all-trials"]) == 0

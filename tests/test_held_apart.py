@@ -3,14 +3,13 @@ file, the confirmation of the findings' students there (confirm.confirm_held_apa
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import types
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+from conftest import make_tiny_qa_model_dir, renamed_article, tiny_run_config, tiny_squad_dict
 from sweep_world import ray_cluster_fixture, tiny_sweep, world_fixture  # noqa: F401  (fixtures world, ray_cluster)
 
 from tune_distill.cli import main
@@ -34,20 +33,10 @@ NO_SPACE = types.SimpleNamespace(names=(), derived={}, fixed={})
 OBJECTIVES = [{"name": "exact", "direction": "max"}, {"name": "parameters", "direction": "min"}]
 
 
-def _renamed(article: dict, prefix: str) -> dict:
-    """The same article under another title with other question ids."""
-    article = copy.deepcopy(article)
-    article["title"] = f"{prefix}{article['title']}"
-    for paragraph in article["paragraphs"]:
-        for question in paragraph["qas"]:
-            question["id"] = f"{prefix}{question['id']}"
-    return article
-
-
 def _validation(path: Path, copies: int = 3) -> Path:
     """A validation file of 2 x `copies` articles (the tiny ones renamed), version kept."""
     norhaven, animals = tiny_squad_dict()["data"]
-    articles = [_renamed(article, f"v{number}-") for number in range(copies) for article in (norhaven, animals)]
+    articles = [renamed_article(article, f"v{number}-") for number in range(copies) for article in (norhaven, animals)]
     path.write_text(json.dumps({"version": "v2.0", "data": articles}))
     return path
 
@@ -164,11 +153,7 @@ def held_sweep(tmp_path_factory):
                                      "student.intermediate_size=32"])}
     for number, (trial_id, (baseline, settings)) in enumerate(students.items()):
         run_dir = folder / "tune" / f"trial_{number:04d}_{trial_id}" / "run"
-        run = load_config(None, [f"teacher.path={teacher}", f"data.train_files=[{train}]",
-                                 f"data.val_file={config.base['data.val_file']}", f"data.cache_dir={folder / 'cache'}",
-                                 "data.max_seq_length=48", "data.doc_stride=16", "data.max_query_length=16",
-                                 "student.num_hidden_layers=2", "student.hidden_dropout_prob=0.0",
-                                 "distill.max_steps=2", "distill.train_batch_size=4", *settings])
+        run = tiny_run_config(teacher, train, config.base["data.val_file"], folder / "cache", *settings)
         metrics = run_distillation(run, run_dir, measure_latency=False)
         records.append({"trial_id": trial_id, "number": number, "status": "complete", "baseline": baseline,
                         "params": {"student.init": settings[0]}, "metrics": metrics, "run_dir": str(run_dir)})

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_qa_model_dir, tiny_squad_dict
+from conftest import make_tiny_qa_model_dir, renamed_article, tiny_run_config, tiny_squad_dict, write_squad
 from sweep_world import ray_cluster_fixture, tiny_sweep, world_fixture  # noqa: F401  (fixtures world, ray_cluster)
 
 from tune_distill import study as studies
@@ -26,24 +26,16 @@ OBJECTIVES = [{"name": "f1", "direction": "max"}, {"name": "non_embedding_parame
 KEEP = (0.8, 0.6)
 
 
-def _write(path: Path, articles: list[dict]) -> Path:
-    path.write_text(json.dumps({"version": "v2.0", "data": articles}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One trained tiny run inside a sweep-shaped folder, and its family at KEEP."""
     root = tmp_path_factory.mktemp("family")
     teacher = make_tiny_qa_model_dir(root / "teacher", num_hidden_layers=2)
     norhaven, animals = tiny_squad_dict()["data"]
-    train, val = _write(root / "train.json", [norhaven]), _write(root / "val.json", [animals])
+    train, val = write_squad(root / "train.json", [norhaven]), write_squad(root / "val.json", [animals])
     run_dir = root / "sweep" / "tune" / "trial_0000_base0001" / "run"
-    config = load_config(None, [f"teacher.path={teacher}", f"data.train_files=[{train}]", f"data.val_file={val}",
-                                f"data.cache_dir={root / 'cache'}", "data.max_seq_length=48", "data.doc_stride=16",
-                                "data.max_query_length=16", "student.num_hidden_layers=2",
-                                "student.hidden_dropout_prob=0.0", "distill.max_steps=2", "distill.train_batch_size=4",
-                                "prune.windows=8", "prune.tune_windows=8", f"prune.keep={list(KEEP)}"])
+    config = tiny_run_config(teacher, train, val, root / "cache", "prune.windows=8", "prune.tune_windows=8",
+                             f"prune.keep={list(KEEP)}")
     metrics = run_distillation(config, run_dir, measure_latency=False)
     members = prune_family(config, run_dir)
     return {"root": root, "run_dir": run_dir, "config": config, "metrics": metrics, "members": members,
@@ -145,18 +137,9 @@ def test_members_are_rows_of_the_report_the_study_and_confirm(trained, tmp_path)
     # a moved sweep folder still finds a member's run folder
     assert resolve_run_dir(folder, "base0001-keep60", "/elsewhere/run") == trained["run_dir"] / "family" / "keep60"
     # confirm re-scores members like trials
-    test = _write(tmp_path / "test.json", [_renamed(tiny_squad_dict()["data"][0])])
+    test = write_squad(tmp_path / "test.json", [renamed_article(tiny_squad_dict()["data"][0], "t-")])
     result = confirm(str(folder), str(test), tmp_path / "confirm", device="cpu", every=True)
     assert {row["trial_id"] for row in result["trials"]} == {"base0001", "base0001-keep80", "base0001-keep60"}
-
-
-def _renamed(article: dict) -> dict:
-    article = json.loads(json.dumps(article))
-    article["title"] = f"t-{article['title']}"
-    for paragraph in article["paragraphs"]:
-        for question in paragraph["qas"]:
-            question["id"] = f"t-{question['id']}"
-    return article
 
 
 def test_a_member_exports_and_answers_like_any_trial(trained, tmp_path):
