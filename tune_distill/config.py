@@ -155,7 +155,9 @@ class PruneConfig:
     by: str = setting("parameters", "What prune.keep is a share of: parameters (non-embedding) or flops (per token "
                                      "at evaluate.latency_seq_length).")
     windows: int = setting(256, "Training windows the Fisher information of the heads and neurons is measured on.")
-    tune_windows: int = setting(256, "Training windows of the layer-wise least-squares mask tuning (0 = no tuning).")
+    tune_windows: int = setting(0, "Training windows of Kwon et al.'s layer-wise least-squares mask tuning (0 = "
+                                   "none, the default: on the cpu preset's students it lowered span F1; "
+                                   "configs/sweep_cpu.yaml has the figures).")
     rearrange: bool = setting(True, "Rearrange each layer's mask with the layer's whole Fisher matrix (Kwon et al.'s "
                                     "second step) after the search on its diagonal.")
     recover_steps: int = setting(0, "Optimiser steps of recovery fine-tuning (the run's distillation loss and "

@@ -297,11 +297,7 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
                    wall_seconds=time.perf_counter() - began, train_features=len(inputs.train_features),
                    val_questions=len(inputs.val_features.examples))
     if measure_latency:
-        ev = config.evaluate
-        metrics.update(evaluate.measure_latency(model, seq_length=ev.latency_seq_length,
-                                                batch_sizes=ev.latency_batch_sizes, repeats=ev.latency_repeats,
-                                                warmup=ev.latency_warmup, device=device,
-                                                precision=config.distill.precision))
+        metrics.update(measured_latency(model, config, device))
     write_atomically(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     if "_predictions" in final:
         write_atomically(out_dir / "predictions.json", json.dumps(final["_predictions"], indent=1))
@@ -309,6 +305,14 @@ def run_distillation(config: RunConfig, out_dir: str | Path, *, callback: distil
     log.info("run done: exact %.2f f1 %.2f, %s parameters -> %s", metrics.get("exact", float("nan")),
              metrics.get("f1", float("nan")), f"{metrics['parameters']:,}", out_dir)
     return metrics
+
+
+def measured_latency(model: torch.nn.Module, config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """The model's latency at the config's evaluate.latency_* settings and precision (evaluate.measure_latency)."""
+    ev = config.evaluate
+    return evaluate.measure_latency(model, seq_length=ev.latency_seq_length, batch_sizes=ev.latency_batch_sizes,
+                                    repeats=ev.latency_repeats, warmup=ev.latency_warmup, device=device,
+                                    precision=config.distill.precision)
 
 
 def make_teacher(config: RunConfig, encoder: str, out_dir: str | Path,

@@ -40,13 +40,13 @@ from typing import Any, Mapping
 
 import torch
 
-from tune_distill import distill, evaluate
+from tune_distill import distill
 from tune_distill.claims import write_per_question
 from tune_distill.config import ConfigError, RunConfig, apply_overrides, load_config, parse_override
 from tune_distill.files import read_json_object, write_atomically, write_json
 from tune_distill.prune.core import prune_model
 from tune_distill.prune.fisher import measure_fisher
-from tune_distill.run import Inputs, make_evaluator, prepare_inputs, write_run_header
+from tune_distill.run import Inputs, make_evaluator, measured_latency, prepare_inputs, write_run_header
 from tune_distill.runtime import resolve_device
 from tune_distill.student import count_parameters, load_student, save_student
 
@@ -110,11 +110,7 @@ def _score(model: torch.nn.Module, config: RunConfig, inputs: Inputs, device: to
     write_atomically(folder / "null_odds.json", json.dumps(metrics.pop("_null_odds"), indent=1))
     metrics.update(count_parameters(model))
     if measure_latency:
-        ev = config.evaluate
-        metrics.update(evaluate.measure_latency(model, seq_length=ev.latency_seq_length,
-                                                batch_sizes=ev.latency_batch_sizes, repeats=ev.latency_repeats,
-                                                warmup=ev.latency_warmup, device=device,
-                                                precision=config.distill.precision))
+        metrics.update(measured_latency(model, config, device))
     return metrics
 
 
