@@ -26,7 +26,7 @@ command and sources that made it); `tune-distill simulate-fit` (cli) remakes it.
 What it must not know: Ray, the sweep, searchers, schedulers, how the recorded runs trained.
 
 Example (CPU, a second; the recorded runs in results/):
-    python -m tune_distill simulate-fit results/cpu results/archive/sweep-cpu-prune --out /tmp/surrogate.json
+    python -m tune_distill simulate-fit results/archive/cpu-v5 results/archive/sweep-cpu-prune --out /tmp/surrogate.json
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Profiles (`DEVICES`), from measurements in this repository:
   5.05e13 FLOP/s. At the peak the step's arithmetic takes 3.3 ms of the measured 17.4 ms; the rest, 4.7 ms per
   layer, is the launch time. Larger students use the GPU better than this one, so their time is overestimated
   (a conservative plan); a forward pass launches about a third of a step's kernels.
-- `cpu`: results/cpu (the cpu preset on this 2-core machine, one core per trial, two trials at once): full
+- `cpu`: results/archive/cpu-v5 (the cpu preset v5 on this 2-core machine, one core per trial, two trials at once): full
   3-layer students trained at 2.45 windows/s and scored 16 windows/s (192-token windows; the mean length taken
   as 153 tokens, as measured at 384: contexts are mostly short).
 Tokens per window: the measured mean, 153.1, capped at the run's max_seq_length.
@@ -52,7 +52,7 @@ DEVICES = {
         source="bench/results/gpu-h200/distill_throughput_gpu_fp32_300.json"),
     "cpu": Device(
         launch_s=0.0, train_flops=6 * _REFERENCE_N * MEAN_TOKENS * 2.45, eval_flops=2 * _REFERENCE_N * MEAN_TOKENS * 16,
-        source="results/cpu (README.md: 2.45 windows/s training, 16 windows/s scoring)"),
+        source="results/archive/cpu-v5 (results/README.md: 2.45 windows/s training, 16 windows/s scoring)"),
 }
 
 
