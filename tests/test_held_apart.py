@@ -189,6 +189,10 @@ def test_the_end_of_a_sweep_confirms_the_findings_students_on_the_held_apart_art
         assert f"on 2 held-apart article(s) ({figures['questions']} questions) {figures['gain']:+.2f}" in \
             finding["statement"]
         assert "on validation " in finding["statement"] and finding["held_apart"]["holds"] in (True, False)
+        # stated corrected for the choice first: the verdict new articles can test
+        verdict = "holds" if finding["held_apart"]["holds"] else "does not hold"
+        assert finding["statement"].startswith(f"corrected for the choice, {verdict} on the held-apart articles")
+        assert finding["held_apart_holds"] is finding["held_apart"]["holds"]
     assert any(summary["findings"][name].get("trial_id") for name in held["claims"])  # at least one claim named
 
 

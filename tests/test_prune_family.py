@@ -177,6 +177,9 @@ def test_a_sweep_prunes_each_complete_trial_and_records_its_members(world, ray_c
         assert member["params"]["prune.keep"] == 0.7 and "family" not in member["metrics"]
     summary = report_sweep(tmp_path / "sweep")
     assert summary["trials"] == len(records)
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["summary"]  # trials counted apart from rows
+    assert saved["trials"] == len(trials) and saved["family_members"] == len(members)
+    assert saved["steps_trained"] == sum(record["metrics"]["step"] for record in trials)
     journal = studies.load_or_build(tmp_path / "sweep", records, config.objectives)
     assert len([t for t in journal.trials if t.user_attrs.get("kind") == "family"]) == len(members)
 

@@ -216,12 +216,21 @@ def _figure(figures: Mapping[str, Any]) -> str:
 
 
 def with_figures(findings: Mapping[str, Any], held: Mapping[str, Any]) -> dict[str, Any]:
-    """The findings with each claim's held-apart figure beside its validation figure (`held_apart` and the
-    statement's tail), and a `held_apart` finding saying what was confirmed."""
+    """The findings with each claim's held-apart figure beside its validation figure (`held_apart`), and a
+    `held_apart` finding saying what was confirmed. A claim judged there is stated corrected for the choice first
+    (its verdict on the held-apart articles, which did not choose the student: what new articles can test), then
+    how it was chosen on validation; `held_apart_holds` is that verdict, `holds` stays validation's."""
     result = {name: dict(value) if isinstance(value, dict) else value for name, value in findings.items()}
     for name, claim in (held.get("claims") or {}).items():
         if name in result and isinstance(result[name], dict):
             result[name]["held_apart"] = claim
-            result[name]["statement"] = f"{result[name].get('statement', '')}; {claim['statement']}"
+            chosen = result[name].get("statement", "")
+            if "holds" in claim:
+                result[name]["held_apart_holds"] = claim["holds"]
+                verdict = "holds" if claim["holds"] else "does not hold"
+                result[name]["statement"] = (f"corrected for the choice, {verdict} on the held-apart articles "
+                                             f"({claim['statement']}); chosen on validation: {chosen}")
+            else:
+                result[name]["statement"] = f"{chosen}; {claim['statement']}"
     result["held_apart"] = {"statement": held.get("statement", ""), "file": held.get("file")}
     return result

@@ -49,7 +49,7 @@ from tune_distill.private_api import (
     PrivateApiChanged,
     tuner_scheduler,
 )
-from tune_distill.records import TRIALS_FILE, family_records, write_trials
+from tune_distill.records import FAMILY_KIND, TRIALS_FILE, family_records, write_trials
 from tune_distill.search import SearchSpace, make_searcher
 from tune_distill.study import STUDY_FILE, dashboard_command, space_distributions, sync_study
 from tune_distill.sweep.callbacks import ProgressLines, StudyRecorder
@@ -499,6 +499,8 @@ def _scheduler_state_here(tuner: Any, out_dir: Path) -> None:
 
 
 def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds: float) -> dict[str, Any]:
+    members = [record for record in records if record.get("kind") == FAMILY_KIND]  # rows, not trials: counted apart
+    records = [record for record in records if record.get("kind") != FAMILY_KIND]
     counts: dict[str, int] = {}
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
@@ -511,6 +513,7 @@ def _summary(records: Sequence[Mapping[str, Any]], config: SweepConfig, seconds:
         "status_counts": counts,
         "steps_saved": sum(record["steps_saved"] or 0 for record in records),
         "steps_trained": sum(int(record["metrics"].get("step") or 0) for record in records),
+        "family_members": len(members),
         "wall_seconds": round(seconds, 1),
         "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
