@@ -184,8 +184,9 @@ def plot_frontier(frame, pareto, path: str | Path, accuracy: str = "exact", size
             axes.axhline(floor, ls="--", c="0.4", lw=0.8, label=f"constraint: {accuracy} >= {floor:.1f}")
         axes.set_xlabel(size_label(size))
         axes.set_ylabel(f"validation {accuracy}")
-        finished = f"{len(done)} finished trials, {len(pareto)} on the Pareto front" if drawable else \
-            "no finished trials"
+        members = int(done["kind"].eq("family").sum()) if drawable and "kind" in done else 0
+        finished = (f"{len(done) - members} finished trials" + (f" and {members} pruned members" if members else "")
+                    + f", {len(pareto)} on the Pareto front") if drawable else "no finished trials"
         axes.set_title(title or f"frontier: validation {accuracy} against size\n{finished}", fontsize=10)
         axes.grid(alpha=0.3)
         axes.margins(x=0.08, y=0.08)
