@@ -95,25 +95,32 @@ def _sampled_windows(features, windows: int, seed: int, pad_multiple: int, devic
 
 
 @contextlib.contextmanager
-def masked(model: nn.Module, head_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def masked(model: nn.Module, head_size: int, batch: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Head and neuron masks of ones (requiring grad) multiplied into every layer of a BERT model.
 
-    Yields (head_mask (layers, heads), neuron_mask (layers, intermediate)); the hooks are removed on exit.
+    Yields (head_mask (layers, heads), neuron_mask (layers, intermediate)), or with `batch` one row per window of a
+    batch of that size, (batch, layers, heads) and (batch, layers, intermediate), so that each window's gradient
+    is its own (prune/fisher.py); the hooks are removed on exit.
     """
     layers = model.bert.encoder.layer
     heads = layers[0].attention.output.dense.in_features // head_size
     intermediate = layers[0].output.dense.in_features
-    head_mask = torch.ones(len(layers), heads, requires_grad=True)  # (layers, heads)
-    neuron_mask = torch.ones(len(layers), intermediate, requires_grad=True)  # (layers, intermediate)
+    lead = () if batch is None else (batch,)
+    head_mask = torch.ones(*lead, len(layers), heads, requires_grad=True)  # ([batch,] layers, heads)
+    neuron_mask = torch.ones(*lead, len(layers), intermediate, requires_grad=True)  # ([batch,] layers, intermediate)
     handles = []
     for index, layer in enumerate(layers):
         def mask_heads(module, inputs, index=index):
             context = inputs[0]  # (batch, seq_len, heads * head_size)
             shaped = context.view(*context.shape[:-1], heads, head_size)  # (batch, seq_len, heads, head_size)
-            return ((shaped * head_mask[index].to(context.dtype)[:, None]).view_as(context),)
+            scale = head_mask[..., index, :].to(context)  # ([batch,] heads)
+            scale = scale[:, None, :, None] if batch is not None else scale[:, None]  # ([batch, 1,] heads, 1)
+            return ((shaped * scale).view_as(context),)
 
         def mask_neurons(module, inputs, index=index):
-            return (inputs[0] * neuron_mask[index].to(inputs[0].dtype),)  # (batch, seq_len, intermediate)
+            scale = neuron_mask[..., index, :].to(inputs[0])  # ([batch,] intermediate)
+            scale = scale[:, None, :] if batch is not None else scale  # ([batch, 1,] intermediate)
+            return (inputs[0] * scale,)  # (batch, seq_len, intermediate)
 
         handles.append(layer.attention.output.dense.register_forward_pre_hook(mask_heads))
         handles.append(layer.output.dense.register_forward_pre_hook(mask_neurons))

@@ -26,9 +26,7 @@ Example (CPU, about a minute for 256 windows of a 3-layer hidden-384 student):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,6 +34,7 @@ from torch import nn
 
 from tune_distill.data import FeatureSet, collate, model_inputs, pad_widths, sorted_batches
 from tune_distill.distill import MASKED_LOGIT, distillation_loss
+from tune_distill.importance import masked
 from tune_distill.runtime import resolve_pad_multiple
 from tune_distill.student import layer_shapes
 from tune_distill.teacher import TeacherLogits
@@ -65,34 +64,12 @@ def uniform_shape(model: nn.Module) -> tuple[int, int, int]:
     return shapes[0]["heads"], shapes[0]["intermediate"], head_size
 
 
-@contextlib.contextmanager
-def window_masks(model: nn.Module, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def window_masks(model: nn.Module, batch: int):
     """Masks of ones, one row per window of a batch of `batch`, multiplied into every layer's head outputs
-    and feed-forward neurons. Yields (heads (batch, layers, heads), neurons (batch, layers, intermediate));
-    the hooks are removed on exit."""
-    heads, intermediate, head_size = uniform_shape(model)
-    layers = model.bert.encoder.layer
-    head_mask = torch.ones(batch, len(layers), heads, requires_grad=True)  # (batch, layers, heads)
-    neuron_mask = torch.ones(batch, len(layers), intermediate, requires_grad=True)  # (batch, layers, intermediate)
-    handles = []
-    for index, layer in enumerate(layers):
-        def on_heads(module, inputs, index=index):
-            context = inputs[0]  # (batch, seq_len, heads * head_size)
-            split = context.view(*context.shape[:-1], heads, head_size)  # (batch, seq_len, heads, head_size)
-            scale = head_mask[:, index].to(context)[:, None, :, None]  # (batch, 1, heads, 1)
-            return ((split * scale).view_as(context),)
-
-        def on_neurons(module, inputs, index=index):
-            scale = neuron_mask[:, index].to(inputs[0])[:, None, :]  # (batch, 1, intermediate)
-            return (inputs[0] * scale,)  # (batch, seq_len, intermediate)
-
-        handles.append(layer.attention.output.dense.register_forward_pre_hook(on_heads))
-        handles.append(layer.output.dense.register_forward_pre_hook(on_neurons))
-    try:
-        yield head_mask, neuron_mask
-    finally:
-        for handle in handles:
-            handle.remove()
+    and feed-forward neurons (importance.masked with a batch): a context manager yielding (heads (batch, layers,
+    heads), neurons (batch, layers, intermediate)); the hooks are removed on exit."""
+    _, _, head_size = uniform_shape(model)
+    return masked(model, head_size, batch=batch)
 
 
 def sample_windows(features: FeatureSet, windows: int, seed: int) -> np.ndarray:
