@@ -182,6 +182,7 @@ def test_a_sweep_prunes_each_complete_trial_and_records_its_members(world, ray_c
     assert saved["steps_trained"] == sum(record["metrics"]["step"] for record in trials)
     journal = studies.load_or_build(tmp_path / "sweep", records, config.objectives)
     assert len([t for t in journal.trials if t.user_attrs.get("kind") == "family"]) == len(members)
+    assert not any("family" in t.user_attrs for t in journal.trials)  # recorded live without the members' JSON
 
 
 def test_a_member_loads_like_any_student(trained):

@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tune_distill.private_api import constraints_system_attrs, distribution_contains
-from tune_distill.records import FAMILY_KIND, read_sweep_settings, read_trials, resolve_run_dir, run_roots, torn_line
+from tune_distill.records import (
+    FAMILY_KIND,
+    FAMILY_METRIC,
+    read_sweep_settings,
+    read_trials,
+    resolve_run_dir,
+    run_roots,
+    torn_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +180,8 @@ def study_trial(record: Mapping[str, Any], distributions: Mapping[str, Any], obj
     if status == "stopped" and metrics.get("step") is not None:
         attrs["stopped_at_step"] = int(metrics["step"])
     for name, value in metrics.items():
+        if name == FAMILY_METRIC:
+            continue  # a trial's pruning family (JSON text): its members are trials of their own (family_records)
         if isinstance(value, (int, float, str, bool)) and (not isinstance(value, float) or math.isfinite(value)):
             attrs.setdefault(f"metric.{name}" if name in attrs else name, value)
     system_attrs = {}
