@@ -83,15 +83,50 @@ class Importance:
         return torch.from_numpy(np.asarray(self.neurons[score][layer], dtype=np.float64))
 
 
-def _sampled_windows(features, windows: int, seed: int, pad_multiple: int, device: torch.device):
+def sampled_windows(features, windows: int, seed: int, pad_multiple: int, device: torch.device):
     """The `windows` training windows scored (a seeded sample, in file order; all if fewer), their model
-    inputs, every window's length and the run's padded widths."""
+    inputs, every window's length and the run's padded widths (also prune/fisher.py's)."""
     rows = np.arange(len(features))
     if windows < len(rows):
         rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
     columns = model_inputs(features)
     lengths = columns["input_ids"].lengths
     return rows, columns, lengths, pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode with no parameter requiring grad (only the masks do), both restored on exit."""
+    was_training, flags = model.training, [parameter.requires_grad for parameter in model.parameters()]
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, flag in zip(model.parameters(), flags):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+
+
+def mask_gradients(model: nn.Module, teacher: TeacherLogits | nn.Module, batch: dict[str, torch.Tensor],
+                   indices: np.ndarray, masks: tuple[torch.Tensor, torch.Tensor],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the batch's distillation loss against the teacher (KL at temperature 1, alpha_ce 1) with
+    respect to `masks` (masked's head and neuron masks), for the batch of training windows `indices`. `teacher`:
+    its cached logits over the windows' features, or the teacher model (run on the batch)."""
+    width = batch["input_ids"].shape[1]
+    if isinstance(teacher, TeacherLogits):
+        teacher_start, teacher_end = (t.to(device) for t in teacher.batch(indices, width, MASKED_LOGIT))
+    else:
+        with torch.no_grad():
+            output = teacher(**batch)
+        teacher_start, teacher_end = output.start_logits, output.end_logits  # 2 x (batch, seq_len)
+    output = model(**batch)
+    zeros = torch.zeros(len(indices), dtype=torch.long, device=device)  # gold spans unused at alpha 1
+    loss, _ = distillation_loss(output.start_logits, output.end_logits, teacher_start, teacher_end,
+                                zeros, zeros, batch["attention_mask"], alpha_ce=1.0, temperature=1.0)
+    return torch.autograd.grad(loss, list(masks))
 
 
 @contextlib.contextmanager
@@ -144,42 +179,20 @@ def measure_importance(model: nn.Module, features: FeatureSet, *, teacher: Teach
         raise ValueError(f"student.prune_windows: must be >= 1, got {windows}")
     device = torch.device(device)
     head_size = model.config.hidden_size // model.config.num_attention_heads
-    rows, columns, lengths, widths = _sampled_windows(features, windows, seed, pad_multiple, device)
-    was_training = model.training
-    model.eval()
-    requires_grad = [parameter.requires_grad for parameter in model.parameters()]
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    sums: dict[str, list[torch.Tensor]] = {}
-    try:
-        with masked(model, head_size) as (head_mask, neuron_mask):
-            gradient = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
-            fisher = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
-            batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
-            for indices in batches:
-                batch = {name: tensor.to(device) for name, tensor in
-                         collate(columns, indices, pad_token_id, widths=widths).items()}
-                width = batch["input_ids"].shape[1]
-                if isinstance(teacher, TeacherLogits):
-                    teacher_start, teacher_end = (t.to(device) for t in teacher.batch(indices, width, MASKED_LOGIT))
-                else:
-                    with torch.no_grad():
-                        output = teacher(**batch)
-                    teacher_start, teacher_end = output.start_logits, output.end_logits  # 2 x (batch, seq_len)
-                output = model(**batch)
-                zeros = torch.zeros(len(indices), dtype=torch.long, device=device)  # gold spans unused at alpha 1
-                loss, _ = distillation_loss(output.start_logits, output.end_logits, teacher_start, teacher_end,
-                                            zeros, zeros, batch["attention_mask"], alpha_ce=1.0, temperature=1.0)
-                grads = torch.autograd.grad(loss, [head_mask, neuron_mask])
-                for total, grad in zip(gradient, grads):
-                    total += grad.abs()
-                for total, grad in zip(fisher, grads):
-                    total += grad.pow(2)
-            sums = {"gradient": [t / len(batches) for t in gradient], "fisher": [t / len(batches) for t in fisher]}
-    finally:
-        for parameter, flag in zip(model.parameters(), requires_grad):
-            parameter.requires_grad_(flag)
-        model.train(was_training)
+    rows, columns, lengths, widths = sampled_windows(features, windows, seed, pad_multiple, device)
+    with frozen(model), masked(model, head_size) as (head_mask, neuron_mask):
+        gradient = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
+        fisher = [torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)]
+        batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
+        for indices in batches:
+            batch = {name: tensor.to(device) for name, tensor in
+                     collate(columns, indices, pad_token_id, widths=widths).items()}
+            grads = mask_gradients(model, teacher, batch, indices, (head_mask, neuron_mask), device)
+            for total, grad in zip(gradient, grads):
+                total += grad.abs()
+            for total, grad in zip(fisher, grads):
+                total += grad.pow(2)
+        sums = {"gradient": [t / len(batches) for t in gradient], "fisher": [t / len(batches) for t in fisher]}
     return Importance(
         teacher_layers=tuple(teacher_layers),
         heads={name: values[0].numpy() for name, values in sums.items()},
@@ -209,7 +222,7 @@ def mask_tuning(pruned: nn.Module, full: nn.Module, features: FeatureSet, *, win
     ({"heads": (kept heads,), "neurons": (kept neurons,)}).
     """
     device = torch.device(device)
-    rows, columns, lengths, widths = _sampled_windows(features, windows, seed, pad_multiple, device)
+    rows, columns, lengths, widths = sampled_windows(features, windows, seed, pad_multiple, device)
     batches = [rows[order] for order in sorted_batches(lengths[rows], batch_size)]
     modes = (pruned.training, full.training)
     pruned.eval()

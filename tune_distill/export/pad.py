@@ -26,7 +26,7 @@ import re
 import torch
 
 from tune_distill.export.errors import ExportError
-from tune_distill.student import LAYER_SHAPES_KEY, PRUNED_HEADS_KEY
+from tune_distill.student import LAYER_SHAPES_KEY, PRUNED_HEADS_KEY, layer_shapes
 
 # max |logit difference| padded export vs pruned student: zero heads add exactly 0, what remains is float32
 # summation order (what it was on a real student: results/README.md, "Export tolerances")
@@ -99,6 +99,5 @@ def pad_pruned_heads(student: torch.nn.Module):
 
 
 def kept_heads_per_layer(model: torch.nn.Module) -> list[int]:
-    """Heads each layer actually computes (from its query projection's width)."""
-    head_size = model.config.hidden_size // model.config.num_attention_heads
-    return [layer.attention.self.query.out_features // head_size for layer in model.bert.encoder.layer]
+    """Heads each layer actually computes (from its query projection's width: student.layer_shapes)."""
+    return [shape["heads"] for shape in layer_shapes(model)]

@@ -32,10 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tune_distill.data import FeatureSet, collate, model_inputs, pad_widths, sorted_batches
-from tune_distill.distill import MASKED_LOGIT, distillation_loss
-from tune_distill.importance import masked
-from tune_distill.runtime import resolve_pad_multiple
+from tune_distill.data import FeatureSet, collate, sorted_batches
+from tune_distill.importance import frozen, mask_gradients, masked, sampled_windows
 from tune_distill.student import layer_shapes
 from tune_distill.teacher import TeacherLogits
 
@@ -72,34 +70,11 @@ def window_masks(model: nn.Module, batch: int):
     return masked(model, head_size, batch=batch)
 
 
-def sample_windows(features: FeatureSet, windows: int, seed: int) -> np.ndarray:
-    """The rows scored: a seeded sample of `windows` rows in file order (all rows when there are fewer)."""
-    rows = np.arange(len(features))
-    if windows < len(rows):
-        rows = np.sort(np.random.default_rng(seed).choice(rows, windows, replace=False))
-    return rows
-
-
-def _teacher_logits(teacher, batch, indices, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's start and end logits for one batch.  # 2 x (batch, seq_len)"""
-    if isinstance(teacher, TeacherLogits):
-        return tuple(t.to(device) for t in teacher.batch(indices, width, MASKED_LOGIT))
-    with torch.no_grad():
-        output = teacher(**batch)
-    return output.start_logits, output.end_logits
-
-
 def _window_gradients(model, teacher, batch, indices, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Each window's own gradient of its distillation loss with respect to the head and neuron masks:
     (batch, layers, heads) and (batch, layers, intermediate)."""
-    width = batch["input_ids"].shape[1]
-    teacher_start, teacher_end = _teacher_logits(teacher, batch, indices, width, device)  # 2 x (batch, seq_len)
-    with window_masks(model, len(indices)) as (head_mask, neuron_mask):
-        output = model(**batch)
-        zeros = torch.zeros(len(indices), dtype=torch.long, device=device)  # gold spans unused at alpha 1
-        loss, _ = distillation_loss(output.start_logits, output.end_logits, teacher_start, teacher_end,
-                                    zeros, zeros, batch["attention_mask"], alpha_ce=1.0, temperature=1.0)
-        heads, neurons = torch.autograd.grad(loss, [head_mask, neuron_mask])
+    with window_masks(model, len(indices)) as masks:
+        heads, neurons = mask_gradients(model, teacher, batch, indices, masks, device)
     return heads * len(indices), neurons * len(indices)  # the batch loss is the mean of the windows' losses
 
 
@@ -117,17 +92,10 @@ def measure_fisher(model: nn.Module, features: FeatureSet, *, teacher: TeacherLo
     device = torch.device(device)
     heads, intermediate, _ = uniform_shape(model)
     layers = len(model.bert.encoder.layer)
-    rows = sample_windows(features, windows, seed)
-    columns = model_inputs(features)
-    lengths = columns["input_ids"].lengths
-    widths = pad_widths(lengths, resolve_pad_multiple(pad_multiple, device))
+    rows, columns, lengths, widths = sampled_windows(features, windows, seed, pad_multiple, device)
     head_blocks = torch.zeros(layers, heads, heads, dtype=torch.float64)  # (layers, heads, heads)
     neuron_blocks = torch.zeros(layers, intermediate, intermediate, dtype=torch.float64)  # (layers, inter, inter)
-    was_training, flags = model.training, [parameter.requires_grad for parameter in model.parameters()]
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    try:
+    with frozen(model):
         for order in sorted_batches(lengths[rows], BATCH_SIZE):
             indices = rows[order]
             batch = {name: tensor.to(device) for name, tensor in
@@ -136,10 +104,6 @@ def measure_fisher(model: nn.Module, features: FeatureSet, *, teacher: TeacherLo
                                                                                    device))
             head_blocks += torch.einsum("blh,blg->lhg", head_grads, head_grads)
             neuron_blocks += torch.einsum("bli,blj->lij", neuron_grads, neuron_grads)
-    finally:
-        for parameter, flag in zip(model.parameters(), flags):
-            parameter.requires_grad_(flag)
-        model.train(was_training)
     return Fisher(heads=torch.diagonal(head_blocks, dim1=1, dim2=2).numpy().copy(),
                   neurons=torch.diagonal(neuron_blocks, dim1=1, dim2=2).numpy().copy(),
                   head_blocks=[block.numpy() for block in head_blocks],
